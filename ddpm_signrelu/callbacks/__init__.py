@@ -1,0 +1,5 @@
+"""Lightning callbacks."""
+
+from ddpm_signrelu.callbacks.samples import SampleGrid
+
+__all__ = ["SampleGrid"]

@@ -1,0 +1,163 @@
+"""The DDPM variational bound L_vlb = L_T + Σ_{t=2}^T L_{t−1} + L_0 and its stratified estimate (theory.md §5, §6.1).
+
+All terms are in nats per example (summed over the D coordinates); ``to_bits_per_dim`` converts.
+``denoise(x_t, t)`` is the model's x̂0 (clipped or not, as the caller decides).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ddpm_signrelu.diffusion.process import q_posterior, q_sample
+from ddpm_signrelu.diffusion.schedule import NoiseSchedule
+from ddpm_signrelu.errors import ConfigError, check_choice
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
+    """KL(N(μ1, σ1²) ‖ N(μ2, σ2²)) per coordinate: ½(−1 + log σ2² − log σ1² + σ1²/σ2² + (μ1 − μ2)²/σ2²)."""
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
+    """Φ(z) ≈ ½(1 + tanh(√(2/π)(z + 0.044715 z³))), as in improved-diffusion."""
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+def discretized_gaussian_log_likelihood(x, mean, log_scale, num_levels: int) -> torch.Tensor:
+    """log P(x) per coordinate for data on L = ``num_levels`` levels in [−1, 1], bin half-width h = 1/(L − 1).
+
+    log(Φ((x + h − μ)/σ) − Φ((x − h − μ)/σ)); the edge bins extend to ±∞ (tests x < −1 + h/2, x > 1 − h/2);
+    probabilities are clamped at 1e-12 before the log.
+    """
+    h = 1.0 / (num_levels - 1)
+    inv_std = torch.exp(-log_scale)
+    cdf_plus = approx_standard_normal_cdf(inv_std * (x - mean + h))
+    cdf_min = approx_standard_normal_cdf(inv_std * (x - mean - h))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(x < -1 + h / 2, log_cdf_plus, torch.where(x > 1 - h / 2, log_one_minus_cdf_min, log_delta))
+
+
+def gaussian_log_likelihood(x, mean, log_scale) -> torch.Tensor:
+    """log N(x; μ, σ²) per coordinate: the continuous decoder for real-valued data (§6.4)."""
+    return -0.5 * math.log(2 * math.pi) - log_scale - 0.5 * ((x - mean) * torch.exp(-log_scale)) ** 2
+
+
+def _sum_flat(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).sum(1)
+
+
+def prior_kl(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
+    """L_T = KL(q(x_T | x0) ‖ N(0, I)) = ½ Σ_d [ᾱ_T x0_d² − ᾱ_T − log(1 − ᾱ_T)], nats per example."""
+    ab = schedule.alphas_cumprod[-1].item()
+    return 0.5 * _sum_flat(ab * x0.double() ** 2 - ab - math.log1p(-ab))
+
+
+def vb_term(schedule: NoiseSchedule, x0, x_t, t, x0_hat, num_levels: int | None) -> torch.Tensor:
+    """L_{t−1} = KL(q(x_{t−1}|x_t, x0) ‖ N(μ_θ, σ_t² I)) for t ≥ 2, L_0 = −log p(x0 | x_1) at t = 1; nats.
+
+    μ_θ = coef1_t·x̂0 + coef2_t·x_t. The decoder is discretized on ``num_levels`` levels, or a continuous
+    Gaussian when ``num_levels`` is None. Computed in float64.
+    """
+    x0, x_t, x0_hat = x0.double(), x_t.double(), x0_hat.double()
+    true_mean, true_var = q_posterior(schedule, x0, x_t, t)
+    model_mean, _ = q_posterior(schedule, x0_hat, x_t, t)
+    model_logvar = torch.log(schedule.at("chain_variance", t, x0.dim(), torch.float64))
+    kl = _sum_flat(normal_kl(true_mean, torch.log(true_var.clamp(min=1e-300)), model_mean, model_logvar))
+    if num_levels is None:
+        log_p = gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar)
+    else:
+        log_p = discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar, num_levels)
+    return torch.where(t == 0, -_sum_flat(log_p), kl)
+
+
+def to_bits_per_dim(nats: torch.Tensor, dim: int) -> torch.Tensor:
+    """bits/dim = nats/(D·ln 2)."""
+    return nats / (dim * math.log(2))
+
+
+class Strata:
+    """K contiguous strata of {2..T} of equal width in λ_t = log SNR_t, empty ones merged (theory.md §6.1).
+
+    Within stratum k a step is drawn from π_k: ``uniform`` on B_k or ∝ w_t (``weight``, lower variance).
+    K = T − 1 gives singleton strata, and the estimate is then the full sum.
+    """
+
+    def __init__(self, schedule: NoiseSchedule, num_strata: int, proposal: str = "weight"):
+        check_choice("stratum proposal", proposal, ("weight", "uniform"))
+        T = schedule.num_timesteps
+        if not 1 <= num_strata <= T - 1:
+            raise ConfigError(f"num_strata must be in 1..T-1 = 1..{T - 1}, got {num_strata}")
+        steps = torch.arange(1, T)
+        lam = schedule.log_snr[1:]
+        edges = torch.linspace(lam.max().item(), lam.min().item(), num_strata + 1, dtype=torch.float64)
+        bucket = torch.bucketize(-lam, -edges[1:-1])  # λ decreases in t, so buckets are contiguous in t
+        self.members = [steps[bucket == k] for k in bucket.unique()]
+        if num_strata == T - 1:
+            self.members = [steps[i:i + 1] for i in range(T - 1)]
+        weights = schedule.x0_weight if proposal == "weight" else torch.ones(T, dtype=torch.float64)
+        self.probs = [weights[m] / weights[m].sum() for m in self.members]
+        self.cdfs = [p.cumsum(0) for p in self.probs]
+        self.log_snr_range = [(schedule.log_snr[m[-1]].item(), schedule.log_snr[m[0]].item()) for m in self.members]
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def draw(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map uniforms u (B, K) to steps t_k ~ π_k (indices) and their probabilities π_k(t_k)."""
+        t, pi = torch.empty_like(u, dtype=torch.long), torch.empty_like(u, dtype=torch.float64)
+        for k, (members, probs, cdf) in enumerate(zip(self.members, self.probs, self.cdfs)):
+            j = torch.searchsorted(cdf, u[:, k].double().contiguous()).clamp(max=len(members) - 1)
+            t[:, k], pi[:, k] = members[j], probs[j]
+        return t, pi
+
+
+@dataclass
+class Draws:
+    """Fixed per-item draws: steps t (B, K), their probabilities π (B, K) and noise ε (B, K + 1, *shape).
+
+    ε[:, 0] is the noise of the t = 1 (L_0) term, ε[:, k + 1] that of stratum k.
+    """
+
+    t: torch.Tensor
+    pi: torch.Tensor
+    eps: torch.Tensor
+
+
+def item_generator(seed: int, index: int) -> torch.Generator:
+    """A CPU generator for item ``index`` under ``seed``: draws depend on neither batch nor world size."""
+    return torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + index) % (2**63))
+
+
+def draw_for_items(strata: Strata, seed: int, indices, shape) -> Draws:
+    """Draws for the items ``indices``, each from its own :func:`item_generator`."""
+    us, epss = [], []
+    for index in indices:
+        g = item_generator(seed, int(index))
+        us.append(torch.rand(len(strata), generator=g, dtype=torch.float64))
+        epss.append(torch.randn(len(strata) + 1, *shape, generator=g))
+    t, pi = strata.draw(torch.stack(us))
+    return Draws(t, pi, torch.stack(epss))
+
+
+def vlb_terms(schedule: NoiseSchedule, denoise, x0: torch.Tensor, draws: Draws, num_levels: int | None) -> dict:
+    """Stratified estimate of the bound for each item, in nats (theory.md §6.1):
+
+    ``prior`` L_T (closed form), ``decoder`` L_0 (t = 1, its own ε), ``strata`` (B, K) with entry
+    L_{t_k−1}/π_k(t_k), and ``total`` = prior + decoder + Σ_k strata. Unbiased for L_vlb.
+    """
+    device = x0.device
+    draws_t, draws_pi, eps = draws.t.to(device), draws.pi.to(device), draws.eps.to(device)
+
+    def term(t, noise):
+        x_t = q_sample(schedule, x0, t, noise)
+        return vb_term(schedule, x0, x_t, t, denoise(x_t, t), num_levels)
+
+    decoder = term(torch.zeros(len(x0), dtype=torch.long, device=device), eps[:, 0])
+    strata = torch.stack([term(draws_t[:, k], eps[:, k + 1]) / draws_pi[:, k] for k in range(draws_t.shape[1])], 1)
+    prior = prior_kl(schedule, x0)
+    return {"prior": prior, "decoder": decoder, "strata": strata, "total": prior + decoder + strata.sum(1)}

@@ -1,0 +1,80 @@
+"""Noise schedules (theory.md §1, §5).
+
+Convention: math t ∈ {1..T}; code index i = t − 1 ∈ {0..T−1}. Every tensor argument named ``t`` in this
+package holds code indices. Arrays: ``betas[i] = β_{i+1}``, ``alphas_cumprod[i] = ᾱ_{i+1}``,
+``alphas_cumprod_prev[i] = ᾱ_i`` with ᾱ_0 := 1. All arrays are float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ddpm_signrelu.errors import ConfigError, check_choice
+
+
+def linear_betas(num_timesteps: int) -> torch.Tensor:
+    """β_t = linspace(1e-4·r, 0.02·r, T), r = 1000/T (Ho et al.; improved-diffusion)."""
+    scale = 1000 / num_timesteps
+    return torch.linspace(1e-4 * scale, 0.02 * scale, num_timesteps, dtype=torch.float64)
+
+
+def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
+    """β_t = min(1 − f(t/T)/f((t−1)/T), 0.999), f(τ) = cos²(((τ + s)/(1 + s))·π/2) (Nichol & Dhariwal)."""
+    f = lambda tau: math.cos((tau + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    T = num_timesteps
+    return torch.tensor([min(1 - f((i + 1) / T) / f(i / T), max_beta) for i in range(T)], dtype=torch.float64)
+
+
+BETA_SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
+
+
+class NoiseSchedule:
+    """β_t, ᾱ_t and the posterior coefficients of q(x_{t−1} | x_t, x0), in float64 (theory.md §5).
+
+    Also SNR_t = ᾱ_t/(1 − ᾱ_t), λ_t = log SNR_t and the x0-form bound weight w_t (``x0_weight``).
+    ``variance`` picks the reverse chain's fixed σ_t²: ``small`` = β̃_t, ``large`` = β_t (t ≥ 2); both use
+    σ_1² = β̃_2 in the decoder, as improved-diffusion does.
+    """
+
+    def __init__(self, betas: torch.Tensor, variance: str = "small"):
+        check_choice("variance", variance, ("small", "large"))
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        if betas.dim() != 1 or len(betas) < 2:
+            raise ConfigError(f"a diffusion needs T >= 2 steps, got T = {betas.numel()}")
+        if not ((betas > 0) & (betas < 1)).all():
+            raise ConfigError("every beta must lie in (0, 1)")
+        self.num_timesteps, self.variance = len(betas), variance
+        self.betas = betas
+        self.alphas = 1 - betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, 0)
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        ab, ab_prev = self.alphas_cumprod, self.alphas_cumprod_prev
+        self.posterior_variance = betas * (1 - ab_prev) / (1 - ab)
+        self.posterior_mean_coef1 = betas * ab_prev.sqrt() / (1 - ab)
+        self.posterior_mean_coef2 = (1 - ab_prev) * self.alphas.sqrt() / (1 - ab)
+        small = torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
+        large = torch.cat([self.posterior_variance[1:2], betas[1:]])
+        self.chain_variance = small if variance == "small" else large
+        self.snr = ab / (1 - ab)
+        self.log_snr = torch.log(self.snr)
+        # w_t = coef1_t²/(2σ_t²): L_{t−1} = w_t‖x0 − x̂0‖² + C_t (§5); for σ² = β̃ it is ½(SNR_{t−1} − SNR_t).
+        # At t = 1 it is 1/(2σ_1²), the weight of a continuous Gaussian decoder (§6.4).
+        self.x0_weight = self.posterior_mean_coef1**2 / (2 * self.chain_variance)
+        self._device_cache: dict = {}
+
+    @classmethod
+    def from_name(cls, name: str, num_timesteps: int, variance: str = "small") -> "NoiseSchedule":
+        """``linear`` or ``cosine`` with T = ``num_timesteps``."""
+        check_choice("beta schedule", name, BETA_SCHEDULES)
+        if num_timesteps < 2:
+            raise ConfigError(f"a diffusion needs T >= 2 steps, got num_timesteps = {num_timesteps}")
+        return cls(BETA_SCHEDULES[name](num_timesteps), variance)
+
+    def at(self, name: str, t: torch.Tensor, ndim: int, dtype=torch.float32) -> torch.Tensor:
+        """``self.<name>[t]`` on t's device, shaped (B, 1, …, 1) with ``ndim`` dims in all."""
+        key = (name, t.device, dtype)
+        if key not in self._device_cache:
+            self._device_cache[key] = getattr(self, name).to(device=t.device, dtype=dtype)
+        return self._device_cache[key][t].view(-1, *([1] * (ndim - 1)))

@@ -1,0 +1,5 @@
+"""The LightningModule."""
+
+from ddpm_signrelu.lit.module import CHECKPOINT_KEY, DiffusionModel
+
+__all__ = ["CHECKPOINT_KEY", "DiffusionModel"]

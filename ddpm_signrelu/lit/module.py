@@ -1,0 +1,113 @@
+"""The LightningModule: a denoiser network trained as a DDPM, with held-out loss and bound in validation."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from ddpm_signrelu import __version__
+from ddpm_signrelu.diffusion import (LOSSES, NoiseSchedule, Strata, diffusion_loss, draw_for_items, predict_x0,
+                                     sample, sample_timesteps, to_bits_per_dim, vlb_terms)
+from ddpm_signrelu.diffusion.losses import fixed_timesteps_and_noise
+from ddpm_signrelu.errors import ConfigError, NonFiniteLossError, check_choice
+from ddpm_signrelu.nn import build_denoiser
+
+CHECKPOINT_KEY = "ddpm_signrelu"
+
+
+class DiffusionModel(L.LightningModule):
+    """A DDPM whose reverse-process network is ``network`` + ``head`` (a SignReLU U-Net with the ratio head
+    by default). Hyper-parameters are saved, so a checkpoint alone rebuilds the model.
+
+    Args:
+        data_shape: shape of one example, e.g. (1, 8, 8); linked from the data module by the CLI.
+        num_levels: grey levels of the data (discretized decoder), or None for continuous data.
+        network: backbone config, ``{"name": "unet" | "mlp", **options}``.
+        head: head config, ``{"name": "ratio_atoms" | "ratio_direct" | "plain", **options}``.
+        num_timesteps: T.  beta_schedule: ``linear`` or ``cosine``.  variance: ``small`` (β̃) or ``large`` (β).
+        loss: ``eps_mse`` (L_simple), ``min_snr``, ``x0_mse`` or ``vlb``; min_snr_gamma: γ of ``min_snr``.
+        clip_denoised: clamp x̂0 to [−1, 1] when sampling and evaluating (never in training).
+        lr, weight_decay, adam_betas, warmup_steps: AdamW with a linear warm-up to ``lr``.
+        bound_strata: strata K of the validation bound estimate (K + 1 network calls per item).
+        eval_seed: seed of the fixed validation draws.
+    """
+
+    def __init__(self, data_shape: tuple[int, ...] = (1, 8, 8), num_levels: int | None = 17,
+                 network: dict | None = None, head: dict | None = None, num_timesteps: int = 1000,
+                 beta_schedule: str = "linear", variance: str = "small", loss: str = "eps_mse",
+                 min_snr_gamma: float = 5.0, clip_denoised: bool = True, lr: float = 2e-4, weight_decay: float = 0.0,
+                 adam_betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0, bound_strata: int = 16,
+                 eval_seed: int = 0):
+        super().__init__()
+        network = network or {"name": "unet"}
+        head = head or {"name": "ratio_atoms"}
+        self.save_hyperparameters()
+        check_choice("loss", loss, LOSSES)
+        if num_levels is not None and num_levels < 2:
+            raise ConfigError(f"num_levels must be >= 2 or None (continuous data), got {num_levels}")
+        if lr <= 0 or warmup_steps < 0:
+            raise ConfigError(f"need lr > 0 and warmup_steps >= 0, got lr={lr}, warmup_steps={warmup_steps}")
+        self.data_shape = tuple(int(s) for s in data_shape)
+        self.schedule = NoiseSchedule.from_name(beta_schedule, num_timesteps, variance)
+        self.strata = Strata(self.schedule, min(bound_strata, num_timesteps - 1))
+        self.model = build_denoiser(self.data_shape, network, head)
+        self.val_loss, self.val_bpd = MeanMetric(), MeanMetric()
+
+    @property
+    def dim(self) -> int:
+        return math.prod(self.data_shape)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.model(x_t, t)
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, clip: bool | None = None) -> torch.Tensor:
+        """x̂0(x_t, t) in fp32, clamped to [−1, 1] when ``clip`` (default: ``clip_denoised``)."""
+        x0_hat = predict_x0(self.schedule, self.model(x_t, t).float(), x_t, t, self.model.parameterization)
+        clip = self.hparams.clip_denoised if clip is None else clip
+        return x0_hat.clamp(-1, 1) if clip else x0_hat
+
+    def loss_per_example(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        return diffusion_loss(self.schedule, self.model, x0, t, noise, hp.loss, self.model.parameterization,
+                              hp.min_snr_gamma)
+
+    def training_step(self, batch, batch_idx):
+        x0 = batch[0]
+        t = sample_timesteps(self.hparams.loss, self.hparams.num_timesteps, len(x0), device=x0.device)
+        loss = self.loss_per_example(x0, t, torch.randn_like(x0)).mean()
+        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
+            raise NonFiniteLossError(
+                f"the training loss is {loss.item()} at step {self.global_step}: training stopped before the update; "
+                f"the last checkpoint written is the last good one; lower the learning rate or clip gradients")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(x0))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x0, index = batch
+        hp = self.hparams
+        t, noise = fixed_timesteps_and_noise(hp.loss, hp.num_timesteps, hp.eval_seed, index.tolist(), self.data_shape)
+        self.val_loss.update(self.loss_per_example(x0, t.to(x0.device), noise.to(x0.device)))
+        draws = draw_for_items(self.strata, hp.eval_seed + 1, index.tolist(), self.data_shape)
+        terms = vlb_terms(self.schedule, self.denoise, x0, draws, hp.num_levels)
+        self.val_bpd.update(to_bits_per_dim(terms["total"], self.dim).float())
+        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log("val/bpd", self.val_bpd, prog_bar=True)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, betas=tuple(hp.adam_betas),
+                                weight_decay=hp.weight_decay)
+        warmup = max(hp.warmup_steps, 1)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    @torch.no_grad()
+    def generate(self, seeds, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0, progress=None):
+        """Samples in [−1, 1], one per seed (same seed, same image, whatever the batch)."""
+        return sample(self.denoise, self.schedule, self.data_shape, seeds, self.device, sampler, steps, eta, progress)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {"version": __version__}

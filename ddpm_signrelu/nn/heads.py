@@ -1,0 +1,107 @@
+"""Denoiser output heads (theory.md §4).
+
+Every head maps backbone features h (B, F, *spatial) and the time embedding (B, E) to a prediction with
+``out_channels`` channels. Its ``parameterization`` says what that prediction is: ``x0``, ``eps`` or ``v``.
+The ratio heads always predict x0 = f1/f2 through the division gate, in fp32 with autocast off (§4.4).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ddpm_signrelu.errors import ConfigError, check_choice
+from ddpm_signrelu.nn.division import division_gate
+from ddpm_signrelu.nn.layers import Pointwise, zero_init
+
+
+def ratio_combine(logits: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+    """x̂0 = f1 · inv_1(f2) with u_k = exp(Λ_k − max_j Λ_j), f2 = Σ_k u_k, f1 = Σ_k u_k A_k (theory.md §4.2).
+
+    ``logits`` Λ: (B, K, 1, *S) or broadcastable; ``atoms`` A: (B, K, C, *S). Sum over dim 1 (atoms).
+    The max-subtraction makes f2 ∈ [1, K], so the gate with floor c = 1 is exact and accurate.
+    Numerically equal to ``(softmax(Λ, 1) * A).sum(1)``.
+    """
+    u = torch.exp(logits - logits.amax(dim=1, keepdim=True))
+    f2 = u.sum(dim=1)
+    f1 = (u * atoms).sum(dim=1)
+    return f1 * division_gate(f2, floor=1.0)
+
+
+class _Fp32Head(nn.Module):
+    """Runs :meth:`head` on fp32 inputs with autocast disabled (theory.md §4.4)."""
+
+    parameterization = "x0"
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=h.device.type, enabled=False):
+            return self.head(h.float(), emb.float())
+
+
+class RatioAtomHead(_Fp32Head):
+    """Softmax-atom ratio head (Variant A, the default): K atoms and logits, x̂0 = f1/f2 with f2 ≥ 1.
+
+    ``logits="pixel"`` gives one logit per atom and position (shared across channels); ``"global"`` pools
+    them to one per atom and image. ``temperature`` scales the logits by softplus(MLP(t_emb)) > 0.
+    """
+
+    def __init__(self, features: int, out_channels: int, emb_dim: int, num_atoms: int = 8,
+                 logits: str = "pixel", temperature: bool = True):
+        super().__init__()
+        check_choice("ratio-head logits mode", logits, ("pixel", "global"))
+        if num_atoms < 1:
+            raise ConfigError(f"ratio head num_atoms must be >= 1, got {num_atoms}")
+        self.num_atoms, self.out_channels, self.global_logits = num_atoms, out_channels, logits == "global"
+        self.atoms = Pointwise(features, num_atoms * out_channels)
+        self.logits = zero_init(Pointwise(features, num_atoms))
+        self.temperature = None
+        if temperature:
+            self.temperature = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), zero_init(nn.Linear(emb_dim, 1)))
+            self.register_buffer("temperature_offset", torch.tensor(0.5413248546129181))  # softplus⁻¹(1)
+
+    def head(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        b, spatial = h.shape[0], h.shape[2:]
+        atoms = self.atoms(h).view(b, self.num_atoms, self.out_channels, *spatial)
+        logits = self.logits(h).unsqueeze(2)
+        if self.global_logits and spatial:
+            logits = logits.mean(dim=tuple(range(3, logits.dim())), keepdim=True)
+        if self.temperature is not None:
+            scale = F.softplus(self.temperature(emb) + self.temperature_offset)
+            logits = logits * scale.view(b, *([1] * (logits.dim() - 1)))
+        return ratio_combine(logits, atoms)
+
+
+class RatioDirectHead(_Fp32Head):
+    """Direct ratio head (Variant B): x̂0 = f1 ⊙ inv_c(f2), f2 = c·(1 + (M − 1)·sigmoid(z)) ∈ (c, M·c).
+
+    Bounding f2 above by ``max_ratio`` M keeps the gate's fp32 error ≈ ε_mach·M (theory.md §4.3).
+    """
+
+    def __init__(self, features: int, out_channels: int, emb_dim: int, floor: float = 1.0, max_ratio: float = 100.0):
+        super().__init__()
+        if floor <= 0 or max_ratio <= 1:
+            raise ConfigError(f"direct ratio head needs floor > 0 and max_ratio > 1, got {floor}, {max_ratio}")
+        self.floor, self.max_ratio = float(floor), float(max_ratio)
+        self.numerator = Pointwise(features, out_channels)
+        self.denominator = zero_init(Pointwise(features, 1))
+
+    def head(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        f2 = self.floor * (1 + (self.max_ratio - 1) * torch.sigmoid(self.denominator(h)))
+        return self.numerator(h) * division_gate(f2, floor=self.floor)
+
+
+class PlainHead(nn.Module):
+    """A linear read-out predicting ε, x0 or v directly: the ablation and baseline head."""
+
+    def __init__(self, features: int, out_channels: int, emb_dim: int, parameterization: str = "eps"):
+        super().__init__()
+        check_choice("plain-head parameterization", parameterization, ("eps", "x0", "v"))
+        self.parameterization = parameterization
+        self.out = Pointwise(features, out_channels)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.out(h)
+
+
+HEADS = {"ratio_atoms": RatioAtomHead, "ratio_direct": RatioDirectHead, "plain": PlainHead}

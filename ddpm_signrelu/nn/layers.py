@@ -1,0 +1,34 @@
+"""Small building blocks shared by the networks and heads."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Pointwise(nn.Linear):
+    """A linear map along dim 1 (channels): a 1×1 convolution for images (B, C, H, W), a Linear for (B, C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4:
+            return F.conv2d(x, self.weight[:, :, None, None], self.bias)
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of the step index t (shape (B,)) into (B, dim) (Vaswani et al., as in DDPM)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return nn.functional.pad(emb, (0, dim % 2))
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Zero a module's parameters (residual branches and output layers start as the identity / zero)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module

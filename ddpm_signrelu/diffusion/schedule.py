@@ -70,7 +70,11 @@ class NoiseSchedule:
         check_choice("beta schedule", name, BETA_SCHEDULES)
         if num_timesteps < 2:
             raise ConfigError(f"a diffusion needs T >= 2 steps, got num_timesteps = {num_timesteps}")
-        return cls(BETA_SCHEDULES[name](num_timesteps), variance)
+        betas = BETA_SCHEDULES[name](num_timesteps)
+        if betas.max() >= 1:
+            raise ConfigError(f"the {name} schedule with T = {num_timesteps} has beta_T = {betas.max():.3g} >= 1; "
+                              f"use T >= 21 or the cosine schedule")
+        return cls(betas, variance)
 
     def at(self, name: str, t: torch.Tensor, ndim: int, dtype=torch.float32) -> torch.Tensor:
         """``self.<name>[t]`` on t's device, shaped (B, 1, …, 1) with ``ndim`` dims in all."""

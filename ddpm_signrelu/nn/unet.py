@@ -86,7 +86,7 @@ class UNet(nn.Module):
         levels = len(channel_mult)
         _check_sizes(height, width, levels)
         widths = [channels * m for m in channel_mult]
-        bad = [w for w in [channels, *widths] if w % groups]
+        bad = sorted({w for w in [channels, *widths] if w % groups})
         if bad:
             raise ConfigError(f"U-Net widths {bad} are not divisible by the GroupNorm groups ({groups}); "
                               f"change channels/channel_mult or groups")

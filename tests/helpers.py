@@ -1,0 +1,36 @@
+"""Closed-form references shared by tests."""
+
+import math
+
+import torch
+
+
+def gaussian_bayes_denoiser(schedule, mean: float, std: float):
+    """D*(x_t, t) = m + √ᾱ s²/(ᾱ s² + 1 − ᾱ)·(x_t − √ᾱ m) for data N(m, s² I) (theory.md §6.4)."""
+
+    def denoise(x_t, t):
+        ab = schedule.at("alphas_cumprod", t, x_t.dim(), x_t.dtype)
+        return mean + ab.sqrt() * std**2 / (ab * std**2 + 1 - ab) * (x_t - ab.sqrt() * mean)
+
+    return denoise
+
+
+def gaussian_entropy(std: float) -> float:
+    """H(N(m, s²)) = ½ log(2πe s²) nats."""
+    return 0.5 * math.log(2 * math.pi * math.e * std**2)
+
+
+def gaussian_expected_vlb(schedule, mean: float, std: float) -> float:
+    """E_{x0~N(m, s²)} of the VLB (nats/dim) of the chain whose x̂0 is the Bayes denoiser: every term closed-form.
+
+    E‖x0 − D*(x_t)‖² = Var(x0 | x_t) = s²(1 − ᾱ)/(ᾱ s² + 1 − ᾱ); L_0 = ½ log(2πσ_1²) + Var(x0|x_1)/(2σ_1²).
+    """
+    ab = schedule.alphas_cumprod
+    post_var = std**2 * (1 - ab) / (ab * std**2 + 1 - ab)
+    var, tilde = schedule.chain_variance, schedule.posterior_variance
+    c1 = schedule.posterior_mean_coef1
+    mid = 0.5 * (torch.log(var / tilde) - 1 + tilde / var + c1**2 * post_var / var)[1:].sum()
+    decoder = 0.5 * math.log(2 * math.pi * var[0]) + post_var[0] / (2 * var[0])
+    ab_T = ab[-1]
+    prior = 0.5 * (ab_T * (mean**2 + std**2) - ab_T - math.log1p(-ab_T))
+    return float(prior + mid + decoder)

@@ -48,6 +48,7 @@ def load_model(ckpt_path: str | os.PathLike, map_location="cpu") -> DiffusionMod
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise CheckpointError(f"{path} is not a ddpm_signrelu checkpoint (no '{CHECKPOINT_KEY}' entry); "
                               f"pass a checkpoint written by 'python train.py'")
-    model = DiffusionModel(**checkpoint["hyper_parameters"])
+    hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI's
+    model = DiffusionModel(**hparams)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(map_location).eval()

@@ -55,6 +55,7 @@ class DiffusionModel(L.LightningModule):
         self.strata = Strata(self.schedule, min(bound_strata, num_timesteps - 1))
         self.model = build_denoiser(self.data_shape, network, head)
         self.val_loss, self.val_bpd = MeanMetric(), MeanMetric()
+        self._last_loss = torch.zeros(())
 
     @property
     def dim(self) -> int:
@@ -78,12 +79,25 @@ class DiffusionModel(L.LightningModule):
         x0 = batch[0]
         t = sample_timesteps(self.hparams.loss, self.hparams.num_timesteps, len(x0), device=x0.device)
         loss = self.loss_per_example(x0, t, torch.randn_like(x0)).mean()
-        if not self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True):
-            raise NonFiniteLossError(
-                f"the training loss is {loss.item()} at step {self.global_step}: training stopped before the update; "
-                f"the last checkpoint written is the last good one; lower the learning rate or clip gradients")
+        self._last_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(x0))
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """Stop before an update that would make the weights non-finite, so every checkpoint stays good.
+
+        Under DDP the gradients are already all-reduced here, so all ranks see the same norm and stop together.
+        With fp16 mixed precision inf gradients are the GradScaler's to skip; only the fp32 loss is checked.
+        """
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
+        self.log("train/grad_norm", norm, batch_size=1)
+        fp16 = str(self.trainer.precision).startswith("16")
+        if not torch.isfinite(self._last_loss) or (not fp16 and not torch.isfinite(norm)):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({self._last_loss.item():.4g}) or gradient norm ({norm.item():.4g}) at step "
+                f"{self.global_step}: stopped before the update, so the last checkpoint written is good; lower the "
+                f"learning rate, clip gradients (trainer.gradient_clip_val) or check the data for NaNs")
 
     def validation_step(self, batch, batch_idx):
         x0, index = batch

@@ -1,0 +1,103 @@
+"""train.py and sample.py end to end, and their errors for bad input."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from ddpm_signrelu.cli import sample_main, train_main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(tmp_path: Path, **model_overrides) -> Path:
+    config = yaml.safe_load((ROOT / "configs" / "digits.yaml").read_text())
+    config["model"].update({"network": {"name": "unet", "channels": 16, "channel_mult": [1, 2],
+                                        "num_res_blocks": 1, "groups": 8, "head_channels": 16},
+                            "num_timesteps": 50, "bound_strata": 3}, **model_overrides)
+    config["data"]["init_args"].update({"batch_size": 32, "val_size": 64})
+    run = tmp_path / "run"
+    config["trainer"].update({"max_steps": 4, "val_check_interval": 2, "limit_val_batches": 1,
+                              "default_root_dir": str(run), "enable_progress_bar": False})
+    config["trainer"]["logger"]["init_args"]["save_dir"] = str(run)
+    for cb in config["trainer"]["callbacks"]:
+        if cb["class_path"].endswith("ModelCheckpoint"):
+            cb["init_args"]["dirpath"] = str(run / "checkpoints")
+        if cb["class_path"].endswith("SampleGrid"):
+            cb["init_args"].update({"num_samples": 4, "steps": 3})
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+
+
+@pytest.mark.slow
+def test_train_then_sample_as_subprocesses(tmp_path):
+    result = run("train.py", "fit", "--config", tiny_config(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "run"
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file() and (run_dir / "config.yaml").is_file()
+    assert (run_dir / "samples" / "step_0000004.png").is_file()
+    result = run("sample.py", "--ckpt_path", ckpt, "--num_samples", 5, "--sampler", "ddim", "--steps", 4,
+                 "--seed", 3, "--batch_size", 2, "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    images = np.load(tmp_path / "out" / "samples_5x8x8x1.npz")["arr_0"]
+    assert images.dtype == np.uint8 and images.shape == (5, 8, 8, 1)
+    assert set(np.unique(images).tolist()) <= {round(u * 255 / 16) for u in range(17)}
+    assert (tmp_path / "out" / "samples.png").is_file()
+    assert "ddim-4" in result.stderr  # the progress bar
+
+
+def train_error(capsys, args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(args)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"network": {"name": "unet", "activation": "swish"}}, "error: unknown activation 'swish'"),
+    ({"head": {"name": "ratio"}}, "error: unknown head 'ratio'"),
+    ({"network": {"name": "unet", "channels": 16, "channel_mult": [1, 2, 2, 2, 2], "groups": 8}},
+     "error: image size 8x8 cannot pass the U-Net's 4 downsamplings"),
+    ({"network": {"name": "unet", "channels": 20, "groups": 8}}, "not divisible by the GroupNorm groups (8)"),
+    ({"num_timesteps": 1}, "error: a diffusion needs T >= 2 steps"),
+])
+def test_train_config_errors_are_one_line(tmp_path, capsys, override, message):
+    err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path, **override))])
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_config_key_is_named(tmp_path, capsys):
+    err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path)), "--model.learning_rate", "0.1"])
+    assert "learning_rate" in err
+
+
+def sample_error(capsys, args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main(args)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_sample_checkpoint_errors(tmp_path, capsys):
+    assert sample_error(capsys, ["--ckpt_path", str(tmp_path / "nope.ckpt")]) == \
+        f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}"
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"\x00not a checkpoint" * 10)
+    assert "is corrupt or not a torch file" in sample_error(capsys, ["--ckpt_path", str(corrupt)])
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, foreign)
+    assert "not a ddpm_signrelu checkpoint" in sample_error(capsys, ["--ckpt_path", str(foreign)])
+    assert "num_samples and batch_size must be >= 1" in sample_error(
+        capsys, ["--ckpt_path", str(foreign), "--num_samples", "0"])

@@ -1,0 +1,72 @@
+"""LightningModule on the digits: learning, EMA, checkpoint round trip, non-finite stop."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+
+from ddpm_signrelu.data import DigitsDataModule
+from ddpm_signrelu.errors import NonFiniteLossError
+from ddpm_signrelu.io import load_model
+from ddpm_signrelu.lit import DiffusionModel
+
+TINY_UNET = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 8,
+             "head_channels": 16, "attention_resolutions": [4]}
+
+
+def tiny_model(**kw):
+    return DiffusionModel(data_shape=(1, 8, 8), num_levels=17, network=TINY_UNET, head={"name": "ratio_atoms"},
+                          num_timesteps=200, lr=2e-3, warmup_steps=10, bound_strata=4, **kw)
+
+
+def trainer(tmp_path, max_steps, callbacks=(), **kw):
+    return L.Trainer(max_steps=max_steps, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, callbacks=list(callbacks), num_sanity_val_steps=0, **kw)
+
+
+@pytest.mark.slow
+def test_training_lowers_heldout_loss_and_bound(tmp_path):
+    L.seed_everything(0)
+    data, model = DigitsDataModule(batch_size=64, val_size=128), tiny_model()
+    before = trainer(tmp_path, 1).validate(model, datamodule=data, verbose=False)[0]
+    trainer(tmp_path, 250, limit_val_batches=0).fit(model, datamodule=data)
+    after = trainer(tmp_path, 1).validate(model, datamodule=data, verbose=False)[0]
+    assert after["val/loss"] < 0.2 * before["val/loss"]
+    assert after["val/bpd"] < before["val/bpd"] - 1.0
+    assert math.isfinite(after["val/bpd"]) and after["val/bpd"] > 0
+
+
+def test_checkpoint_round_trip_restores_ema_weights(tmp_path):
+    L.seed_everything(0)
+    data, model = DigitsDataModule(batch_size=32, val_size=64), tiny_model()
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    ema = EMAWeightAveraging(decay=0.5)
+    trainer(tmp_path, 6, [ema, ckpt], val_check_interval=3, check_val_every_n_epoch=None,
+            limit_val_batches=1).fit(model, datamodule=data)
+    loaded = load_model(tmp_path / "ckpt" / "last.ckpt")
+    averaged = ema._average_model.module
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([0, 50, 100, 199])
+    model.eval()
+    torch.testing.assert_close(loaded.denoise(x, t), averaged.denoise(x, t))
+    assert loaded.hparams.network == TINY_UNET and loaded.hparams.num_timesteps == 200
+    assert torch.equal(loaded.generate([3], "ddim", 5), model.generate([3], "ddim", 5))
+
+
+class NaNAfter(DigitsDataModule):
+    """Digits whose batches turn NaN from the third training step on."""
+
+    def train_dataloader(self):
+        for step, (x, index) in enumerate(super().train_dataloader()):
+            yield (x.fill_(float("nan")) if step >= 2 else x), index
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    L.seed_everything(0)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_train_steps=1)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss \(nan\).* at step 2: stopped"):
+        trainer(tmp_path, 10, [ckpt], limit_val_batches=0).fit(tiny_model(), datamodule=NaNAfter(batch_size=32))
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert state["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())

@@ -83,3 +83,20 @@ def test_bad_head_configs():
         build_denoiser((1, 8, 8), {"name": "unet", "channels": 32, "groups": 8}, {"name": "ratio_atoms", "atoms": 3})
     with pytest.raises(ConfigError, match="parameterization"):
         PlainHead(4, 1, 4, parameterization="score")
+
+
+def test_ratio_of_v_atoms_is_a_ratio_of_x0_atoms_with_the_same_denominator():
+    """x̂0 from the v-space ratio equals Σ_k u_k A_k / Σ_k u_k with A_k = √ᾱ x_t − √(1−ᾱ) V_k."""
+    from ddpm_signrelu.diffusion import NoiseSchedule, predict_x0
+
+    s = NoiseSchedule.from_name("linear", 1000)
+    logits, v_atoms = torch.randn(3, 5, 1, 4, 4, dtype=torch.float64) * 3, torch.randn(3, 5, 2, 4, 4,
+                                                                                      dtype=torch.float64)
+    x_t, t = torch.randn(3, 2, 4, 4, dtype=torch.float64), torch.tensor([0, 400, 999])
+    ab = s.alphas_cumprod[t].view(3, 1, 1, 1, 1)
+    x0_atoms = ab.sqrt() * x_t[:, None] - (1 - ab).sqrt() * v_atoms
+    via_v = predict_x0(s, ratio_combine(logits, v_atoms), x_t, t, "v")
+    torch.testing.assert_close(via_v, ratio_combine(logits, x0_atoms), rtol=1e-10, atol=1e-12)
+    assert RatioAtomHead(4, 2, 4, parameterization="v").parameterization == "v"
+    with pytest.raises(ConfigError, match="ratio-head parameterization"):
+        RatioDirectHead(4, 2, 4, parameterization="score")

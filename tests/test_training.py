@@ -8,7 +8,7 @@ import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
 from ddpm_signrelu.data import DigitsDataModule
-from ddpm_signrelu.errors import NonFiniteLossError
+from ddpm_signrelu.errors import CheckpointError, NonFiniteLossError
 from ddpm_signrelu.io import load_model
 from ddpm_signrelu.lit import DiffusionModel
 
@@ -50,7 +50,8 @@ def test_checkpoint_round_trip_restores_ema_weights(tmp_path):
     x, t = torch.randn(4, 1, 8, 8), torch.tensor([0, 50, 100, 199])
     model.eval()
     torch.testing.assert_close(loaded.denoise(x, t), averaged.denoise(x, t))
-    assert loaded.hparams.network == TINY_UNET and loaded.hparams.num_timesteps == 200
+    assert TINY_UNET.items() <= loaded.hparams.network.items() and loaded.hparams.num_timesteps == 200
+    assert loaded.hparams.head["parameterization"] == "v"  # defaults are stored, not only the given options
     assert torch.equal(loaded.generate([3], "ddim", 5), model.generate([3], "ddim", 5))
 
 
@@ -70,3 +71,13 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     assert state["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def test_resuming_from_another_models_checkpoint_names_the_difference(tmp_path):
+    L.seed_everything(0)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    data = DigitsDataModule(batch_size=32, val_size=64)
+    trainer(tmp_path, 2, [ckpt], limit_val_batches=0).fit(tiny_model(), datamodule=data)
+    other = DiffusionModel(data_shape=(1, 8, 8), network={**TINY_UNET, "channels": 32}, num_timesteps=200)
+    with pytest.raises(CheckpointError, match=r"from another model: network is .*'channels': 16.* but .*'channels': 32"):
+        trainer(tmp_path, 4, limit_val_batches=0).fit(other, datamodule=data, ckpt_path=tmp_path / "ckpt" / "last.ckpt")

@@ -12,8 +12,8 @@ from ddpm_signrelu import __version__
 from ddpm_signrelu.diffusion import (LOSSES, NoiseSchedule, Strata, diffusion_loss, draw_for_items, predict_x0,
                                      sample, sample_timesteps, to_bits_per_dim, vlb_terms)
 from ddpm_signrelu.diffusion.losses import fixed_timesteps_and_noise
-from ddpm_signrelu.errors import ConfigError, NonFiniteLossError, check_choice
-from ddpm_signrelu.nn import build_denoiser
+from ddpm_signrelu.errors import CheckpointError, ConfigError, NonFiniteLossError, check_choice
+from ddpm_signrelu.nn import build_denoiser, resolve_config
 
 CHECKPOINT_KEY = "ddpm_signrelu"
 
@@ -42,8 +42,8 @@ class DiffusionModel(L.LightningModule):
                  adam_betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0, bound_strata: int = 16,
                  eval_seed: int = 0):
         super().__init__()
-        network = network or {"name": "unet"}
-        head = head or {"name": "ratio_atoms"}
+        network = resolve_config("network", network or {"name": "unet"})
+        head = resolve_config("head", head or {"name": "ratio_atoms"})
         self.save_hyperparameters()
         check_choice("loss", loss, LOSSES)
         if num_levels is not None and num_levels < 2:
@@ -125,3 +125,25 @@ class DiffusionModel(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = {"version": __version__}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse, with the differing settings named, to resume from a checkpoint of another model."""
+        if CHECKPOINT_KEY not in checkpoint:
+            raise CheckpointError("the checkpoint was not written by ddpm_signrelu; resume from one of this package")
+        saved = checkpoint.get("hyper_parameters", {})
+        keys = ("data_shape", "num_levels", "network", "head", "num_timesteps", "beta_schedule")
+        differ = [k for k in keys if k in saved and _plain(saved[k]) != _plain(self.hparams[k])]
+        if differ:
+            raise CheckpointError(
+                "the checkpoint is from another model: " + "; ".join(
+                    f"{k} is {_plain(saved[k])} there but {_plain(self.hparams[k])} here" for k in differ)
+                + "; use the checkpoint's config (saved as config.yaml beside the run) or start a new run")
+
+
+def _plain(value):
+    """Lists/tuples and nested dicts compared by value (YAML gives lists where code gives tuples)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -29,22 +29,31 @@ class Denoiser(nn.Module):
         return self.head(h, emb).reshape(x.shape)
 
 
-def build_denoiser(data_shape, network: dict, head: dict) -> Denoiser:
-    """Build e.g. ``network={"name": "unet", "channels": 64}``, ``head={"name": "ratio_atoms", "num_atoms": 8}``."""
-    data_shape = tuple(int(s) for s in data_shape)
-    backbone = _build("network", NETWORKS, network, data_shape=data_shape)
-    out_channels = data_shape[0] if isinstance(backbone, UNet) else math.prod(data_shape)
-    return Denoiser(backbone, _build("head", HEADS, head, features=backbone.features, out_channels=out_channels,
-                                     emb_dim=backbone.emb_dim))
+_FIXED = {"network": ("data_shape",), "head": ("features", "out_channels", "emb_dim")}
 
 
-def _build(kind: str, registry: dict, config: dict, **fixed):
+def resolve_config(kind: str, config: dict) -> dict:
+    """``config`` with every option the chosen class takes filled in with its default, checked for unknown keys.
+
+    Checkpoints store this form, so a later change of a default cannot change what an old checkpoint builds.
+    """
+    registry = NETWORKS if kind == "network" else HEADS
     config = dict(config)
     name = config.pop("name", None)
     check_choice(kind, name, registry)
-    cls = registry[name]
-    accepted = set(inspect.signature(cls).parameters) - set(fixed)
-    unknown = set(config) - accepted
+    params = {k: p for k, p in inspect.signature(registry[name]).parameters.items() if k not in _FIXED[kind]}
+    unknown = set(config) - set(params)
     if unknown:
-        raise ConfigError(f"unknown {kind} option(s) {sorted(unknown)} for {name!r}; valid: {sorted(accepted)}")
-    return cls(**fixed, **config)
+        raise ConfigError(f"unknown {kind} option(s) {sorted(unknown)} for {name!r}; valid: {sorted(params)}")
+    defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    return {"name": name, **defaults, **config}
+
+
+def build_denoiser(data_shape, network: dict, head: dict) -> Denoiser:
+    """Build e.g. ``network={"name": "unet", "channels": 64}``, ``head={"name": "ratio_atoms", "num_atoms": 8}``."""
+    data_shape = tuple(int(s) for s in data_shape)
+    network, head = resolve_config("network", network), resolve_config("head", head)
+    backbone = NETWORKS[network.pop("name")](data_shape=data_shape, **network)
+    out_channels = data_shape[0] if isinstance(backbone, UNet) else math.prod(data_shape)
+    return Denoiser(backbone, HEADS[head.pop("name")](features=backbone.features, out_channels=out_channels,
+                                                      emb_dim=backbone.emb_dim, **head))

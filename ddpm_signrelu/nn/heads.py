@@ -2,7 +2,12 @@
 
 Every head maps backbone features h (B, F, *spatial) and the time embedding (B, E) to a prediction with
 ``out_channels`` channels. Its ``parameterization`` says what that prediction is: ``x0``, ``eps`` or ``v``.
-The ratio heads always predict x0 = f1/f2 through the division gate, in fp32 with autocast off (§4.4).
+
+The ratio heads form f1/f2 through the division gate, in fp32 with autocast off (§4.4). Their atoms can be
+read in x0-, ε- or v-space: the ε/v → x0 maps are affine and the softmax weights sum to 1, so a ratio of
+v-atoms V_k is still x̂0 = f1/f2 with the same f2 and x0-atoms A_k = √ᾱ_t·x_t − √(1 − ᾱ_t)·V_k. Reading
+the atoms in v-space scales the network's error by √(1 − ᾱ_t) at small t, where an x0-head must
+reproduce x_t almost exactly.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ def ratio_combine(logits: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
 class _Fp32Head(nn.Module):
     """Runs :meth:`head` on fp32 inputs with autocast disabled (theory.md §4.4)."""
 
-    parameterization = "x0"
+    def __init__(self, parameterization: str):
+        super().__init__()
+        check_choice("ratio-head parameterization", parameterization, ("x0", "eps", "v"))
+        self.parameterization = parameterization
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=h.device.type, enabled=False):
@@ -44,11 +52,12 @@ class RatioAtomHead(_Fp32Head):
 
     ``logits="pixel"`` gives one logit per atom and position (shared across channels); ``"global"`` pools
     them to one per atom and image. ``temperature`` scales the logits by softplus(MLP(t_emb)) > 0.
+    ``parameterization`` is the space the atoms are read in (see the module docstring).
     """
 
     def __init__(self, features: int, out_channels: int, emb_dim: int, num_atoms: int = 8,
-                 logits: str = "pixel", temperature: bool = True):
-        super().__init__()
+                 logits: str = "pixel", temperature: bool = True, parameterization: str = "v"):
+        super().__init__(parameterization)
         check_choice("ratio-head logits mode", logits, ("pixel", "global"))
         if num_atoms < 1:
             raise ConfigError(f"ratio head num_atoms must be >= 1, got {num_atoms}")
@@ -78,8 +87,9 @@ class RatioDirectHead(_Fp32Head):
     Bounding f2 above by ``max_ratio`` M keeps the gate's fp32 error ≈ ε_mach·M (theory.md §4.3).
     """
 
-    def __init__(self, features: int, out_channels: int, emb_dim: int, floor: float = 1.0, max_ratio: float = 100.0):
-        super().__init__()
+    def __init__(self, features: int, out_channels: int, emb_dim: int, floor: float = 1.0, max_ratio: float = 100.0,
+                 parameterization: str = "v"):
+        super().__init__(parameterization)
         if floor <= 0 or max_ratio <= 1:
             raise ConfigError(f"direct ratio head needs floor > 0 and max_ratio > 1, got {floor}, {max_ratio}")
         self.floor, self.max_ratio = float(floor), float(max_ratio)

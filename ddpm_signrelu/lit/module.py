@@ -31,6 +31,7 @@ class DiffusionModel(L.LightningModule):
         loss: ``eps_mse`` (L_simple), ``min_snr``, ``x0_mse`` or ``vlb``; min_snr_gamma: γ of ``min_snr``.
         clip_denoised: clamp x̂0 to [−1, 1] when sampling and evaluating (never in training).
         lr, weight_decay, adam_betas, warmup_steps: AdamW with a linear warm-up to ``lr``.
+        lr_schedule: after warm-up, ``constant`` or ``cosine`` decay to 0 at ``trainer.max_steps``.
         bound_strata: strata K of the validation bound estimate (K + 1 network calls per item).
         eval_seed: seed of the fixed validation draws.
     """
@@ -39,13 +40,15 @@ class DiffusionModel(L.LightningModule):
                  network: dict | None = None, head: dict | None = None, num_timesteps: int = 1000,
                  beta_schedule: str = "linear", variance: str = "small", loss: str = "eps_mse",
                  min_snr_gamma: float = 5.0, clip_denoised: bool = True, lr: float = 2e-4, weight_decay: float = 0.0,
-                 adam_betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0, bound_strata: int = 16,
+                 adam_betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0, lr_schedule: str = "constant",
+                 bound_strata: int = 16,
                  eval_seed: int = 0):
         super().__init__()
         network = resolve_config("network", network or {"name": "unet"})
         head = resolve_config("head", head or {"name": "ratio_atoms"})
         self.save_hyperparameters()
         check_choice("loss", loss, LOSSES)
+        check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
         if num_levels is not None and num_levels < 2:
             raise ConfigError(f"num_levels must be >= 2 or None (continuous data), got {num_levels}")
         if lr <= 0 or warmup_steps < 0:
@@ -114,8 +117,14 @@ class DiffusionModel(L.LightningModule):
         hp = self.hparams
         opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, betas=tuple(hp.adam_betas),
                                 weight_decay=hp.weight_decay)
-        warmup = max(hp.warmup_steps, 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        warmup, total = max(hp.warmup_steps, 1), self.trainer.estimated_stepping_batches
+
+        def factor(step: int) -> float:
+            if step < warmup or hp.lr_schedule == "constant":
+                return min(1.0, (step + 1) / warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(total - warmup, 1))))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     @torch.no_grad()

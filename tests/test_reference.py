@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from ddpm_signrelu.diffusion import NoiseSchedule
+from ddpm_signrelu.metrics import empirical_bayes_denoiser
+
+
+def brute_force(x_t, alpha_bar, train):
+    """Σ_i softmax_i(−‖x_t − √ᾱ x_i‖²/(2(1−ᾱ))) x_i from full squared distances, float64."""
+    x, tr = x_t.flatten(1).double(), train.flatten(1).double()
+    ab = alpha_bar.double()[:, None]
+    d2 = ((x[:, None] - ab.sqrt()[..., None] * tr[None]) ** 2).sum(-1)
+    return (torch.softmax(-d2 / (2 * (1 - ab)), 1) @ tr).reshape(x_t.shape)
+
+
+@pytest.mark.parametrize("step", [0, 10, 300, 999])
+def test_matches_brute_force_including_the_smallest_t(step):
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 17, (300, 1, 8, 8), generator=g).float() / 8 - 1
+    ab = NoiseSchedule.from_name("linear", 1000).alphas_cumprod[step]
+    x0 = train[:6] + 0.05 * torch.randn(6, 1, 8, 8, generator=g)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * torch.randn(6, 1, 8, 8, generator=g)
+    alpha_bar = ab.expand(6)
+    expected = brute_force(x_t, alpha_bar, train)
+    for chunk in (7, 64, 4096):  # streaming over chunks equals the one-shot softmax
+        got = empirical_bayes_denoiser(x_t, alpha_bar, train, chunk_size=chunk)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+
+
+def test_memorises_at_small_t_and_averages_at_large_t():
+    train = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]])
+    s = NoiseSchedule.from_name("linear", 1000)
+    near = empirical_bayes_denoiser(train[1:2] * s.alphas_cumprod[0].sqrt(), s.alphas_cumprod[:1], train)
+    torch.testing.assert_close(near, train[1:2].double())
+    far = empirical_bayes_denoiser(torch.zeros(1, 2), s.alphas_cumprod[-1:], train)
+    torch.testing.assert_close(far, train.double().mean(0, keepdim=True), atol=1e-3, rtol=0)
+
+
+def test_uint8_reference_set_gives_the_same_result():
+    g = torch.Generator().manual_seed(1)
+    levels = torch.randint(0, 256, (50, 3, 2, 2), generator=g, dtype=torch.uint8)
+    x_t, ab = torch.randn(4, 3, 2, 2, generator=g), torch.full((4,), 0.3)
+    torch.testing.assert_close(empirical_bayes_denoiser(x_t, ab, levels, 16),
+                               brute_force(x_t, ab, levels.float()), rtol=0, atol=1e-10)

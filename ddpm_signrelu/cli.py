@@ -11,7 +11,7 @@ from lightning.pytorch.cli import LightningCLI
 from tqdm.auto import tqdm
 
 from ddpm_signrelu.data import TensorDataModule
-from ddpm_signrelu.diffusion import SAMPLERS, timestep_grid
+from ddpm_signrelu.diffusion.samplers import SAMPLERS, default_steps, timestep_grid
 from ddpm_signrelu.errors import ConfigError, UserError
 from ddpm_signrelu.io import load_model, save_samples, to_uint8
 from ddpm_signrelu.lit import DiffusionModel
@@ -66,7 +66,7 @@ def sample_main(argv: list[str] | None = None) -> None:
         if args.num_samples < 1 or args.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1, got {args.num_samples}, {args.batch_size}")
         model = load_model(args.ckpt_path, map_location=args.device)
-        steps = args.steps or (model.schedule.num_timesteps if args.sampler == "ddpm" else 50)
+        steps = args.steps or default_steps(args.sampler, model.schedule.num_timesteps)
         per_batch = len(timestep_grid(model.schedule.num_timesteps, steps))
         seeds = list(range(args.seed, args.seed + args.num_samples))
         batches = [seeds[i:i + args.batch_size] for i in range(0, len(seeds), args.batch_size)]

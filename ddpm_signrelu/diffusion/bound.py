@@ -93,12 +93,13 @@ class Strata:
         if not 1 <= num_strata <= T - 1:
             raise ConfigError(f"num_strata must be in 1..T-1 = 1..{T - 1}, got {num_strata}")
         steps = torch.arange(1, T)
-        lam = schedule.log_snr[1:]
-        edges = torch.linspace(lam.max().item(), lam.min().item(), num_strata + 1, dtype=torch.float64)
-        bucket = torch.bucketize(-lam, -edges[1:-1])  # λ decreases in t, so buckets are contiguous in t
-        self.members = [steps[bucket == k] for k in bucket.unique()]
         if num_strata == T - 1:
             self.members = [steps[i:i + 1] for i in range(T - 1)]
+        else:
+            lam = schedule.log_snr[1:]
+            edges = torch.linspace(lam.max().item(), lam.min().item(), num_strata + 1, dtype=torch.float64)
+            bucket = torch.bucketize(-lam, -edges[1:-1])  # λ decreases in t, so buckets are contiguous in t
+            self.members = [steps[bucket == k] for k in bucket.unique()]
         weights = schedule.x0_weight if proposal == "weight" else torch.ones(T, dtype=torch.float64)
         self.probs = [weights[m] / weights[m].sum() for m in self.members]
         self.cdfs = [p.cumsum(0) for p in self.probs]

@@ -20,6 +20,11 @@ from ddpm_signrelu.errors import ConfigError, check_choice
 SAMPLERS = ("ddpm", "ddim")
 
 
+def default_steps(sampler: str, num_timesteps: int) -> int:
+    """Sampling steps when none are given: T for ``ddpm``, min(50, T) for ``ddim``."""
+    return num_timesteps if sampler == "ddpm" else min(50, num_timesteps)
+
+
 def timestep_grid(num_timesteps: int, steps: int) -> torch.Tensor:
     """``steps`` evenly spaced step indices in 0..T−1, descending, always ending at 0 (t = 1)."""
     if not 1 <= steps <= num_timesteps:
@@ -64,7 +69,7 @@ def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], see
     check_choice("sampler", sampler, SAMPLERS)
     if len(seeds) < 1:
         raise ConfigError("num_samples must be >= 1")
-    steps = steps or (schedule.num_timesteps if sampler == "ddpm" else min(50, schedule.num_timesteps))
+    steps = steps or default_steps(sampler, schedule.num_timesteps)
     grid = timestep_grid(schedule.num_timesteps, steps).tolist()
     noise = PerSampleNoise(seeds, shape, device)
     ab = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)

@@ -145,20 +145,76 @@ def draw_for_items(strata: Strata, seed: int, indices, shape) -> Draws:
     return Draws(t, pi, torch.stack(epss))
 
 
+@dataclass
+class EvalPoints:
+    """The fixed evaluation points of a set of items: column 0 is t = 1 (L_0), column k + 1 stratum k.
+
+    ``x0`` (B, *shape); ``t`` (B, K + 1) step indices; ``inv_pi`` (B, K + 1) float64, 1/π_k(t_k) (1 for t = 1);
+    ``x_t`` (B, K + 1, *shape) = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε.
+    """
+
+    x0: torch.Tensor
+    t: torch.Tensor
+    inv_pi: torch.Tensor
+    x_t: torch.Tensor
+
+    def __getitem__(self, rows) -> "EvalPoints":
+        return EvalPoints(self.x0[rows], self.t[rows], self.inv_pi[rows], self.x_t[rows])
+
+    def __len__(self) -> int:
+        return len(self.x0)
+
+
+def evaluation_points(schedule: NoiseSchedule, x0: torch.Tensor, draws: Draws) -> EvalPoints:
+    """The points (x_t, t) at which the stratified bound of §6.1 evaluates a denoiser for items ``x0``."""
+    device = x0.device
+    t = torch.cat([torch.zeros(len(x0), 1, dtype=torch.long), draws.t], 1).to(device)
+    inv_pi = torch.cat([torch.ones(len(x0), 1, dtype=torch.float64), 1 / draws.pi], 1).to(device)
+    x0_rep = x0[:, None].expand(-1, t.shape[1], *x0.shape[1:])
+    x_t = q_sample(schedule, x0_rep.flatten(0, 1), t.flatten(), draws.eps.to(device).flatten(0, 1))
+    return EvalPoints(x0, t, inv_pi, x_t.view_as(x0_rep))
+
+
+def predict(denoise, points: EvalPoints, batch_size: int = 1024) -> torch.Tensor:
+    """``denoise`` at every point, (B, K + 1, *shape), in calls of at most ``batch_size`` inputs."""
+    x_t, t = points.x_t.flatten(0, 1), points.t.flatten()
+    out = torch.cat([denoise(x_t[i:i + batch_size], t[i:i + batch_size]) for i in range(0, len(t), batch_size)])
+    return out.view_as(points.x_t)
+
+
+def vlb_columns(schedule: NoiseSchedule, points: EvalPoints, x0_hat: torch.Tensor, num_levels: int | None):
+    """Per-item bound columns in nats, (B, K + 2): L_T, L_0, then L_{t_k−1}/π_k(t_k) for each stratum k.
+
+    The columns sum to the stratified estimate of L_vlb, unbiased (theory.md §6.1). ``x0_hat`` as from
+    :func:`predict`.
+    """
+    k1 = points.t.shape[1]
+    x0 = points.x0[:, None].expand_as(points.x_t).flatten(0, 1)
+    terms = vb_term(schedule, x0, points.x_t.flatten(0, 1), points.t.flatten(), x0_hat.flatten(0, 1), num_levels)
+    return torch.cat([prior_kl(schedule, points.x0)[:, None], terms.view(-1, k1) * points.inv_pi], 1)
+
+
+def weighted_sq_columns(schedule: NoiseSchedule, points: EvalPoints, a: torch.Tensor, b: torch.Tensor,
+                        include_decoder: bool) -> torch.Tensor:
+    """w_t^σ‖a − b‖²/π in nats, laid out as :func:`vlb_columns` (L_T column 0): the bound's excess of
+    denoiser ``a`` over ``b`` when ``b`` is the posterior mean (Pythagoras, theory.md §6.2).
+
+    w_t^σ = coef1_t²/(2σ_t²). The t = 1 column is kept only for the continuous decoder (``include_decoder``),
+    where w_1 = 1/(2σ_1²) (§6.4); under the discretized decoder it is 0.
+    """
+    w = schedule.x0_weight.to(points.t.device)[points.t] * points.inv_pi
+    cols = w * (a.double() - b.double()).square().flatten(2).sum(2)
+    if not include_decoder:
+        cols[:, 0] = 0
+    return torch.cat([torch.zeros_like(cols[:, :1]), cols], 1)
+
+
 def vlb_terms(schedule: NoiseSchedule, denoise, x0: torch.Tensor, draws: Draws, num_levels: int | None) -> dict:
     """Stratified estimate of the bound for each item, in nats (theory.md §6.1):
 
     ``prior`` L_T (closed form), ``decoder`` L_0 (t = 1, its own ε), ``strata`` (B, K) with entry
     L_{t_k−1}/π_k(t_k), and ``total`` = prior + decoder + Σ_k strata. Unbiased for L_vlb.
     """
-    device = x0.device
-    draws_t, draws_pi, eps = draws.t.to(device), draws.pi.to(device), draws.eps.to(device)
-
-    def term(t, noise):
-        x_t = q_sample(schedule, x0, t, noise)
-        return vb_term(schedule, x0, x_t, t, denoise(x_t, t), num_levels)
-
-    decoder = term(torch.zeros(len(x0), dtype=torch.long, device=device), eps[:, 0])
-    strata = torch.stack([term(draws_t[:, k], eps[:, k + 1]) / draws_pi[:, k] for k in range(draws_t.shape[1])], 1)
-    prior = prior_kl(schedule, x0)
-    return {"prior": prior, "decoder": decoder, "strata": strata, "total": prior + decoder + strata.sum(1)}
+    points = evaluation_points(schedule, x0, draws)
+    cols = vlb_columns(schedule, points, predict(denoise, points, batch_size=len(x0)), num_levels)
+    return {"prior": cols[:, 0], "decoder": cols[:, 1], "strata": cols[:, 2:], "total": cols.sum(1)}

@@ -57,7 +57,7 @@ class DiffusionModel(L.LightningModule):
         self.schedule = NoiseSchedule.from_name(beta_schedule, num_timesteps, variance)
         self.strata = Strata(self.schedule, min(bound_strata, num_timesteps - 1))
         self.model = build_denoiser(self.data_shape, network, head)
-        self.val_loss, self.val_bpd = MeanMetric(), MeanMetric()
+        self.val_loss, self.val_bpd, self.val_dsm_x0 = MeanMetric(), MeanMetric(), MeanMetric()
         self._last_loss = torch.zeros(())
 
     @property
@@ -103,15 +103,22 @@ class DiffusionModel(L.LightningModule):
                 f"learning rate, clip gradients (trainer.gradient_clip_val) or check the data for NaNs")
 
     def validation_step(self, batch, batch_idx):
+        """Held-out figures on fixed per-item draws: ``val/loss`` (the training loss), ``val/bpd`` (the stratified
+        bound) and ``val/dsm_x0`` = (1/D)‖x0 − x̂0‖² with t ~ U{1..T}, the cheap hold-out stopping monitor (§7)."""
         x0, index = batch
         hp = self.hparams
         t, noise = fixed_timesteps_and_noise(hp.loss, hp.num_timesteps, hp.eval_seed, index.tolist(), self.data_shape)
         self.val_loss.update(self.loss_per_example(x0, t.to(x0.device), noise.to(x0.device)))
+        t, noise = fixed_timesteps_and_noise("x0_mse", hp.num_timesteps, hp.eval_seed + 2, index.tolist(),
+                                             self.data_shape)
+        self.val_dsm_x0.update(diffusion_loss(self.schedule, lambda x, s: self.denoise(x, s, clip=False), x0,
+                                              t.to(x0.device), noise.to(x0.device), "x0_mse", "x0"))
         draws = draw_for_items(self.strata, hp.eval_seed + 1, index.tolist(), self.data_shape)
         terms = vlb_terms(self.schedule, self.denoise, x0, draws, hp.num_levels)
         self.val_bpd.update(to_bits_per_dim(terms["total"], self.dim).float())
         self.log("val/loss", self.val_loss, prog_bar=True)
         self.log("val/bpd", self.val_bpd, prog_bar=True)
+        self.log("val/dsm_x0", self.val_dsm_x0)
 
     def configure_optimizers(self):
         hp = self.hparams

@@ -1,0 +1,69 @@
+"""The per-log-SNR risk curves (theory.md §6.3): a table and a plot, through the active logger."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import lightning as L
+from lightning.pytorch.loggers import WandbLogger
+
+from ddpm_signrelu.diffusion import NoiseSchedule, Strata
+
+PLOTTED = ("approximation", "estimation", "excess_true", "kernel_ratio_error")
+
+
+def curve_rows(strata: Strata, schedule: NoiseSchedule, curves: dict) -> tuple[list[str], list[list]]:
+    """Rows L_T, L_0 (t = 1), then one per stratum: bucket, λ range, math-t range, then each curve's value."""
+    lam, T = schedule.log_snr, schedule.num_timesteps
+    ranges = [("prior", lam[-1].item(), lam[-1].item(), T, T), ("decoder", lam[0].item(), lam[0].item(), 1, 1)]
+    for k, members in enumerate(strata.members):
+        lo, hi = strata.log_snr_range[k]
+        ranges.append((str(k), lo, hi, int(members[0]) + 1, int(members[-1]) + 1))
+    names = sorted(curves)
+    columns = ["bucket", "lambda_lo", "lambda_hi", "t_lo", "t_hi", *names]
+    return columns, [[*r, *(float(curves[n][i]) for n in names)] for i, r in enumerate(ranges)]
+
+
+def write_curves(trainer: L.Trainer, strata: Strata, schedule: NoiseSchedule, curves: dict) -> None:
+    """Append the rows to ``<log dir>/risk_curves.csv`` and draw ``risk_curves.png``; with a W&B logger also log
+    them as the Table ``risk/curves`` and the image ``risk/curves_plot``. Rank zero only."""
+    columns, rows = curve_rows(strata, schedule, curves)
+    step = trainer.global_step
+    out_dir = trainer.log_dir or trainer.default_root_dir
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "risk_curves.csv")
+    new = not os.path.exists(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(["step", *columns])
+        writer.writerows([[step, *row] for row in rows])
+    image = os.path.join(out_dir, "risk_curves.png")
+    _plot(columns, rows, step, image)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key="risk/curves", columns=columns, data=rows, step=step)
+            logger.log_image(key="risk/curves_plot", images=[image], step=step)
+
+
+def _plot(columns: list[str], rows: list[list], step: int, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    strata = [r for r in rows if r[0] not in ("prior", "decoder")]
+    centre = [(r[1] + r[2]) / 2 for r in strata]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in PLOTTED:
+        if name in columns:
+            ax.plot(centre, [r[columns.index(name)] for r in strata], marker="o", label=name)
+    ax.set_xlabel("log-SNR λ (stratum centre)")
+    ax.set_ylabel("bits/dim (stratum term)")
+    ax.set_title(f"risk per log-SNR stratum, step {step}")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,149 @@
+"""The risk callback: excess-KL risk, split into approximation and estimation, logged during training (§6)."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from ddpm_signrelu.callbacks.base import ValidationEvaluator
+from ddpm_signrelu.callbacks.curves import write_curves
+from ddpm_signrelu.diffusion import Strata, draw_for_items, evaluation_points, predict
+from ddpm_signrelu.errors import ConfigError
+from ddpm_signrelu.metrics.reference import empirical_bayes_denoiser
+from ddpm_signrelu.metrics.risk import (ColumnStats, excess_true_columns, model_risk_columns,
+                                        reference_columns)
+
+
+class RiskMetrics(ValidationEvaluator):
+    """Logs ``risk/*`` (theory.md §6.2, §6.4) and the per-log-SNR curves ``risk/curves`` (§6.3) at validation.
+
+    S_train and S_held are fixed seeded subsets of ``num_items`` items of the training and held-out splits; item j
+    of both shares its draws (t, ε), one t per log-SNR stratum plus t = 1. D*_n (over the whole training split)
+    and, for data of known density, D* are computed once at fit start and cached; each evaluation then costs
+    2·num_items·(num_strata + 1) network calls, items sharded over ranks and reduced with torchmetrics. With a
+    ``WeightAveraging`` callback (EMA) the averaged weights are evaluated.
+
+    Args:
+        num_items: m, the size of S_train and S_held.  num_strata: K.  proposal: π_k, ``weight`` or ``uniform``.
+        every_n_val_checks: evaluate at every n-th validation check (never during the sanity check).
+        batch_size: network inputs per call.  chunk_size: training rows per step of D*_n.
+        seed: seed of the subsets and draws.  entropy_samples: Monte Carlo size of H(p) (known density).
+        max_memory_gb: bound on what one rank holds (reference set and cache); set-up fails above it.
+    """
+
+    def __init__(self, num_items: int = 256, num_strata: int = 16, proposal: str = "weight",
+                 every_n_val_checks: int = 1, batch_size: int = 1024, chunk_size: int = 4096, seed: int = 0,
+                 entropy_samples: int = 100_000, max_memory_gb: float = 4.0):
+        super().__init__(every_n_val_checks)
+        if num_items < 2 or num_strata < 1 or batch_size < 1 or chunk_size < 1:
+            raise ConfigError("RiskMetrics needs num_items >= 2 and num_strata, batch_size, chunk_size >= 1")
+        self.num_items, self.num_strata, self.proposal = num_items, num_strata, proposal
+        self.batch_size, self.chunk_size = batch_size, chunk_size
+        self.seed, self.entropy_samples, self.max_memory_gb = seed, entropy_samples, max_memory_gb
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = trainer.datamodule
+        train, held = getattr(dm, "train_data", None), getattr(dm, "val_data", None)
+        if train is None or held is None or len(held) == 0:
+            raise ConfigError("RiskMetrics needs a data module with a training split and a held-out split "
+                              "(train_data and val_data, val_size >= 1); use a ddpm_signrelu data module")
+        m = self.num_items
+        if m > len(train) or m > len(held):
+            raise ConfigError(f"RiskMetrics num_items={m} exceeds the training split ({len(train)}) or the held-out "
+                              f"split ({len(held)}); lower num_items or enlarge the splits")
+        if m < trainer.world_size:
+            raise ConfigError(f"RiskMetrics num_items={m} is below the number of processes ({trainer.world_size})")
+        dim, k = train[0].numel(), self.num_strata + 1
+        per_rank = math.ceil(m / trainer.world_size)
+        need = train.numel() * train.element_size() + per_rank * k * dim * 4 * 5 + self.batch_size * self.chunk_size * 8
+        if need > self.max_memory_gb * 2**30:
+            raise ConfigError(
+                f"RiskMetrics would hold {need / 2**30:.2f} GiB per process (training split {tuple(train.shape)} for "
+                f"D*_n, cache of {per_rank} items x {k} points x {dim} values x 5 arrays), above max_memory_gb="
+                f"{self.max_memory_gb}; lower num_items, num_strata or batch_size, or raise max_memory_gb")
+        super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.prepare(trainer.datamodule, pl_module.schedule, pl_module.hparams.num_levels, pl_module.device,
+                     trainer.global_rank, trainer.world_size)
+
+    def prepare(self, dm, schedule, num_levels: int | None, device, rank: int = 0, world_size: int = 1) -> None:
+        """Fix S_train, S_held and the draws of this rank's items; cache D*_n (and D*) there; reduce the
+        θ-independent metrics. ``dm``: a set-up data module with ``train_data`` and ``val_data``."""
+        self.schedule, self.num_levels = schedule, num_levels
+        self.strata = Strata(schedule, min(self.num_strata, schedule.num_timesteps - 1), self.proposal)
+        g = torch.Generator().manual_seed(self.seed)
+        train_rows = torch.randperm(len(dm.train_data), generator=g)[: self.num_items]
+        held_rows = torch.randperm(len(dm.val_data), generator=g)[: self.num_items]
+        items = list(range(rank, self.num_items, world_size))
+        shape = tuple(dm.train_data.shape[1:])
+        draws = draw_for_items(self.strata, self.seed, items, shape)
+        self.train_points = evaluation_points(schedule, dm.train_data[train_rows[items]].to(device), draws)
+        self.held_points = evaluation_points(schedule, dm.val_data[held_rows[items]].to(device), draws)
+        self.mixture = getattr(dm, "mixture", None)
+
+        def empirical(x_t, t):
+            ab = self.schedule.alphas_cumprod.to(device)[t]
+            return empirical_bayes_denoiser(x_t, ab, dm.train_data, self.chunk_size).float()
+
+        self.ref_train = predict(empirical, self.train_points, self.batch_size)
+        self.ref_held = predict(empirical, self.held_points, self.batch_size)
+        self.bayes_held = None
+        if self.mixture is not None:
+            def bayes(x_t, t):
+                ab = self.schedule.alphas_cumprod[t.cpu()]
+                return self.mixture.denoiser(x_t.cpu(), ab).float().to(device)
+
+            self.bayes_held = predict(bayes, self.held_points, self.batch_size)
+        ref = reference_columns(self.schedule, self.train_points, self.held_points, self.ref_train, self.ref_held,
+                                self.bayes_held, self.num_levels)
+        stats = ColumnStats(ref, len(self.strata) + 2).to(device)
+        stats.update(ref)
+        self.reference = stats.compute()
+        self.entropy = None
+        if self.mixture is not None:
+            h, se = self.mixture.entropy(self.entropy_samples, self.seed)
+            scale = 1 / (math.prod(shape) * math.log(2))
+            self.entropy = (h * scale, se * scale)
+        names = ["vlb_train", "vlb_heldout", "approximation", "estimation", "excess"]
+        self.stats = ColumnStats(names + (["excess_true"] if self.mixture is not None else []),
+                                 len(self.strata) + 2).to(device)
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(trainer, pl_module, self.evaluate(pl_module.denoise))
+
+    @torch.no_grad()
+    def evaluate(self, denoise) -> dict:
+        """All ``risk/*`` metrics of the denoiser ``denoise(x_t, t) -> x̂0``: name -> (value, SE, column means)."""
+        per_call = max(1, self.batch_size // (len(self.strata) + 1))
+        for i in range(0, len(self.train_points), per_call):
+            rows = slice(i, i + per_call)
+            train, held = self.train_points[rows], self.held_points[rows]
+            model_train, model_held = predict(denoise, train, self.batch_size), predict(denoise, held, self.batch_size)
+            columns = model_risk_columns(self.schedule, train, held, model_train, model_held, self.ref_train[rows],
+                                         self.num_levels)
+            if self.bayes_held is not None:
+                columns |= excess_true_columns(self.schedule, held, model_held, self.bayes_held[rows],
+                                               self.num_levels)
+            self.stats.update(columns)
+        results = self.stats.compute() | self.reference
+        self.stats.reset()
+        if self.entropy is not None:
+            (h, h_se), (vlb, vlb_se) = self.entropy, results["vlb_heldout"][:2]
+            results["entropy_true"] = (h, h_se, None)
+            results["kl_upper"] = (vlb - h, math.hypot(vlb_se, h_se), None)
+        return results
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, results: dict) -> None:
+        for name, (value, se, _) in results.items():
+            pl_module.log(f"risk/{name}", value, batch_size=1)
+            pl_module.log(f"risk/{name}_se", se, batch_size=1)
+        if trainer.is_global_zero:
+            curves = {name: cols for name, (_, _, cols) in results.items() if cols is not None}
+            write_curves(trainer, self.strata, self.schedule, curves)

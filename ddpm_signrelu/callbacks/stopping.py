@@ -1,0 +1,121 @@
+"""Early stopping guided by the estimation error (theory.md §7): the discrepancy principle and a stop report.
+
+The hold-out rule needs no code of its own: Lightning's ``EarlyStopping`` and ``ModelCheckpoint`` monitoring
+``risk/vlb_heldout`` (or the cheaper ``val/dsm_x0``), as in ``configs/gmm2d.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.utilities import rank_zero_info
+
+from ddpm_signrelu.callbacks.base import ValidationEvaluator
+from ddpm_signrelu.diffusion.losses import diffusion_loss, fixed_timesteps_and_noise
+from ddpm_signrelu.errors import ConfigError
+
+
+def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
+    values = values.double()
+    return values.mean().item(), values.std().item() / math.sqrt(len(values))
+
+
+class DiscrepancyStop(ValidationEvaluator):
+    """Stop once the training loss on fixed draws falls to the label-noise level: the discrepancy principle.
+
+    ν = E_{t, x0~p, ε} ℓ(D*) is the loss of the Bayes denoiser D* under the model's own training loss (its t-law
+    and weighting), by Monte Carlo on ``population_samples`` fresh draws; the model's loss is measured on
+    ``num_items`` training items with ``draws_per_item`` fixed (t, ε) each. The run stops at the first check where
+    loss ≤ ν + ``tau``·SE, SE combining both Monte Carlo errors: below ν the network fits label noise
+    (the training-set minimiser D*_n lies below ν). Needs data of known density (a Gaussian-mixture data module).
+    """
+
+    def __init__(self, tau: float = 1.5, num_items: int = 256, draws_per_item: int = 8,
+                 population_samples: int = 20_000, seed: int = 0, every_n_val_checks: int = 1):
+        super().__init__(every_n_val_checks)
+        if not 0 <= tau or num_items < 1 or draws_per_item < 1 or population_samples < 2:
+            raise ConfigError("DiscrepancyStop needs tau >= 0, num_items, draws_per_item >= 1 and "
+                              "population_samples >= 2")
+        self.tau, self.num_items, self.draws_per_item = tau, num_items, draws_per_item
+        self.population_samples, self.seed = population_samples, seed
+        self.stopped_step: int | None = None
+        self.stopped_value = math.nan
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        dm = trainer.datamodule
+        if getattr(dm, "mixture", None) is None:
+            raise ConfigError("DiscrepancyStop needs data of known density (GaussianMixtureDataModule); on other data "
+                              "stop with EarlyStopping on risk/vlb_heldout or val/dsm_x0")
+        if self.num_items > len(dm.train_data):
+            raise ConfigError(f"DiscrepancyStop num_items={self.num_items} exceeds the training split "
+                              f"({len(dm.train_data)}); lower num_items")
+
+    def _loss(self, pl_module, denoise, x0: torch.Tensor, seed: int) -> torch.Tensor:
+        hp = pl_module.hparams
+        t, noise = fixed_timesteps_and_noise(hp.loss, hp.num_timesteps, seed, range(len(x0)), tuple(x0.shape[1:]))
+        return diffusion_loss(pl_module.schedule, denoise, x0, t.to(x0.device), noise.to(x0.device), hp.loss, "x0",
+                              hp.min_snr_gamma)
+
+    @torch.no_grad()
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        rows = torch.randperm(len(dm.train_data), generator=torch.Generator().manual_seed(self.seed))
+        items = dm.train_data[rows[: self.num_items]].repeat_interleave(self.draws_per_item, 0)
+        self.train_items = items.to(pl_module.device)
+        population = dm.population(self.population_samples, seed=self.seed + 1)
+        ab = pl_module.schedule.alphas_cumprod
+
+        def bayes(x_t, t):
+            return dm.mixture.denoiser(x_t.cpu(), ab[t.cpu()]).float().to(x_t.device)
+
+        self.level = mean_and_se(self._loss(pl_module, bayes, population.to(pl_module.device), self.seed + 2))
+
+    @torch.no_grad()
+    def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        losses = self._loss(pl_module, lambda x, t: pl_module.denoise(x, t, clip=False), self.train_items,
+                            self.seed + 3)
+        loss, se = mean_and_se(losses.view(self.num_items, self.draws_per_item).mean(1))  # SE over items
+        nu, nu_se = self.level
+        threshold = nu + self.tau * math.hypot(se, nu_se)
+        pl_module.log("stop/discrepancy_loss", loss, batch_size=1)
+        pl_module.log("stop/discrepancy_threshold", threshold, batch_size=1)
+        if loss <= threshold and self.stopped_step is None:
+            self.stopped_step, self.stopped_value = trainer.global_step, loss
+            trainer.should_stop = True
+            rank_zero_info(f"DiscrepancyStop: training loss {loss:.5g} <= ν + τ·SE = {threshold:.5g} "
+                           f"(ν = {nu:.5g}) at step {trainer.global_step}; stopping")
+
+
+class StopReport(Callback):
+    """At the end of training, log why and when it stopped: ``stop/step`` and ``stop/value`` as metrics, and
+    ``stop/reason`` ∈ {discrepancy, holdout_patience, max_steps} as a hyper-parameter (it is a string).
+
+    ``stop/value`` is the monitored value at the stop: the discrepancy loss, or the ``EarlyStopping`` monitor.
+    """
+
+    def __init__(self):
+        self.reason: str | None = None
+        self.step: int | None = None
+        self.value = math.nan
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        callbacks = trainer.callbacks
+        discrepancy = [cb for cb in callbacks if isinstance(cb, DiscrepancyStop) and cb.stopped_step is not None]
+        holdout = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
+        self.step = trainer.global_step
+        if discrepancy:
+            self.reason, self.value = "discrepancy", discrepancy[0].stopped_value
+        else:
+            patience_out = any(cb.wait_count >= cb.patience for cb in holdout) and trainer.global_step < trainer.max_steps
+            self.reason = "holdout_patience" if patience_out else "max_steps"
+            monitored = trainer.callback_metrics.get(holdout[0].monitor) if holdout else None
+            self.value = math.nan if monitored is None else float(monitored)
+        for logger in trainer.loggers:
+            logger.log_metrics({"stop/step": self.step, "stop/value": self.value}, step=self.step)
+            logger.log_hyperparams({"stop/reason": self.reason})
+            logger.save()
+        rank_zero_info(f"stopped at step {self.step}: {self.reason} (value {self.value:.5g})")

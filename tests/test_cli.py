@@ -14,12 +14,18 @@ from ddpm_signrelu.cli import sample_main, train_main
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tiny_config(tmp_path: Path, **model_overrides) -> Path:
-    config = yaml.safe_load((ROOT / "configs" / "digits.yaml").read_text())
-    config["model"].update({"network": {"name": "unet", "channels": 16, "channel_mult": [1, 2],
-                                        "num_res_blocks": 1, "groups": 8, "head_channels": 16},
-                            "num_timesteps": 50, "bound_strata": 3}, **model_overrides)
+TINY_UNET = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 8,
+             "head_channels": 16}
+
+
+def tiny_config(tmp_path: Path, name: str = "digits", **model_overrides) -> Path:
+    """A shipped config shrunk to a few seconds: small network, T = 50, 4 steps, small evaluation sets."""
+    config = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+    network = TINY_UNET if config["model"]["network"]["name"] == "unet" else config["model"]["network"]
+    config["model"].update({"network": network, "num_timesteps": 50, "bound_strata": 3}, **model_overrides)
     config["data"]["init_args"].update({"batch_size": 32, "val_size": 64})
+    if "num_train" in config["data"]["init_args"]:
+        config["data"]["init_args"]["num_train"] = 64
     run = tmp_path / "run"
     config["trainer"].update({"max_steps": 4, "val_check_interval": 2, "limit_val_batches": 1,
                               "default_root_dir": str(run), "enable_progress_bar": False})
@@ -29,6 +35,10 @@ def tiny_config(tmp_path: Path, **model_overrides) -> Path:
             cb["init_args"]["dirpath"] = str(run / "checkpoints")
         if cb["class_path"].endswith("SampleGrid"):
             cb["init_args"].update({"num_samples": 4, "steps": 3})
+        if cb["class_path"].endswith("RiskMetrics"):
+            cb["init_args"].update({"num_items": 16, "num_strata": 3, "entropy_samples": 2000})
+        if cb["class_path"].endswith("DiscrepancyStop"):
+            cb["init_args"].update({"num_items": 16, "population_samples": 1000})
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -55,6 +65,25 @@ def test_train_then_sample_as_subprocesses(tmp_path):
     assert set(np.unique(images).tolist()) <= {round(u * 255 / 16) for u in range(17)}
     assert (tmp_path / "out" / "samples.png").is_file()
     assert "ddim-4" in result.stderr  # the progress bar
+
+
+def test_every_shipped_config_logs_the_risk_metrics():
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        callbacks = yaml.safe_load(path.read_text())["trainer"]["callbacks"]
+        assert any(cb["class_path"].endswith("RiskMetrics") for cb in callbacks), path.name
+
+
+@pytest.mark.parametrize("name", ["gmm2d", "gmm64"])
+def test_mixture_configs_train(tmp_path, name):
+    result = run("train.py", "fit", "--config", tiny_config(tmp_path, name))
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        header = f.readline()
+    for key in ("risk/excess_true", "risk/kernel_ratio_error", "risk/entropy_true", "stop/discrepancy_loss",
+                "stop/step"):
+        assert key in header, key
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "run" / "risk_curves.csv").is_file()
 
 
 def train_error(capsys, args) -> str:

@@ -145,3 +145,27 @@ def test_holdout_rule_reports_patience(tmp_path):
     early, report = EarlyStopping(monitor="val/dsm_x0", patience=1, min_delta=10.0), StopReport()
     fit(tmp_path, mixture_model(), mixture_data(), [early, report], max_steps=100, val_every=5)
     assert report.reason == "holdout_patience" and report.step == 10 and math.isfinite(report.value)
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_give_the_single_process_numbers(tmp_path):
+    """Items sharded over 2 gloo processes and reduced with torchmetrics: the logged values equal a one-process
+    evaluation of the final weights (same items, same draws)."""
+    L.seed_everything(0)
+    model, data = mixture_model(), mixture_data()
+    risk = RiskMetrics(num_items=33, num_strata=4, entropy_samples=5000)  # odd: the ranks hold 17 and 16 items
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_steps=4, val_check_interval=4,
+                        check_val_every_n_epoch=None, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[risk], num_sanity_val_steps=0, limit_val_batches=1,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=data)
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("risk/")}
+    single = RiskMetrics(num_items=33, num_strata=4, entropy_samples=5000)
+    data.setup("fit")
+    single.prepare(data, model.schedule, None, torch.device("cpu"))
+    model.eval()
+    expected = single.evaluate(model.denoise)
+    assert len(logged) == 2 * len(expected)
+    for name, (value, se, _) in expected.items():
+        assert logged[f"risk/{name}"] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+        assert logged[f"risk/{name}_se"] == pytest.approx(se, rel=1e-4, abs=1e-5), name

@@ -25,12 +25,11 @@ def curve_rows(strata: Strata, schedule: NoiseSchedule, curves: dict) -> tuple[l
     return columns, [[*r, *(float(curves[n][i]) for n in names)] for i, r in enumerate(ranges)]
 
 
-def write_curves(trainer: L.Trainer, strata: Strata, schedule: NoiseSchedule, curves: dict) -> None:
-    """Append the rows to ``<log dir>/risk_curves.csv`` and draw ``risk_curves.png``; with a W&B logger also log
-    them as the Table ``risk/curves`` and the image ``risk/curves_plot``. Rank zero only."""
+def write_curves(trainer: L.Trainer, out_dir: str, strata: Strata, schedule: NoiseSchedule, curves: dict) -> None:
+    """Append the rows to ``<out_dir>/risk_curves.csv`` and draw ``risk_curves.png``; with a W&B logger also log
+    them as the Table ``risk/curves`` and the image ``risk/curves_plot``. Rank zero only: no collectives here."""
     columns, rows = curve_rows(strata, schedule, curves)
     step = trainer.global_step
-    out_dir = trainer.log_dir or trainer.default_root_dir
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "risk_curves.csv")
     new = not os.path.exists(path)

@@ -144,6 +144,7 @@ class RiskMetrics(ValidationEvaluator):
         for name, (value, se, _) in results.items():
             pl_module.log(f"risk/{name}", value, batch_size=1)
             pl_module.log(f"risk/{name}_se", se, batch_size=1)
+        out_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
             curves = {name: cols for name, (_, _, cols) in results.items() if cols is not None}
-            write_curves(trainer, self.strata, self.schedule, curves)
+            write_curves(trainer, out_dir, self.strata, self.schedule, curves)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_only
 
 from ddpm_signrelu.io import save_samples, to_uint8
 
@@ -22,13 +21,15 @@ class SampleGrid(L.Callback):
         self.num_samples, self.sampler, self.steps, self.eta = num_samples, sampler, steps, eta
         self.seed, self.every_n_val_checks, self._checks = seed, every_n_val_checks, 0
 
-    @rank_zero_only
-    def write(self, trainer: L.Trainer, pl_module) -> Path:
+    def write(self, trainer: L.Trainer, pl_module) -> Path | None:
+        """Sample and save on rank zero (the others return None)."""
+        run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank asks
+        if not trainer.is_global_zero:
+            return None
         was_training = pl_module.training
         pl_module.eval()
         x = pl_module.generate(range(self.seed, self.seed + self.num_samples), self.sampler, self.steps, self.eta)
         pl_module.train(was_training)
-        run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         png, _ = save_samples(to_uint8(x, pl_module.hparams.num_levels), run_dir / "samples",
                               prefix=f"step_{trainer.global_step:07d}")
         return png

@@ -1,6 +1,7 @@
 """What the risk callback costs at the digits default (configs/digits.yaml), as a share of training wall time.
 
-    python -m benchmarks.risk_overhead
+    python -m benchmarks.risk_overhead            # timed components, about a minute
+    python -m benchmarks.risk_overhead --full     # also two full `train.py` runs, with and without (~13 min)
 
 Times, on the default model and data: a training step (forward, backward, AdamW), the callback's one-off set-up
 (D*_n cached on the fixed evaluation points), one evaluation, and the rest of a validation check (val/loss,
@@ -9,12 +10,16 @@ val/bpd, val/dsm_x0 on the held-out split). The overhead at the config's schedul
     (set-up + checks x evaluation) / (max_steps x step + checks x validation)
 
 with checks = max_steps / val_check_interval. Components are timed side by side in one process, so the ratio
-does not depend on how fast the machine is.
+does not depend on how fast the machine is. ``--full`` then runs the config end to end twice, with and without the
+callback (same seed, output under runs/risk_overhead/), and prints both wall times.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +45,7 @@ def timed(fn, repeats: int) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=20, help="training steps timed")
+    p.add_argument("--full", action="store_true", help="also time two full training runs, with and without")
     args = p.parse_args(argv)
     config = yaml.safe_load(CONFIG.read_text())
     risk_args = next(cb["init_args"] for cb in config["trainer"]["callbacks"] if cb["class_path"].endswith("RiskMetrics"))
@@ -91,6 +97,30 @@ def main(argv=None) -> None:
     print(f"training without risk      {base:8.1f} s (estimated: steps x step + checks x validation)")
     print(f"risk callback              {extra:8.1f} s")
     print(f"overhead                   {100 * extra / base:8.2f} % of training wall time (target: at most 5 %)")
+    if args.full:
+        with_risk, without = full_run(config, True), full_run(config, False)
+        print(f"train.py with RiskMetrics  {with_risk:8.1f} s")
+        print(f"train.py without           {without:8.1f} s")
+        print(f"end-to-end overhead        {100 * (with_risk / without - 1):8.2f} %")
+
+
+def full_run(config: dict, risk: bool) -> float:
+    """Wall time of ``train.py fit`` on ``config``, with or without the risk callback."""
+    config = yaml.safe_load(yaml.safe_dump(config))
+    out = f"runs/risk_overhead/{'with' if risk else 'without'}"
+    trainer = config["trainer"]
+    trainer["callbacks"] = [cb for cb in trainer["callbacks"] if risk or not cb["class_path"].endswith("RiskMetrics")]
+    trainer.update(default_root_dir=out, enable_progress_bar=False)
+    trainer["logger"]["init_args"]["save_dir"] = out
+    for cb in trainer["callbacks"]:
+        if cb["class_path"].endswith("ModelCheckpoint"):
+            cb["init_args"]["dirpath"] = f"{out}/checkpoints"
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(config, f)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, str(CONFIG.parents[1] / "train.py"), "fit", "--config", f.name], check=True,
+                   capture_output=True)
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ class CheckpointError(UserError):
     """A checkpoint that is missing, unreadable, or not written by this package."""
 
 
+class DataError(UserError, FileNotFoundError):
+    """Dataset files that are missing or unreadable."""
+
+
 class NonFiniteLossError(UserError, RuntimeError):
     """The training loss became NaN or infinite."""
 

@@ -60,10 +60,12 @@ class RiskMetrics(ValidationEvaluator):
             raise ConfigError(f"RiskMetrics num_items={m} is below the number of processes ({trainer.world_size})")
         dim, k = train[0].numel(), self.num_strata + 1
         per_rank = math.ceil(m / trainer.world_size)
-        need = train.numel() * train.element_size() + per_rank * k * dim * 4 * 5 + self.batch_size * self.chunk_size * 8
+        reference = getattr(dm, "reference_data", train)
+        need = (reference.numel() * reference.element_size() + per_rank * k * dim * 4 * 5
+                + self.batch_size * self.chunk_size * 8)
         if need > self.max_memory_gb * 2**30:
             raise ConfigError(
-                f"RiskMetrics would hold {need / 2**30:.2f} GiB per process (training split {tuple(train.shape)} for "
+                f"RiskMetrics would hold {need / 2**30:.2f} GiB per process (reference set {tuple(reference.shape)} for "
                 f"D*_n, cache of {per_rank} items x {k} points x {dim} values x 5 arrays), above max_memory_gb="
                 f"{self.max_memory_gb}; lower num_items, num_strata or batch_size, or raise max_memory_gb")
         super().setup(trainer, pl_module, stage)
@@ -86,10 +88,11 @@ class RiskMetrics(ValidationEvaluator):
         self.train_points = evaluation_points(schedule, dm.train_data[train_rows[items]].to(device), draws)
         self.held_points = evaluation_points(schedule, dm.val_data[held_rows[items]].to(device), draws)
         self.mixture = getattr(dm, "mixture", None)
+        reference = getattr(dm, "reference_data", dm.train_data)  # with flips: the mirror images are atoms too
 
         def empirical(x_t, t):
             ab = self.schedule.alphas_cumprod.to(device)[t]
-            return empirical_bayes_denoiser(x_t, ab, dm.train_data, self.chunk_size).float()
+            return empirical_bayes_denoiser(x_t, ab, reference, self.chunk_size).float()
 
         self.ref_train = predict(empirical, self.train_points, self.batch_size)
         self.ref_held = predict(empirical, self.held_points, self.batch_size)

@@ -98,10 +98,7 @@ class RiskMetrics(ValidationEvaluator):
         self.ref_held = predict(empirical, self.held_points, self.batch_size)
         self.bayes_held = None
         if self.mixture is not None:
-            def bayes(x_t, t):
-                ab = self.schedule.alphas_cumprod[t.cpu()]
-                return self.mixture.denoiser(x_t.cpu(), ab).float().to(device)
-
+            bayes = self.mixture.denoiser_at_steps(schedule.alphas_cumprod)
             self.bayes_held = predict(bayes, self.held_points, self.batch_size)
         ref = reference_columns(self.schedule, self.train_points, self.held_points, self.ref_train, self.ref_held,
                                 self.bayes_held, self.num_levels)

@@ -67,11 +67,7 @@ class DiscrepancyStop(ValidationEvaluator):
         items = dm.train_data[rows[: self.num_items]].repeat_interleave(self.draws_per_item, 0)
         self.train_items = items.to(pl_module.device)
         population = dm.population(self.population_samples, seed=self.seed + 1)
-        ab = pl_module.schedule.alphas_cumprod
-
-        def bayes(x_t, t):
-            return dm.mixture.denoiser(x_t.cpu(), ab[t.cpu()]).float().to(x_t.device)
-
+        bayes = dm.mixture.denoiser_at_steps(pl_module.schedule.alphas_cumprod)
         self.level = mean_and_se(self._loss(pl_module, bayes, population.to(pl_module.device), self.seed + 2))
 
     @torch.no_grad()

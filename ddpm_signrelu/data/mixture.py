@@ -79,6 +79,14 @@ class GaussianMixture:
         shift = torch.einsum("cde,bce->bcd", self.eigvecs, ab.sqrt() * self.eigvals / s_eig * y)
         return (r[..., None] * (self.means + shift)).sum(1).reshape(x.shape)
 
+    def denoiser_at_steps(self, alphas_cumprod: torch.Tensor):
+        """D* as a model: ``f(x_t, t)`` with t step indices into ``alphas_cumprod`` (ᾱ), in x_t's dtype and
+        device (computed in float64 on the CPU)."""
+        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.denoiser(x_t.cpu(), alphas_cumprod.cpu()[t.cpu()]).to(x_t.device, x_t.dtype)
+
+        return denoise
+
     def score(self, x: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
         """∇log q_t(x_t) = −Σ_c r_c S_c⁻¹(x_t − √ᾱμ_c), shaped like ``x``."""
         r, s_eig, y, _ = self._components(x, alpha_bar)

@@ -40,6 +40,7 @@ def tiny_config(tmp_path: Path, name: str = "digits", data_overrides: dict | Non
             cb["init_args"].update({"num_items": 16, "num_strata": 3, "entropy_samples": 2000})
         if cb["class_path"].endswith("DiscrepancyStop"):
             cb["init_args"].update({"num_items": 16, "population_samples": 1000})
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

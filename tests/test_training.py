@@ -59,8 +59,8 @@ class NaNAfter(DigitsDataModule):
     """Digits whose batches turn NaN from the third training step on."""
 
     def train_dataloader(self):
-        for step, (x, index) in enumerate(super().train_dataloader()):
-            yield (x.fill_(float("nan")) if step >= 2 else x), index
+        for step, (x, *keys) in enumerate(super().train_dataloader()):
+            yield (x.fill_(float("nan")) if step >= 2 else x), *keys
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

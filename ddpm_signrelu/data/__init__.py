@@ -3,9 +3,10 @@
 from ddpm_signrelu.data.base import TensorDataModule, levels_to_unit
 from ddpm_signrelu.data.digits import DigitsDataModule
 from ddpm_signrelu.data.mixture import GaussianMixture, GaussianMixtureDataModule
+from ddpm_signrelu.data.sampling import GlobalBatchSampler, LocalBatch
 from ddpm_signrelu.data.vision import (CIFAR10DataModule, FashionMNISTDataModule, ImageFolderDataModule,
                                       MNISTDataModule, TorchvisionDataModule)
 
 __all__ = ["CIFAR10DataModule", "DigitsDataModule", "FashionMNISTDataModule", "GaussianMixture",
-           "GaussianMixtureDataModule", "ImageFolderDataModule", "MNISTDataModule", "TensorDataModule",
+           "GaussianMixtureDataModule", "GlobalBatchSampler", "ImageFolderDataModule", "LocalBatch", "MNISTDataModule", "TensorDataModule",
            "TorchvisionDataModule", "levels_to_unit"]

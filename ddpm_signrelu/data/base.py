@@ -4,27 +4,33 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
+from ddpm_signrelu.data.sampling import GlobalBatchSampler, LocalBatch
 from ddpm_signrelu.errors import ConfigError
 
 
 class IndexedTensorDataset(Dataset):
-    """Items are (x, index): the index lets evaluation draw fixed noise per item. ``hflip``: flip each image
-    left-right with probability ½ (training augmentation; the flips come from torch's global generator, which
-    Lightning seeds per worker)."""
+    """Items are (x, index): the index lets evaluation draw fixed noise per item.
 
-    def __init__(self, data: torch.Tensor, hflip: bool = False):
-        self.data, self.hflip = data, hflip
+    A :class:`LocalBatch` key gives a whole training batch at once, (x, indices, positions, seed), with its
+    images flipped left-right where the key says so (see :mod:`ddpm_signrelu.data.sampling`).
+    """
+
+    def __init__(self, data: torch.Tensor):
+        self.data = data
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def __getitem__(self, index: int):
-        x = self.data[index]
-        if self.hflip and torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        return x, index
+    def __getitem__(self, key: int | LocalBatch):
+        if not isinstance(key, LocalBatch):
+            return self.data[key], key
+        x = self.data[key.indices]
+        if key.flips.any():
+            x = torch.where(key.flips.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+        return x, key.indices, key.positions, torch.tensor(key.seed)
 
 
 def levels_to_unit(levels: torch.Tensor, num_levels: int) -> torch.Tensor:
@@ -39,6 +45,10 @@ class TensorDataModule(L.LightningDataModule):
     ``data_shape`` and ``num_levels`` (None for continuous data) describe the data to the model. ``hflip`` flips
     training images left-right at random; the flipped copies then belong to the training measure, so
     :attr:`reference_data` (the atoms of D*_n in the risk metrics, theory.md §6.1) holds both.
+
+    ``batch_size`` is the global batch: each of W processes (devices × nodes) takes ``batch_size / W`` items
+    of it, so a config trains the same way on any number of GPUs. ``seed`` fixes the split, the order of the
+    training batches, the flips and the diffusion draws (:mod:`ddpm_signrelu.data.sampling`).
     """
 
     data_shape: tuple[int, ...]
@@ -74,12 +84,27 @@ class TensorDataModule(L.LightningDataModule):
         """The training measure's atoms: the training split, with its mirror images under ``hflip``."""
         return torch.cat([self.train_data, self.train_data.flip(-1)]) if self.hflip else self.train_data
 
-    def _loader(self, data: torch.Tensor, shuffle: bool, hflip: bool = False) -> DataLoader:
-        return DataLoader(IndexedTensorDataset(data, hflip), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+    def _loader_options(self) -> dict:
+        cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0, "pin_memory": cuda}
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_data, shuffle=True, hflip=self.hflip)
+        """The endless stream of :class:`GlobalBatchSampler`: ``batch_size`` is the global batch, split over the
+        processes; a resumed run continues at the batch of its step."""
+        trainer = self.trainer
+        world, rank, start = 1, 0, 0
+        if trainer is not None:
+            world, rank = trainer.world_size, trainer.global_rank
+            start = trainer.global_step * trainer.accumulate_grad_batches
+        sampler = GlobalBatchSampler(len(self.train_data), self.batch_size, world, rank, self.seed, self.hflip, start)
+        return DataLoader(IndexedTensorDataset(self.train_data), sampler=sampler, batch_size=None,
+                          **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_data, shuffle=False)
+        """Held-out items in order, sharded over the processes with no item repeated (a padded shard would
+        count some items twice), ``batch_size / W`` per process."""
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        dataset = IndexedTensorDataset(self.val_data)
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
+        return DataLoader(dataset, sampler=sampler, batch_size=max(1, self.batch_size // world),
+                          **self._loader_options())

@@ -78,10 +78,27 @@ class DiffusionModel(L.LightningModule):
         return diffusion_loss(self.schedule, self.model, x0, t, noise, hp.loss, self.model.parameterization,
                               hp.min_snr_gamma)
 
+    def training_draws(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(t, ε) for a training batch. Batches of :class:`~ddpm_signrelu.data.GlobalBatchSampler` carry their
+        rows' positions in the global batch and its seed: the draws of the whole global batch come from that seed
+        and each process keeps its rows, so they do not depend on the number of processes or on resuming.
+        Other batches, ``(x0, ...)``, draw from the global generator."""
+        x0, hp = batch[0], self.hparams
+        if len(batch) < 4:
+            t = sample_timesteps(hp.loss, hp.num_timesteps, len(x0), device=x0.device)
+            return t, torch.randn_like(x0)
+        positions, seed = batch[2], int(batch[3])
+        g = torch.Generator(device=x0.device).manual_seed(seed)
+        size = len(x0) * self.trainer.world_size
+        t = sample_timesteps(hp.loss, hp.num_timesteps, size, generator=g, device=x0.device)
+        noise = torch.randn((size, *x0.shape[1:]), generator=g, device=x0.device, dtype=x0.dtype)
+        torch.manual_seed(seed + self.global_rank)  # dropout: reproducible on resume, one stream per process
+        return t[positions], noise[positions]
+
     def training_step(self, batch, batch_idx):
         x0 = batch[0]
-        t = sample_timesteps(self.hparams.loss, self.hparams.num_timesteps, len(x0), device=x0.device)
-        loss = self.loss_per_example(x0, t, torch.randn_like(x0)).mean()
+        t, noise = self.training_draws(batch)
+        loss = self.loss_per_example(x0, t, noise).mean()
         self._last_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(x0))
         return loss

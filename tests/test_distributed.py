@@ -1,0 +1,41 @@
+"""Lightning DDP through train.py with 2 CPU processes (gloo) against 1 process on the same global batch."""
+
+import csv
+
+import pytest
+import torch
+import yaml
+
+from test_cli import run, tiny_config
+
+
+def train(tmp_path, devices):
+    config = tiny_config(tmp_path, "digits", {"val_size": 63})  # odd: shards of 32 and 31 held-out items
+    settings = yaml.safe_load(config.read_text())
+    settings["model"]["network"]["dropout"] = 0.0
+    settings["trainer"].update({"max_steps": 6, "val_check_interval": 3, "limit_val_batches": None,
+                                "accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto"})
+    config.write_text(yaml.safe_dump(settings))
+    result = run("train.py", "fit", "--config", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        logged = {(row["step"], k): float(v) for row in csv.DictReader(f) for k, v in row.items()
+                  if v and (k.startswith("val/") or k.startswith("risk/"))}
+    return torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False), logged
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_two_processes_train_and_log_like_one_on_the_same_global_batch(tmp_path):
+    one, one_logged = train(tmp_path / "one", 1)
+    two, two_logged = train(tmp_path / "two", 2)
+    assert one["global_step"] == two["global_step"] == 6
+    for key in ("state_dict", "current_model_state"):  # EMA weights, then the raw ones
+        for name, value in one[key].items():
+            torch.testing.assert_close(two[key][name], value, rtol=1e-4, atol=1e-5, msg=f"{key}: {name}")
+    ema, raw = one["state_dict"], one["current_model_state"]
+    assert sum((ema[n] - raw[n]).abs().sum() for n in ema) > 0  # both comparisons count
+    assert {k for _, k in one_logged} >= {"val/loss", "val/bpd", "risk/vlb_heldout", "risk/estimation"}
+    assert one_logged.keys() == two_logged.keys()
+    for key, value in one_logged.items():
+        assert two_logged[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key

@@ -1,5 +1,6 @@
 """train.py and sample.py end to end, and their errors for bad input."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -47,8 +48,10 @@ def tiny_config(tmp_path: Path, name: str = "digits", data_overrides: dict | Non
 
 
 def run(script, *args):
+    """Run a script of the repository; tests/ is on the path, for test callbacks named in configs."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+                          cwd=ROOT, timeout=300, env=env)
 
 
 @pytest.mark.slow

@@ -1,0 +1,41 @@
+"""Exact resume: N steps, SIGKILL, ``--ckpt_path last``, N more steps give the weights of 2N steps straight."""
+
+import pytest
+import torch
+import yaml
+
+from test_cli import run, tiny_config
+
+
+def config(tmp_path, kill_at=None):
+    path = tiny_config(tmp_path, "digits")
+    settings = yaml.safe_load(path.read_text())
+    settings["model"].update({"lr_schedule": "cosine", "warmup_steps": 3})
+    settings["model"]["network"]["dropout"] = 0.3  # the per-step dropout stream must be restored too
+    settings["trainer"].update({"max_steps": 8, "val_check_interval": 2})
+    if kill_at is not None:
+        settings["trainer"]["callbacks"].append({"class_path": "helpers.KillAtStep", "init_args": {"step": kill_at}})
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_kill_and_resume_gives_the_uninterrupted_run(tmp_path):
+    straight = run("train.py", "fit", "--config", config(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = run("train.py", "fit", "--config", config(tmp_path / "resumed", kill_at=5))
+    assert killed.returncode == -9  # SIGKILL after step 5; the last checkpoint is step 4's
+    last = tmp_path / "resumed" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    resumed = run("train.py", "fit", "--config", config(tmp_path / "resumed"), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = torch.load(tmp_path / "straight" / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(last, weights_only=False)
+    assert a["global_step"] == b["global_step"] == 8
+    for key in ("state_dict", "current_model_state"):  # EMA weights, then the raw ones
+        for name, value in a[key].items():
+            assert torch.equal(b[key][name], value), f"{key}: {name}"
+    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["lr_schedulers"] == b["lr_schedulers"]

@@ -28,6 +28,7 @@ import torch
 import yaml
 
 from ddpm_signrelu.callbacks import RiskMetrics
+from ddpm_signrelu.cli import relocate_run
 from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.lit import DiffusionModel
 
@@ -106,15 +107,10 @@ def main(argv=None) -> None:
 
 def full_run(config: dict, risk: bool) -> float:
     """Wall time of ``train.py fit`` on ``config``, with or without the risk callback."""
-    config = yaml.safe_load(yaml.safe_dump(config))
-    out = f"runs/risk_overhead/{'with' if risk else 'without'}"
+    config = relocate_run(config, f"runs/risk_overhead/{'with' if risk else 'without'}", wandb=False)
     trainer = config["trainer"]
     trainer["callbacks"] = [cb for cb in trainer["callbacks"] if risk or not cb["class_path"].endswith("RiskMetrics")]
-    trainer.update(default_root_dir=out, enable_progress_bar=False)
-    trainer["logger"]["init_args"]["save_dir"] = out
-    for cb in trainer["callbacks"]:
-        if cb["class_path"].endswith("ModelCheckpoint"):
-            cb["init_args"]["dirpath"] = f"{out}/checkpoints"
+    trainer["enable_progress_bar"] = False
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(config, f)
     start = time.perf_counter()

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import netrc
+import os
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from tqdm.auto import tqdm
 
 from ddpm_signrelu.data import TensorDataModule
@@ -19,12 +24,67 @@ from ddpm_signrelu.lit import DiffusionModel
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.yaml"
 
 
+class LoggedConfig(SaveConfigCallback):
+    """Lightning's ``config.yaml`` in the run folder, and the whole config in every logger (the W&B run's config)."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"config": config})
+
+
+def wandb_offline_without_credentials(config) -> None:
+    """Log W&B offline (and say so) when a W&B logger is configured but no API key is found and ``WANDB_MODE`` is
+    unset, instead of stopping a run at a log-in prompt. ``wandb sync <run folder>/wandb/offline-run-*`` uploads
+    such a run later."""
+    loggers = config.get("trainer", {}).get("logger") or []
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    if not any(str(getattr(lg, "class_path", "")).endswith("WandbLogger") for lg in loggers):
+        return
+    if "WANDB_MODE" in os.environ or "WANDB_API_KEY" in os.environ:
+        return
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        if netrc.netrc().authenticators(host):
+            return
+    except (FileNotFoundError, netrc.NetrcParseError):
+        pass
+    os.environ["WANDB_MODE"] = "offline"
+    print(f"W&B: no API key for {host} (wandb login, or WANDB_API_KEY); logging offline. Set WANDB_MODE to choose; "
+          f"--trainer.logger lightning.pytorch.loggers.CSVLogger logs to CSV only", file=sys.stderr)
+
+
 class DiffusionCLI(LightningCLI):
     """LightningCLI whose model takes the data's shape and number of levels from the data module."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, save_config_callback=LoggedConfig, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
         parser.link_arguments("data.num_levels", "model.num_levels", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        wandb_offline_without_credentials(self.config.get(self.subcommand, self.config) if self.subcommand
+                                          else self.config)
+
+
+def relocate_run(config: dict, run_dir: str | Path, wandb: bool = True) -> dict:
+    """A copy of a train config (as loaded from YAML) whose run folder, loggers and checkpoint folders are
+    ``run_dir``; ``wandb=False`` drops its W&B logger. For scripted sweeps, benchmarks and tests."""
+    config = copy.deepcopy(config)
+    trainer, run_dir = config["trainer"], str(run_dir)
+    trainer["default_root_dir"] = run_dir
+    loggers = trainer.get("logger") or []
+    loggers = [lg for lg in (loggers if isinstance(loggers, list) else [loggers])
+               if wandb or not lg["class_path"].endswith("WandbLogger")]
+    for logger in loggers:
+        logger.setdefault("init_args", {})["save_dir"] = run_dir
+    trainer["logger"] = loggers
+    for cb in trainer.get("callbacks", []):
+        if "dirpath" in cb.get("init_args", {}):
+            cb["init_args"]["dirpath"] = f"{run_dir}/checkpoints"
+    return config
 
 
 def _run(main, *args) -> None:

@@ -3,6 +3,8 @@
 import math
 import os
 import signal
+import struct
+from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -48,3 +50,26 @@ class KillAtStep(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step >= self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def wandb_records(path) -> list:
+    """The records (protobuf ``Record``s) of a W&B run's transaction log ``run-<id>.wandb``.
+
+    The log is W&B's LevelDB-style file: a 7-byte header, then 32 KiB blocks of chunks, each with a 7-byte head
+    (CRC-32, length, type: 1 whole record, 2 first, 3 middle, 4 last part); a block's last < 7 bytes are padding.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data, pos, block, parts, records = Path(path).read_bytes(), 7, 32768, b"", []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        parts = chunk if kind in (1, 2) else parts + chunk
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            records.append(record)
+    return records

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,9 @@ import pytest
 import torch
 import yaml
 
-from ddpm_signrelu.cli import sample_main, train_main
+from ddpm_signrelu.cli import relocate_run, sample_main, train_main
+
+from helpers import wandb_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,21 +23,20 @@ TINY_UNET = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_bl
              "head_channels": 16}
 
 
-def tiny_config(tmp_path: Path, name: str = "digits", data_overrides: dict | None = None, **model_overrides) -> Path:
-    """A shipped config shrunk to a few seconds: small network, T = 50, 4 steps, small evaluation sets."""
-    config = yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text())
+def tiny_config(tmp_path: Path, name: str = "digits", data_overrides: dict | None = None, wandb: bool = False,
+                **model_overrides) -> Path:
+    """A shipped config shrunk to a few seconds: small network, T = 50, 4 steps, small evaluation sets, run folder
+    ``tmp_path/run``, CSV logging (and W&B if ``wandb``)."""
+    run = tmp_path / "run"
+    config = relocate_run(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()), run, wandb)
     network = TINY_UNET if config["model"]["network"]["name"] == "unet" else config["model"]["network"]
     config["model"].update({"network": network, "num_timesteps": 50, "bound_strata": 3}, **model_overrides)
     config["data"]["init_args"].update({"batch_size": 32, "val_size": 64}, **(data_overrides or {}))
     if "num_train" in config["data"]["init_args"]:
         config["data"]["init_args"]["num_train"] = 64
-    run = tmp_path / "run"
-    config["trainer"].update({"max_steps": 4, "val_check_interval": 2, "limit_val_batches": 1,
-                              "default_root_dir": str(run), "enable_progress_bar": False})
-    config["trainer"]["logger"]["init_args"]["save_dir"] = str(run)
+    config["trainer"].update({"max_steps": 4, "val_check_interval": 2, "limit_val_batches": 1, "log_every_n_steps": 1,
+                              "enable_progress_bar": False})
     for cb in config["trainer"]["callbacks"]:
-        if cb["class_path"].endswith("ModelCheckpoint"):
-            cb["init_args"]["dirpath"] = str(run / "checkpoints")
         if cb["class_path"].endswith("SampleGrid"):
             cb["init_args"].update({"num_samples": 4, "steps": 3})
         if cb["class_path"].endswith("RiskMetrics"):
@@ -47,9 +49,13 @@ def tiny_config(tmp_path: Path, name: str = "digits", data_overrides: dict | Non
     return path
 
 
-def run(script, *args):
-    """Run a script of the repository; tests/ is on the path, for test callbacks named in configs."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+def run(script, *args, env: dict | None = None):
+    """Run a script of the repository with ``env`` added to the environment (a None value removes a variable);
+    tests/ is on the path, for test callbacks named in configs. W&B has no credentials: HOME is a new folder."""
+    home = Path(tempfile.mkdtemp())
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "HOME": str(home), "WANDB_API_KEY": None,
+           "WANDB_MODE": None, **(env or {})}
+    env = {k: v for k, v in env.items() if v is not None}
     return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
                           cwd=ROOT, timeout=300, env=env)
 
@@ -166,3 +172,27 @@ def test_every_config_builds_its_model_and_data(path, tmp_path, monkeypatch):
         assert round(params / 1e6, 1) == 35.7
     if path.stem == "cifar10":  # the same U-Net; the ratio head adds its atoms and logits
         assert 35.7e6 < params < 36.5e6
+
+
+@pytest.mark.slow
+def test_wandb_run_offline_without_credentials_holds_config_metrics_samples_and_checkpoint(tmp_path):
+    config = tiny_config(tmp_path, "digits", wandb=True)
+    result = run("train.py", "fit", "--config", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "W&B: no API key" in result.stderr and "logging offline" in result.stderr
+    logs = list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 1
+    records = wandb_records(logs[0])
+    run_record = next(r.run for r in records if r.WhichOneof("record_type") == "run")
+    assert run_record.project == "ddpm_signrelu" and run_record.display_name == "digits"
+    config_keys = {item.key for r in records if r.WhichOneof("record_type") == "config" for item in r.config.update}
+    assert {"config", "lr", "network", "head"} <= config_keys  # the CLI's whole config and the model's
+    history = {item.key or "/".join(item.nested_key): item.value_json
+               for r in records if r.WhichOneof("record_type") == "history" for item in r.history.item}
+    assert {"train/loss", "val/bpd", "risk/vlb_heldout", "risk/estimation_se", "lr-AdamW"} <= history.keys()
+    assert history["samples/_type"] == history["risk/curves_plot/_type"] == '"images/separated"'
+    assert history["risk/curves/_type"] == '"table-file"'
+    images = list((logs[0].parent / "files" / "media" / "images").glob("samples_*.png"))
+    assert images
+    artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
+    assert any(a.type == "model" and any(m.path == "model.ckpt" for m in a.manifest.contents) for a in artifacts)

@@ -1,7 +1,9 @@
-"""Lightning DDP through train.py with 2 CPU processes (gloo) against 1 process on the same global batch."""
+"""Lightning DDP through train.py with 2 CPU processes (gloo) against 1 process on the same global batch;
+sample.py on 2 processes against 1."""
 
 import csv
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -10,7 +12,7 @@ from test_cli import run, tiny_config
 
 
 def train(tmp_path, devices):
-    config = tiny_config(tmp_path, "digits", {"val_size": 63})  # odd: shards of 32 and 31 held-out items
+    config = tiny_config(tmp_path, "digits", {"val_size": 63}, wandb=True)  # odd: shards of 32 and 31 items
     settings = yaml.safe_load(config.read_text())
     settings["model"]["network"]["dropout"] = 0.0
     settings["trainer"].update({"max_steps": 6, "val_check_interval": 3, "limit_val_batches": None,
@@ -18,17 +20,20 @@ def train(tmp_path, devices):
     config.write_text(yaml.safe_dump(settings))
     result = run("train.py", "fit", "--config", config)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert len(list((tmp_path / "run" / "wandb").glob("offline-run-*"))) == 1  # one W&B run per job
     with open(tmp_path / "run" / "metrics.csv") as f:
         logged = {(row["step"], k): float(v) for row in csv.DictReader(f) for k, v in row.items()
                   if v and (k.startswith("val/") or k.startswith("risk/"))}
-    return torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False), logged
+    grid = np.load(next((tmp_path / "run" / "samples").glob("step_0000006_*.npz")))["arr_0"]
+    return torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False), logged, grid
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_processes_train_and_log_like_one_on_the_same_global_batch(tmp_path):
-    one, one_logged = train(tmp_path / "one", 1)
-    two, two_logged = train(tmp_path / "two", 2)
+    one, one_logged, one_grid = train(tmp_path / "one", 1)
+    two, two_logged, two_grid = train(tmp_path / "two", 2)
+    assert one_grid.shape == (4, 8, 8, 1) and np.array_equal(one_grid, two_grid)  # SampleGrid: 2 samples per rank
     assert one["global_step"] == two["global_step"] == 6
     for key in ("state_dict", "current_model_state"):  # EMA weights, then the raw ones
         for name, value in one[key].items():

@@ -1,16 +1,38 @@
-"""Write a grid of samples during and at the end of training."""
+"""Samples during and at the end of training: every process draws its share of the seeds."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from ddpm_signrelu.io import save_samples, to_uint8
 
 
+def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], sampler: str, steps: int | None,
+                          eta: float) -> torch.Tensor:
+    """All samples on every process, each process drawing a contiguous share of ``seeds`` (padded to equal
+    shares, then gathered): the same images as one process, in a 1/W of its time, and no rank left waiting."""
+    seeds = list(seeds)
+    share = math.ceil(len(seeds) / trainer.world_size)
+    mine = seeds[trainer.global_rank * share:(trainer.global_rank + 1) * share]
+    mine += [seeds[0]] * (share - len(mine))
+    was_training = pl_module.training
+    pl_module.eval()
+    x = pl_module.generate(mine, sampler, steps, eta)
+    pl_module.train(was_training)
+    if trainer.world_size > 1:
+        x = pl_module.all_gather(x).flatten(0, 1)
+    return x[:len(seeds)]
+
+
 class SampleGrid(L.Callback):
-    """Samples ``num_samples`` images with fixed seeds into ``<run dir>/samples/step_<N>.png`` (+ .npz).
+    """Samples ``num_samples`` images with fixed seeds into ``<run dir>/samples/step_<N>.png`` (+ .npz), and to
+    the W&B or TensorBoard logger as an image.
 
     Runs at the end of training and, if ``every_n_val_checks`` > 0, at the start of every n-th validation:
     both after the EMA callback has put the averaged weights in place, when it is listed before this one.
@@ -22,16 +44,19 @@ class SampleGrid(L.Callback):
         self.seed, self.every_n_val_checks, self._checks = seed, every_n_val_checks, 0
 
     def write(self, trainer: L.Trainer, pl_module) -> Path | None:
-        """Sample and save on rank zero (the others return None)."""
+        """Sample on all processes; rank zero saves and logs the grid (the others return None)."""
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank asks
+        seeds = range(self.seed, self.seed + self.num_samples)
+        images = to_uint8(generate_across_ranks(trainer, pl_module, seeds, self.sampler, self.steps, self.eta),
+                          pl_module.hparams.num_levels)
         if not trainer.is_global_zero:
             return None
-        was_training = pl_module.training
-        pl_module.eval()
-        x = pl_module.generate(range(self.seed, self.seed + self.num_samples), self.sampler, self.steps, self.eta)
-        pl_module.train(was_training)
-        png, _ = save_samples(to_uint8(x, pl_module.hparams.num_levels), run_dir / "samples",
-                              prefix=f"step_{trainer.global_step:07d}")
+        png, _ = save_samples(images, run_dir / "samples", prefix=f"step_{trainer.global_step:07d}")
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image("samples", [str(png)], step=trainer.global_step)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_images("samples", images, trainer.global_step)
         return png
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module) -> None:

@@ -8,5 +8,5 @@ from ddpm_signrelu.data.vision import (CIFAR10DataModule, FashionMNISTDataModule
                                       MNISTDataModule, TorchvisionDataModule)
 
 __all__ = ["CIFAR10DataModule", "DigitsDataModule", "FashionMNISTDataModule", "GaussianMixture",
-           "GaussianMixtureDataModule", "GlobalBatchSampler", "ImageFolderDataModule", "LocalBatch", "MNISTDataModule", "TensorDataModule",
-           "TorchvisionDataModule", "levels_to_unit"]
+           "GaussianMixtureDataModule", "GlobalBatchSampler", "ImageFolderDataModule", "LocalBatch", "MNISTDataModule",
+           "TensorDataModule", "TorchvisionDataModule", "levels_to_unit"]

@@ -7,18 +7,23 @@ import copy
 import netrc
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlparse
 
+import lightning as L
 import torch
 import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ddpm_signrelu.callbacks.samples import SampleWriter
 from ddpm_signrelu.data import TensorDataModule
 from ddpm_signrelu.diffusion.samplers import SAMPLERS, default_steps, timestep_grid
 from ddpm_signrelu.errors import ConfigError, UserError
-from ddpm_signrelu.io import load_model, save_samples, to_uint8
+from ddpm_signrelu.io import load_model
 from ddpm_signrelu.lit import DiffusionModel
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.yaml"
@@ -105,39 +110,47 @@ def train_main(args: list[str] | None = None) -> None:
 
 
 def sample_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Sample images from a ddpm_signrelu checkpoint.")
+    p = argparse.ArgumentParser(description="Sample images from a ddpm_signrelu checkpoint, on one or many devices.")
     p.add_argument("--ckpt_path", required=True, help="checkpoint written by train.py")
     p.add_argument("--num_samples", type=int, default=64)
     p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: T for ddpm, 50 for ddim)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale η (0: deterministic)")
-    p.add_argument("--seed", type=int, default=0, help="sample j uses seed + j")
-    p.add_argument("--batch_size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="sample j uses seed + j, whatever the devices")
+    p.add_argument("--batch_size", type=int, default=256, help="samples per batch on each device")
     p.add_argument("--output", default="samples", help="folder for the PNG grid and the .npz")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (Lightning's Trainer)")
+    p.add_argument("--devices", default="1", help="devices per node (Lightning DDP when more than one)")
+    p.add_argument("--num_nodes", type=int, default=1)
+    p.add_argument("--precision", default="32-true", help="e.g. bf16-mixed")
     return p
 
 
 def sample_main(argv: list[str] | None = None) -> None:
-    """``python sample.py --ckpt_path CKPT --num_samples N --sampler ddpm|ddim --steps S --seed K --output DIR``."""
+    """``python sample.py --ckpt_path CKPT --num_samples N --sampler ddpm|ddim --steps S --seed K --output DIR``;
+    ``--devices 8`` (or torchrun / SLURM) shares the seeds out over processes with Lightning's DDP."""
     args = sample_parser().parse_args(argv)
 
     def main():
         if args.num_samples < 1 or args.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1, got {args.num_samples}, {args.batch_size}")
-        model = load_model(args.ckpt_path, map_location=args.device)
+        model = load_model(args.ckpt_path)
         steps = args.steps or default_steps(args.sampler, model.schedule.num_timesteps)
-        per_batch = len(timestep_grid(model.schedule.num_timesteps, steps))
-        seeds = list(range(args.seed, args.seed + args.num_samples))
-        batches = [seeds[i:i + args.batch_size] for i in range(0, len(seeds), args.batch_size)]
-        with tqdm(total=per_batch * len(batches), desc=f"{args.sampler}-{steps}", unit="step") as bar:
-            def progress(it):
-                for i in it:
-                    yield i
-                    bar.update(1)
-
-            images = torch.cat([model.generate(b, args.sampler, steps, args.eta, progress) for b in batches])
-        png, npz = save_samples(to_uint8(images, model.hparams.num_levels), args.output)
-        print(f"wrote {png} and {npz}")
+        timestep_grid(model.schedule.num_timesteps, steps)  # a bad --steps fails here, before any process starts
+        writer = SampleWriter(args.output, model.hparams.num_levels)
+        devices = int(args.devices) if args.devices.isdigit() else args.devices
+        trainer = L.Trainer(accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
+                            precision=args.precision, logger=False, callbacks=[writer], enable_progress_bar=False,
+                            enable_model_summary=False)
+        model.sampling = {"sampler": args.sampler, "steps": steps, "eta": args.eta, "progress": partial(_steps_bar, desc=f"{args.sampler}-{steps}")}
+        seeds = torch.arange(args.seed, args.seed + args.num_samples)
+        trainer.predict(model, DataLoader(seeds, batch_size=args.batch_size), return_predictions=False)
+        if trainer.is_global_zero:
+            print(f"wrote {writer.paths[0]} and {writer.paths[1]}")
 
     _run(main)
+
+
+def _steps_bar(steps, desc: str):
+    """The sampling steps of a batch, with a progress bar on rank zero."""
+    return tqdm(steps, desc=desc, unit="step", leave=False) if rank_zero_only.rank == 0 else steps

@@ -44,3 +44,12 @@ def test_two_processes_train_and_log_like_one_on_the_same_global_batch(tmp_path)
     assert one_logged.keys() == two_logged.keys()
     for key, value in one_logged.items():
         assert two_logged[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    sampled = {}
+    for devices in (1, 2):  # 5 seeds in batches of 2: shares of 3 and 2
+        out = tmp_path / f"samples{devices}"
+        result = run("sample.py", "--ckpt_path", tmp_path / "one" / "run" / "checkpoints" / "last.ckpt",
+                     "--num_samples", 5, "--sampler", "ddpm", "--steps", 6, "--batch_size", 2, "--seed", 7,
+                     "--accelerator", "cpu", "--devices", devices, "--output", out)
+        assert result.returncode == 0, result.stderr[-3000:]
+        sampled[devices] = np.load(out / "samples_5x8x8x1.npz")["arr_0"]
+    assert np.array_equal(sampled[1], sampled[2]) and len(np.unique(sampled[1].reshape(5, -1), axis=0)) == 5

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from ddpm_signrelu.io import save_samples, to_uint8
@@ -28,6 +29,36 @@ def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], s
     if trainer.world_size > 1:
         x = pl_module.all_gather(x).flatten(0, 1)
     return x[:len(seeds)]
+
+
+class SampleWriter(BasePredictionWriter):
+    """Collects the samples of ``Trainer.predict`` over seed batches (see ``DiffusionModel.predict_step``) and,
+    once every process is done, gathers them and writes them in seed order from rank zero: the grid and the
+    .npz of :func:`save_samples`, whose paths end in :attr:`paths`."""
+
+    def __init__(self, output: str | Path, num_levels: int | None):
+        super().__init__(write_interval="batch")
+        self.output, self.num_levels = output, num_levels
+        self.seeds, self.images, self.paths = [], [], None
+
+    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
+                           dataloader_idx=0) -> None:
+        self.seeds.append(batch)
+        self.images.append(to_uint8(prediction, self.num_levels))
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module) -> None:
+        empty = (torch.zeros(0, dtype=torch.long), torch.zeros((0, *pl_module.data_shape), dtype=torch.uint8))
+        seeds, images = (torch.cat(v).to(pl_module.device) if v else e.to(pl_module.device)
+                         for v, e in zip((self.seeds, self.images), empty))  # a process may have had no seeds
+        if trainer.world_size > 1:  # pad the shares to one size, gather, drop the padding
+            counts = trainer.strategy.all_gather(torch.tensor(len(seeds), device=seeds.device)).tolist()
+            pad = max(counts) - len(seeds)
+            seeds = torch.cat([seeds, seeds.new_zeros(pad)])
+            images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
+            seeds, images = (torch.cat([part[:n] for part, n in zip(trainer.strategy.all_gather(v), counts)])
+                             for v in (seeds, images))
+        if trainer.is_global_zero:
+            self.paths = save_samples(images[seeds.argsort()].cpu(), self.output)
 
 
 class SampleGrid(L.Callback):

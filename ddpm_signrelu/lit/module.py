@@ -59,6 +59,7 @@ class DiffusionModel(L.LightningModule):
         self.model = build_denoiser(self.data_shape, network, head)
         self.val_loss, self.val_bpd, self.val_dsm_x0 = MeanMetric(), MeanMetric(), MeanMetric()
         self._last_loss = torch.zeros(())
+        self.sampling: dict = {}  # generate()'s options for predict_step, e.g. set by sample.py
 
     @property
     def dim(self) -> int:
@@ -155,6 +156,10 @@ class DiffusionModel(L.LightningModule):
     def generate(self, seeds, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0, progress=None):
         """Samples in [−1, 1], one per seed (same seed, same image, whatever the batch)."""
         return sample(self.denoise, self.schedule, self.data_shape, seeds, self.device, sampler, steps, eta, progress)
+
+    def predict_step(self, seeds: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        """Samples for a batch of seeds, with the options in :attr:`sampling` (see :meth:`generate`)."""
+        return self.generate(seeds.tolist(), **self.sampling)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = {"version": __version__}

@@ -73,3 +73,10 @@ def wandb_records(path) -> list:
             record.ParseFromString(parts)
             records.append(record)
     return records
+
+
+class PixelFeatures(torch.nn.Module):
+    """A feature extractor for offline tests: the pixels of the first channel, in [0, 1]."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images[:, 0].flatten(1).double() / 255

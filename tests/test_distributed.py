@@ -15,6 +15,8 @@ def train(tmp_path, devices):
     config = tiny_config(tmp_path, "digits", {"val_size": 63}, wandb=True)  # odd: shards of 32 and 31 items
     settings = yaml.safe_load(config.read_text())
     settings["model"]["network"]["dropout"] = 0.0
+    settings["trainer"]["callbacks"].append({"class_path": "ddpm_signrelu.callbacks.SampleQuality", "init_args": {
+        "num_samples": 9, "steps": 3, "features": "helpers:PixelFeatures", "batch_size": 4, "kid_subset_size": 5}})
     settings["trainer"].update({"max_steps": 6, "val_check_interval": 3, "limit_val_batches": None,
                                 "accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto"})
     config.write_text(yaml.safe_dump(settings))
@@ -23,7 +25,7 @@ def train(tmp_path, devices):
     assert len(list((tmp_path / "run" / "wandb").glob("offline-run-*"))) == 1  # one W&B run per job
     with open(tmp_path / "run" / "metrics.csv") as f:
         logged = {(row["step"], k): float(v) for row in csv.DictReader(f) for k, v in row.items()
-                  if v and (k.startswith("val/") or k.startswith("risk/"))}
+                  if v and k.split("/")[0] in ("val", "risk", "quality")}
     grid = np.load(next((tmp_path / "run" / "samples").glob("step_0000006_*.npz")))["arr_0"]
     return torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False), logged, grid
 
@@ -40,7 +42,8 @@ def test_two_processes_train_and_log_like_one_on_the_same_global_batch(tmp_path)
             torch.testing.assert_close(two[key][name], value, rtol=1e-4, atol=1e-5, msg=f"{key}: {name}")
     ema, raw = one["state_dict"], one["current_model_state"]
     assert sum((ema[n] - raw[n]).abs().sum() for n in ema) > 0  # both comparisons count
-    assert {k for _, k in one_logged} >= {"val/loss", "val/bpd", "risk/vlb_heldout", "risk/estimation"}
+    assert {k for _, k in one_logged} >= {"val/loss", "val/bpd", "risk/vlb_heldout", "risk/estimation", "quality/fid",
+                                          "quality/kid"}
     assert one_logged.keys() == two_logged.keys()
     for key, value in one_logged.items():
         assert two_logged[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key

@@ -1,7 +1,8 @@
-"""Lightning callbacks: risk metrics, early stopping, sample grids."""
+"""Lightning callbacks: risk metrics, early stopping, sample grids, FID/KID."""
 
+from ddpm_signrelu.callbacks.quality import SampleQuality
 from ddpm_signrelu.callbacks.risk import RiskMetrics
-from ddpm_signrelu.callbacks.samples import SampleGrid
+from ddpm_signrelu.callbacks.samples import SampleGrid, SampleWriter
 from ddpm_signrelu.callbacks.stopping import DiscrepancyStop, StopReport
 
-__all__ = ["DiscrepancyStop", "RiskMetrics", "SampleGrid", "StopReport"]
+__all__ = ["DiscrepancyStop", "RiskMetrics", "SampleGrid", "SampleQuality", "SampleWriter", "StopReport"]

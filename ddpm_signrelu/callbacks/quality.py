@@ -1,0 +1,79 @@
+"""FID and KID of samples during training, computed by all processes and reduced by torchmetrics."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+
+from ddpm_signrelu.callbacks.base import ValidationEvaluator
+from ddpm_signrelu.errors import ConfigError, check_choice
+from ddpm_signrelu.io import to_uint8
+from ddpm_signrelu.metrics.fid import FeatureDistances, load_feature_extractor
+
+
+class SampleQuality(ValidationEvaluator):
+    """Logs ``quality/fid``, ``quality/kid`` and ``quality/kid_std`` every ``every_n_val_checks``-th validation.
+
+    Samples ``num_samples`` images with seeds ``seed``, ``seed + 1``, ... (each process draws a contiguous share)
+    and compares them with the ``reference`` split (``train``, the usual choice for FID, or ``heldout``), at most
+    ``max_reference`` of its images, whose features are computed once. The EMA weights are used when EMA is on
+    (see :class:`ValidationEvaluator`).
+
+    Args:
+        features, weights_path: see :func:`~ddpm_signrelu.metrics.fid.load_feature_extractor`.
+        sampler, steps, eta: the sampler; batch_size: samples and images per extractor call on each process.
+    """
+
+    def __init__(self, num_samples: int = 10000, sampler: str = "ddim", steps: int | None = 100, eta: float = 0.0,
+                 seed: int = 0, reference: str = "train", max_reference: int = 50000, features: str = "inception",
+                 weights_path: str | None = None, batch_size: int = 256, kid_subsets: int = 100,
+                 kid_subset_size: int = 1000, every_n_val_checks: int = 1):
+        super().__init__(every_n_val_checks)
+        check_choice("reference", reference, ("train", "heldout"))
+        if num_samples < 2 or max_reference < 2 or batch_size < 1:
+            raise ConfigError("SampleQuality needs num_samples >= 2, max_reference >= 2 and batch_size >= 1")
+        self.num_samples, self.sampler, self.steps, self.eta, self.seed = num_samples, sampler, steps, eta, seed
+        self.reference, self.max_reference, self.batch_size = reference, max_reference, batch_size
+        self.distances: FeatureDistances | None = None  # built in setup, once the image shape is known
+        self._options = (features, weights_path, kid_subsets, kid_subset_size)
+        self._reference_done = False
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if self.distances is not None:
+            return
+        features, weights_path, subsets, subset_size = self._options
+        extractor = load_feature_extractor(features, weights_path)  # fails before the first step
+        self.distances = FeatureDistances(extractor, pl_module.data_shape, subsets, subset_size)
+
+    def _shard(self, trainer: L.Trainer, count: int) -> range:
+        share = math.ceil(count / trainer.world_size)
+        return range(trainer.global_rank * share, min(count, (trainer.global_rank + 1) * share))
+
+    def _add_reference(self, trainer: L.Trainer, pl_module) -> None:
+        dm = trainer.datamodule
+        data = dm.train_data if self.reference == "train" else dm.val_data
+        rows = self._shard(trainer, min(len(data), self.max_reference))
+        for i in range(rows.start, rows.stop, self.batch_size):
+            batch = data[i:min(i + self.batch_size, rows.stop)].to(pl_module.device)
+            self.distances.update(to_uint8(batch, pl_module.hparams.num_levels), real=True)
+        self._reference_done = True
+
+    @torch.no_grad()
+    def evaluate_model(self, trainer: L.Trainer, pl_module) -> None:
+        self.distances.to(pl_module.device)
+        if not self._reference_done:
+            self._add_reference(trainer, pl_module)
+        was_training = pl_module.training
+        pl_module.eval()
+        mine = self._shard(trainer, self.num_samples)
+        for i in range(mine.start, mine.stop, self.batch_size):
+            seeds = range(self.seed + i, self.seed + min(i + self.batch_size, mine.stop))
+            x = pl_module.generate(seeds, self.sampler, self.steps, self.eta)
+            self.distances.update(to_uint8(x, pl_module.hparams.num_levels), real=False)
+        pl_module.train(was_training)
+        for name, value in self.distances.compute().items():
+            pl_module.log(f"quality/{name}", value, batch_size=1)
+        self.distances.reset_generated()

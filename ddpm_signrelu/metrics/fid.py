@@ -1,0 +1,110 @@
+"""FID and KID (torchmetrics) on features computed once per image, with the standard Inception or any extractor.
+
+FID (Heusel et al., NeurIPS 2017): ‖μ_r − μ_g‖² + Tr(Σ_r + Σ_g − 2(Σ_r Σ_g)^½) between Gaussian fits of the
+features of real and generated images. KID (Bińkowski et al., ICLR 2018): the unbiased MMD² with the cubic
+polynomial kernel, averaged over random subsets (mean and standard deviation). Both are torchmetrics metrics,
+so their sums and feature lists are reduced over DDP processes in ``compute``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from ddpm_signrelu.errors import ConfigError
+
+
+class _Given(nn.Module):
+    """Identity: the metrics receive features, not images, so one extractor pass serves FID and KID."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return features
+
+
+def load_feature_extractor(features: str = "inception", weights_path: str | None = None) -> nn.Module:
+    """The image → feature map: uint8 (N, 3, H, W) → (N, F).
+
+    - ``inception``: FID's Inception-v3 (the TF weights of pytorch-fid / torch-fidelity), 2048 pool features.
+      Its weights are downloaded on first use, or read from ``weights_path``
+      (torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``).
+    - ``package.module:name``: a custom extractor, ``name`` a Module class or a factory called with no arguments.
+    """
+    if features == "inception":
+        if weights_path is not None and not os.path.isfile(weights_path):
+            raise ConfigError(f"Inception weights not found: {weights_path}; give the path of the FID Inception "
+                              f"file (weights-inception-2015-12-05-6726825d.pth) or leave it unset to download it")
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+            return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                      feature_extractor_weights_path=weights_path)
+        except (ModuleNotFoundError, RuntimeError, OSError) as err:
+            raise ConfigError(f"cannot build FID's Inception ({err}); install torch-fidelity, and with no network "
+                              f"pass the weights file as weights_path") from None
+    module_name, _, attr = features.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"unknown feature extractor '{features}': use 'inception' or 'package.module:name'") \
+            from None
+    return factory()
+
+
+def rgb_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) with C = 1 repeated to 3 channels, as image feature extractors take them."""
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+class FeatureDistances(nn.Module):
+    """FID and KID between a fixed reference set (``update(images, real=True)`` once) and generated sets
+    (``update(images, real=False)``, ``compute()``, ``reset_generated()``). Images are uint8 (N, C, H, W).
+
+    Args:
+        extractor: from :func:`load_feature_extractor`.  image_shape: (C, H, W) of the images.
+        kid_subsets, kid_subset_size: KID's random subsets (the size is capped by the number of images).
+    """
+
+    def __init__(self, extractor: nn.Module, image_shape, kid_subsets: int = 100, kid_subset_size: int = 1000):
+        super().__init__()
+        self.extractor = extractor.eval().requires_grad_(False)
+        num_features = self.extractor(rgb_uint8(torch.zeros((2, *image_shape), dtype=torch.uint8))).shape[-1]
+        self.kid_subset_size, self.num_features = kid_subset_size, num_features
+        self.fid = FrechetInceptionDistance(feature=_Given(num_features), reset_real_features=False)
+        self.kid = KernelInceptionDistance(feature=_Given(num_features), subsets=kid_subsets,
+                                           subset_size=kid_subset_size, reset_real_features=False)
+
+    @torch.no_grad()
+    def update(self, images: torch.Tensor, real: bool) -> None:
+        features = self.extractor(rgb_uint8(images)).double()
+        self.fid.update(features, real=real)
+        self.kid.update(features, real=real)
+
+    def compute(self) -> dict[str, float]:
+        """``fid``, ``kid`` and ``kid_std`` (KID's spread over subsets), reduced over all processes."""
+        counts = [int(self.fid.real_features_num_samples), int(self.fid.fake_features_num_samples)]
+        counts = self.fid.real_features_num_samples.new_tensor(counts)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(counts)
+        self.kid.subset_size = min(self.kid_subset_size, int(counts.min()))
+        if self.kid.subset_size < 2:
+            raise ConfigError(f"FID/KID need at least 2 real and 2 generated images, got {counts.tolist()}")
+        for name in ("real_features", "fake_features"):  # one (n, F) tensor per process: torchmetrics' gather of
+            parts = getattr(self.kid, name)  # lists breaks when their lengths differ, or when one is empty
+            setattr(self.kid, name, [torch.cat(parts) if parts else self.fid.real_features_sum.new_zeros(
+                (0, self.num_features))])
+        with torch.random.fork_rng(devices=[]):  # KID's subsets: the same on every process and every call
+            torch.manual_seed(0)
+            kid_mean, kid_std = self.kid.compute()
+        return {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+
+    def reset_generated(self) -> None:
+        self.fid.reset()
+        self.kid.reset()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import netrc
 import os
 import sys
@@ -24,6 +25,7 @@ from ddpm_signrelu.data import TensorDataModule
 from ddpm_signrelu.diffusion.samplers import SAMPLERS, default_steps, timestep_grid
 from ddpm_signrelu.errors import ConfigError, UserError
 from ddpm_signrelu.io import load_model
+from ddpm_signrelu.metrics.fid import load_feature_extractor, load_images_npz, npz_distances
 from ddpm_signrelu.lit import DiffusionModel
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.yaml"
@@ -123,6 +125,10 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", default="1", help="devices per node (Lightning DDP when more than one)")
     p.add_argument("--num_nodes", type=int, default=1)
     p.add_argument("--precision", default="32-true", help="e.g. bf16-mixed")
+    p.add_argument("--reference", default=None, help="an .npz of real images (uint8 NHWC, arr_0): FID and KID of "
+                   "the samples against it go to quality.json")
+    p.add_argument("--features", default="inception", help="FID features: inception or package.module:name")
+    p.add_argument("--inception_weights", default=None, help="local file of FID's Inception weights (offline)")
     return p
 
 
@@ -134,6 +140,9 @@ def sample_main(argv: list[str] | None = None) -> None:
     def main():
         if args.num_samples < 1 or args.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1, got {args.num_samples}, {args.batch_size}")
+        if args.reference:  # bad FID settings fail before sampling
+            load_images_npz(args.reference)
+            load_feature_extractor(args.features, args.inception_weights)
         model = load_model(args.ckpt_path)
         steps = args.steps or default_steps(args.sampler, model.schedule.num_timesteps)
         timestep_grid(model.schedule.num_timesteps, steps)  # a bad --steps fails here, before any process starts
@@ -147,6 +156,11 @@ def sample_main(argv: list[str] | None = None) -> None:
         trainer.predict(model, DataLoader(seeds, batch_size=args.batch_size), return_predictions=False)
         if trainer.is_global_zero:
             print(f"wrote {writer.paths[0]} and {writer.paths[1]}")
+            if args.reference:
+                quality = npz_distances(writer.paths[1], args.reference, args.features, args.inception_weights,
+                                        model.device)
+                Path(args.output, "quality.json").write_text(json.dumps(quality, indent=1))
+                print("  ".join(f"{k} {v:.4f}" for k, v in quality.items()))
 
     _run(main)
 

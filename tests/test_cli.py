@@ -1,5 +1,7 @@
 """train.py and sample.py end to end, and their errors for bad input."""
 
+import json
+import math
 import os
 import shutil
 import subprocess
@@ -13,6 +15,8 @@ import torch
 import yaml
 
 from ddpm_signrelu.cli import relocate_run, sample_main, train_main
+from ddpm_signrelu.data import DigitsDataModule
+from ddpm_signrelu.io import save_samples, to_uint8
 
 from helpers import wandb_records
 
@@ -68,9 +72,15 @@ def test_train_then_sample_as_subprocesses(tmp_path):
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     assert ckpt.is_file() and (run_dir / "config.yaml").is_file()
     assert (run_dir / "samples" / "step_0000004.png").is_file()
+    digits = DigitsDataModule()
+    digits.setup("fit")
+    _, reference = save_samples(to_uint8(digits.train_data[:50], 17), tmp_path / "reference")
     result = run("sample.py", "--ckpt_path", ckpt, "--num_samples", 5, "--sampler", "ddim", "--steps", 4,
-                 "--seed", 3, "--batch_size", 2, "--output", tmp_path / "out")
+                 "--seed", 3, "--batch_size", 2, "--output", tmp_path / "out", "--reference", reference,
+                 "--features", "helpers:PixelFeatures")
     assert result.returncode == 0, result.stderr[-3000:]
+    quality = json.loads((tmp_path / "out" / "quality.json").read_text())
+    assert quality.keys() == {"fid", "kid", "kid_std"} and quality["fid"] > 0 and math.isfinite(quality["kid"])
     images = np.load(tmp_path / "out" / "samples_5x8x8x1.npz")["arr_0"]
     assert images.dtype == np.uint8 and images.shape == (5, 8, 8, 1)
     assert set(np.unique(images).tolist()) <= {round(u * 255 / 16) for u in range(17)}

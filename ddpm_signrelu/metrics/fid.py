@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 
+import numpy as np
 import torch
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
@@ -108,3 +109,28 @@ class FeatureDistances(nn.Module):
     def reset_generated(self) -> None:
         self.fid.reset()
         self.kid.reset()
+
+
+def load_images_npz(path: str | os.PathLike) -> torch.Tensor:
+    """uint8 images (N, C, H, W) from an .npz whose ``arr_0`` is (N, H, W, C) uint8: what ``sample.py`` writes,
+    and the layout of the reference batches of openai/guided-diffusion."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"image file not found: {path}")
+    with np.load(path) as data:
+        if "arr_0" not in data or data["arr_0"].dtype != np.uint8 or data["arr_0"].ndim != 4:
+            raise ConfigError(f"{path} must hold arr_0, uint8 images of shape (N, H, W, C)")
+        return torch.from_numpy(data["arr_0"]).permute(0, 3, 1, 2).contiguous()
+
+
+@torch.no_grad()
+def npz_distances(samples, reference, features: str = "inception", weights_path: str | None = None,
+                  device="cpu", batch_size: int = 256) -> dict[str, float]:
+    """FID, KID and its spread between the images of two .npz files (see :func:`load_images_npz`)."""
+    fake, real = load_images_npz(samples), load_images_npz(reference)
+    if fake.shape[1:] != real.shape[1:]:
+        raise ConfigError(f"samples are {tuple(fake.shape[1:])} (C, H, W) but the reference is {tuple(real.shape[1:])}")
+    metric = FeatureDistances(load_feature_extractor(features, weights_path), real.shape[1:]).to(device)
+    for images, is_real in ((real, True), (fake, False)):
+        for chunk in images.split(batch_size):
+            metric.update(chunk.to(device), real=is_real)
+    return metric.compute()

@@ -93,3 +93,16 @@ def test_lr_warms_up_then_follows_the_schedule(tmp_path, schedule, last):
     assert sched.lr_lambdas[0](4) == pytest.approx(0.5)  # step 5 of a 10-step warm-up
     assert sched.get_last_lr()[0] == pytest.approx(last, abs=1e-6)
     assert sched.lr_lambdas[0](19) == pytest.approx(1.0 if schedule == "constant" else 0.5 * (1 + math.cos(math.pi * 0.45)))
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_with_finite_loss_and_fp32_weights(tmp_path, precision):
+    L.seed_everything(0)
+    model, data = tiny_model(), DigitsDataModule(batch_size=32, val_size=64)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    fit = trainer(tmp_path, 3, [], limit_val_batches=1, val_check_interval=3, check_val_every_n_epoch=None,
+                  precision=precision, log_every_n_steps=1)
+    fit.fit(model, datamodule=data)
+    assert math.isfinite(float(fit.callback_metrics["train/loss"])) and math.isfinite(fit.callback_metrics["val/bpd"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())

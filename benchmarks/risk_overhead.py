@@ -107,7 +107,7 @@ def main(argv=None) -> None:
 
 def full_run(config: dict, risk: bool) -> float:
     """Wall time of ``train.py fit`` on ``config``, with or without the risk callback."""
-    config = relocate_run(config, f"runs/risk_overhead/{'with' if risk else 'without'}", wandb=False)
+    config = relocate_run(config, f"runs/risk_overhead/{'with' if risk else 'without'}", wandb=False, csv=True)
     trainer = config["trainer"]
     trainer["callbacks"] = [cb for cb in trainer["callbacks"] if risk or not cb["class_path"].endswith("RiskMetrics")]
     trainer["enable_progress_bar"] = False

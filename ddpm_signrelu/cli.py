@@ -76,15 +76,18 @@ class DiffusionCLI(LightningCLI):
                                           else self.config)
 
 
-def relocate_run(config: dict, run_dir: str | Path, wandb: bool = True) -> dict:
+def relocate_run(config: dict, run_dir: str | Path, wandb: bool = True, csv: bool = False) -> dict:
     """A copy of a train config (as loaded from YAML) whose run folder, loggers and checkpoint folders are
-    ``run_dir``; ``wandb=False`` drops its W&B logger. For scripted sweeps, benchmarks and tests."""
+    ``run_dir``; ``wandb=False`` drops its W&B logger, ``csv=True`` adds a CSV log (``run_dir/metrics.csv``).
+    For scripted sweeps, benchmarks and tests."""
     config = copy.deepcopy(config)
     trainer, run_dir = config["trainer"], str(run_dir)
     trainer["default_root_dir"] = run_dir
     loggers = trainer.get("logger") or []
     loggers = [lg for lg in (loggers if isinstance(loggers, list) else [loggers])
                if wandb or not lg["class_path"].endswith("WandbLogger")]
+    if csv:
+        loggers.append({"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"name": "", "version": ""}})
     for logger in loggers:
         logger.setdefault("init_args", {})["save_dir"] = run_dir
     trainer["logger"] = loggers

@@ -30,9 +30,9 @@ TINY_UNET = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_bl
 def tiny_config(tmp_path: Path, name: str = "digits", data_overrides: dict | None = None, wandb: bool = False,
                 **model_overrides) -> Path:
     """A shipped config shrunk to a few seconds: small network, T = 50, 4 steps, small evaluation sets, run folder
-    ``tmp_path/run``, CSV logging (and W&B if ``wandb``)."""
+    ``tmp_path/run``, CSV logging to ``run/metrics.csv`` (and W&B if ``wandb``)."""
     run = tmp_path / "run"
-    config = relocate_run(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()), run, wandb)
+    config = relocate_run(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()), run, wandb, csv=True)
     network = TINY_UNET if config["model"]["network"]["name"] == "unet" else config["model"]["network"]
     config["model"].update({"network": network, "num_timesteps": 50, "bound_strata": 3}, **model_overrides)
     config["data"]["init_args"].update({"batch_size": 32, "val_size": 64}, **(data_overrides or {}))

@@ -27,13 +27,16 @@ def test_processes_share_out_the_single_process_batch():
     assert 50 < int(torch.cat([b.flips for b in single]).sum()) < 190
 
 
-def test_each_epoch_visits_distinct_items_and_epochs_differ():
-    batches = take(GlobalBatchSampler(50, 8), 12)  # 6 full batches per epoch; 2 items left out of each
-    epochs = [torch.cat([b.indices for b in batches[i:i + 6]]) for i in (0, 6)]
-    assert all(len(e.unique()) == 48 for e in epochs)
+def test_the_stream_is_a_sequence_of_permutations():
+    batches = take(GlobalBatchSampler(50, 8), 25)  # 200 positions: 4 epochs, batches straddling their ends
+    stream = torch.cat([b.indices for b in batches])
+    epochs = stream.view(4, 50)
+    assert all(torch.equal(e.sort().values, torch.arange(50)) for e in epochs)
     assert not torch.equal(epochs[0], epochs[1])
-    assert len({b.seed for b in batches}) == 12
+    assert len({b.seed for b in batches}) == 25
     assert not any(b.flips.any() for b in batches)
+    tiny = take(GlobalBatchSampler(3, 8), 3)  # a batch larger than the data holds each item about b/n times
+    assert torch.equal(torch.cat([b.indices for b in tiny]).view(8, 3).sort(1).values, torch.arange(3).expand(8, 3))
 
 
 def test_resuming_at_a_batch_continues_the_stream():
@@ -43,11 +46,11 @@ def test_resuming_at_a_batch_continues_the_stream():
         assert a.number == b.number and torch.equal(a.indices, b.indices) and a.seed == b.seed
 
 
-def test_bad_batch_sizes_are_refused_with_the_fix():
+def test_bad_sizes_are_refused_with_the_fix():
     with pytest.raises(ConfigError, match=r"global batch and must be divisible by the number of processes \(3"):
         GlobalBatchSampler(50, 8, num_replicas=3)
-    with pytest.raises(ConfigError, match="larger than the training split"):
-        GlobalBatchSampler(5, 8)
+    with pytest.raises(ConfigError, match="the training split is empty"):
+        GlobalBatchSampler(0, 8)
 
 
 def test_loader_gives_flipped_images_and_the_keys():

@@ -1,9 +1,9 @@
 """The training stream: global batch k depends on (seed, k) alone, whatever the number of processes.
 
-Batch k of a run is rows [b·i, b·(i + 1)) of epoch e's seeded permutation, e, i = divmod(k, n // b), with b the
-global batch and n the training items (the last n mod b items of each permutation are left out, so every
-batch is full). Process r of W takes rows r, r + W, r + 2W, ... of it. A run resumed at step s starts at
-batch s (times the gradient-accumulation factor), so it sees the batches an uninterrupted run would have.
+The stream is the concatenation of seeded permutations of the n training items, one per epoch; global batch k
+is its positions [b·k, b·(k + 1)), b the global batch (so every item is seen once per epoch, and a batch may
+straddle two epochs). Process r of W takes rows r, r + W, r + 2W, ... of it. A run resumed at step s starts
+at batch s (times the gradient-accumulation factor), so it sees the batches an uninterrupted run would have.
 Each local batch also carries the rows' positions in the global batch and a per-batch seed, from which the
 LightningModule draws t and ε for the whole global batch and keeps its rows: the same draws on 1 or 8 GPUs.
 """
@@ -49,40 +49,43 @@ class GlobalBatchSampler(DistributedSampler):
         if global_batch % num_replicas:
             raise ConfigError(f"the batch size ({global_batch}) is the global batch and must be divisible by the "
                               f"number of processes ({num_replicas}, devices x nodes); change data.batch_size")
-        if num_items < global_batch:
-            raise ConfigError(f"the batch size ({global_batch}) is larger than the training split ({num_items} "
-                              f"items); lower data.batch_size")
-        super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed,
-                         drop_last=True)
+        if num_items < 1:
+            raise ConfigError("the training split is empty")
+        super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         self.num_items, self.global_batch, self.hflip, self.start = num_items, global_batch, hflip, start
-        self.per_epoch = num_items // global_batch
+        self._keys: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self):  # endless: Lightning counts steps, not epochs
         raise TypeError("GlobalBatchSampler is endless")
 
     def set_epoch(self, epoch: int) -> None:
-        """Ignored: the epoch follows from the batch number."""
+        """Ignored: epochs follow from the batch number."""
 
     def epoch_keys(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Epoch ``epoch``'s permutation of the items and its flips."""
-        g = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
-        perm = torch.randperm(self.num_items, generator=g)
-        flips = torch.randint(0, 2, (self.num_items,), generator=g, dtype=torch.bool) if self.hflip else None
-        return perm, flips
+        """Epoch ``epoch``'s permutation of the items and its left-right flips (kept for the last two epochs)."""
+        if epoch not in self._keys:
+            g = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
+            perm = torch.randperm(self.num_items, generator=g)
+            flips = torch.randint(0, 2, (self.num_items,), generator=g, dtype=torch.bool) if self.hflip else \
+                torch.zeros(self.num_items, dtype=torch.bool)
+            self._keys = {e: k for e, k in self._keys.items() if e >= epoch - 1} | {epoch: (perm, flips)}
+        return self._keys[epoch]
 
-    def batch(self, number: int, keys: tuple[torch.Tensor, torch.Tensor] | None = None) -> LocalBatch:
-        epoch, i = divmod(number, self.per_epoch)
-        perm, flips = keys or self.epoch_keys(epoch)
+    def batch(self, number: int) -> LocalBatch:
+        """This process's share of global batch ``number``."""
         positions = torch.arange(self.rank, self.global_batch, self.num_replicas)
-        rows = perm[i * self.global_batch + positions]
-        return LocalBatch(number, rows, flips[rows] if flips is not None else torch.zeros(len(rows), dtype=torch.bool),
-                          positions, self.seed * _SEED_STRIDE + number)
+        stream = number * self.global_batch + positions
+        epochs, rows = stream // self.num_items, stream % self.num_items
+        indices, flips = torch.empty_like(rows), torch.empty(len(rows), dtype=torch.bool)
+        for epoch in epochs.unique().tolist():
+            at = epochs == epoch
+            perm, epoch_flips = self.epoch_keys(epoch)
+            indices[at] = perm[rows[at]]
+            flips[at] = epoch_flips[indices[at]]
+        return LocalBatch(number, indices, flips, positions, self.seed * _SEED_STRIDE + number)
 
     def __iter__(self) -> Iterator[LocalBatch]:
-        number, epoch, keys = self.start, None, None
+        number = self.start
         while True:
-            if number // self.per_epoch != epoch:
-                epoch = number // self.per_epoch
-                keys = self.epoch_keys(epoch)
-            yield self.batch(number, keys)
+            yield self.batch(number)
             number += 1

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback, instantiate_class
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -24,8 +24,8 @@ from ddpm_signrelu.callbacks.samples import SampleWriter
 from ddpm_signrelu.data import TensorDataModule
 from ddpm_signrelu.diffusion.samplers import SAMPLERS, default_steps, timestep_grid
 from ddpm_signrelu.errors import ConfigError, UserError
-from ddpm_signrelu.io import load_model
-from ddpm_signrelu.metrics.fid import load_feature_extractor, load_images_npz, npz_distances
+from ddpm_signrelu.io import load_model, to_uint8
+from ddpm_signrelu.metrics.fid import image_distances, load_feature_extractor, load_images_npz
 from ddpm_signrelu.lit import DiffusionModel
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.yaml"
@@ -128,8 +128,9 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", default="1", help="devices per node (Lightning DDP when more than one)")
     p.add_argument("--num_nodes", type=int, default=1)
     p.add_argument("--precision", default="32-true", help="e.g. bf16-mixed")
-    p.add_argument("--reference", default=None, help="an .npz of real images (uint8 NHWC, arr_0): FID and KID of "
-                   "the samples against it go to quality.json")
+    p.add_argument("--reference", default=None, help="real images for FID and KID (written to quality.json): an "
+                   ".npz (uint8 NHWC, arr_0) or a train config, whose data module's --reference_split is used")
+    p.add_argument("--reference_split", choices=("train", "heldout"), default="train")
     p.add_argument("--features", default="inception", help="FID features: inception or package.module:name")
     p.add_argument("--inception_weights", default=None, help="local file of FID's Inception weights (offline)")
     return p
@@ -143,10 +144,10 @@ def sample_main(argv: list[str] | None = None) -> None:
     def main():
         if args.num_samples < 1 or args.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1, got {args.num_samples}, {args.batch_size}")
-        if args.reference:  # bad FID settings fail before sampling
-            load_images_npz(args.reference)
-            load_feature_extractor(args.features, args.inception_weights)
         model = load_model(args.ckpt_path)
+        if args.reference:  # bad FID settings fail before sampling
+            reference = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
+            load_feature_extractor(args.features, args.inception_weights)
         steps = args.steps or default_steps(args.sampler, model.schedule.num_timesteps)
         timestep_grid(model.schedule.num_timesteps, steps)  # a bad --steps fails here, before any process starts
         writer = SampleWriter(args.output, model.hparams.num_levels)
@@ -160,12 +161,23 @@ def sample_main(argv: list[str] | None = None) -> None:
         if trainer.is_global_zero:
             print(f"wrote {writer.paths[0]} and {writer.paths[1]}")
             if args.reference:
-                quality = npz_distances(writer.paths[1], args.reference, args.features, args.inception_weights,
-                                        model.device)
+                quality = image_distances(load_images_npz(writer.paths[1]), reference, args.features,
+                                          args.inception_weights, model.device)
                 Path(args.output, "quality.json").write_text(json.dumps(quality, indent=1))
                 print("  ".join(f"{k} {v:.4f}" for k, v in quality.items()))
 
     _run(main)
+
+
+def reference_images(source: str, split: str, num_levels: int | None) -> torch.Tensor:
+    """uint8 images (N, C, H, W) from an .npz, or from the ``split`` of a train config's data module."""
+    if not source.endswith((".yaml", ".yml")):
+        return load_images_npz(source)
+    if not Path(source).is_file():
+        raise ConfigError(f"config not found: {source}")
+    dm = instantiate_class((), yaml.safe_load(Path(source).read_text())["data"])
+    dm.setup("fit")
+    return to_uint8(dm.train_data if split == "train" else dm.val_data, num_levels)
 
 
 def _steps_bar(steps, desc: str):

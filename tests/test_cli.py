@@ -81,6 +81,12 @@ def test_train_then_sample_as_subprocesses(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     quality = json.loads((tmp_path / "out" / "quality.json").read_text())
     assert quality.keys() == {"fid", "kid", "kid_std"} and quality["fid"] > 0 and math.isfinite(quality["kid"])
+    result = run("sample.py", "--ckpt_path", ckpt, "--num_samples", 5, "--sampler", "ddim", "--steps", 4,
+                 "--seed", 3, "--output", tmp_path / "out2", "--reference", ROOT / "configs" / "digits.yaml",
+                 "--features", "helpers:PixelFeatures")
+    assert result.returncode == 0, result.stderr[-3000:]
+    against_split = json.loads((tmp_path / "out2" / "quality.json").read_text())
+    assert math.isfinite(against_split["fid"]) and against_split["fid"] != quality["fid"]  # 1,297 digits, not 50
     images = np.load(tmp_path / "out" / "samples_5x8x8x1.npz")["arr_0"]
     assert images.dtype == np.uint8 and images.shape == (5, 8, 8, 1)
     assert set(np.unique(images).tolist()) <= {round(u * 255 / 16) for u in range(17)}

@@ -123,12 +123,12 @@ def load_images_npz(path: str | os.PathLike) -> torch.Tensor:
 
 
 @torch.no_grad()
-def npz_distances(samples, reference, features: str = "inception", weights_path: str | None = None,
-                  device="cpu", batch_size: int = 256) -> dict[str, float]:
-    """FID, KID and its spread between the images of two .npz files (see :func:`load_images_npz`)."""
-    fake, real = load_images_npz(samples), load_images_npz(reference)
+def image_distances(fake: torch.Tensor, real: torch.Tensor, features: str = "inception",
+                    weights_path: str | None = None, device="cpu", batch_size: int = 256) -> dict[str, float]:
+    """FID, KID and its spread between two sets of uint8 images (N, C, H, W)."""
     if fake.shape[1:] != real.shape[1:]:
-        raise ConfigError(f"samples are {tuple(fake.shape[1:])} (C, H, W) but the reference is {tuple(real.shape[1:])}")
+        raise ConfigError(f"samples are {tuple(fake.shape[1:])} (C, H, W) but the reference is "
+                          f"{tuple(real.shape[1:])}")
     metric = FeatureDistances(load_feature_extractor(features, weights_path), real.shape[1:]).to(device)
     for images, is_real in ((real, True), (fake, False)):
         for chunk in images.split(batch_size):

@@ -1,13 +1,16 @@
-"""Image data modules on real files: Fashion-MNIST from ../shared/data, a generated image folder."""
+"""Image data modules on their files: Fashion-MNIST from ../shared/data; MNIST, CIFAR-10 and an image folder
+generated in torchvision's layouts."""
 
+import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from ddpm_signrelu.data import FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
+from ddpm_signrelu.data import CIFAR10DataModule, FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
 from ddpm_signrelu.errors import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "FashionMNIST"
@@ -65,3 +68,50 @@ def test_image_folder_resizes_crops_and_flips(tmp_path):
     assert grey.train_data.shape == (10, 1, 8, 8) and grey.data_shape == (1, 8, 8)
     with pytest.raises(DataError, match="no images under"):
         ImageFolderDataModule(root=str(tmp_path / "empty")).setup("fit")
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file (the MNIST format): magic 0x08 (uint8) + ndim, big-endian sizes, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_mnist_reads_torchvision_raw_files(tmp_path):
+    """MNIST in torchvision's raw layout (extracted IDX files, generated here: the real set is not on this machine)."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 256, (300, 28, 28)), rng.integers(0, 256, (100, 28, 28))
+    for split, images in (("train", train), ("t10k", test)):
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", rng.integers(0, 10, len(images)))
+    dm = MNISTDataModule(root=str(tmp_path), val_size=40, num_workers=0)
+    dm.setup("fit")
+    assert dm.data_shape == (1, 28, 28) and dm.num_levels == 256
+    torch.testing.assert_close(dm.train_data, torch.from_numpy(train).float()[:, None] / 127.5 - 1, atol=1e-6, rtol=0)
+    test_rows = [int(np.flatnonzero((test == ((x[0] + 1) * 127.5).round().numpy()).all((1, 2)))[0])
+                 for x in dm.val_data]
+    assert len(set(test_rows)) == 40  # 40 distinct images of the official test split
+
+
+def test_cifar10_reads_torchvision_python_batches(tmp_path, monkeypatch):
+    """CIFAR-10 in torchvision's layout (pickled batches, generated here; their checksums cannot match the
+    published ones, so torchvision's MD5 check is skipped for this test only)."""
+    import torchvision
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    images = {}
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+        images[name] = rng.integers(0, 256, (20, 3 * 32 * 32), dtype=np.uint8)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": images[name], "labels": list(rng.integers(0, 10, 20))}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    dm = CIFAR10DataModule(root=str(tmp_path), val_size=10, num_workers=0, batch_size=8)
+    dm.setup("fit")
+    assert dm.train_data.shape == (100, 3, 32, 32) and dm.val_data.shape == (10, 3, 32, 32) and dm.hflip is False
+    first = torch.from_numpy(images["data_batch_1"][0].reshape(3, 32, 32)).float() / 127.5 - 1  # CHW rows
+    torch.testing.assert_close(dm.train_data[0], first, atol=1e-6, rtol=0)

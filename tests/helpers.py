@@ -80,3 +80,14 @@ class PixelFeatures(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return images[:, 0].flatten(1).double() / 255
+
+
+class RaiseAtStep(Callback):
+    """Raise a RuntimeError once training reaches ``step`` (a crash in the middle of a run)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            raise RuntimeError(f"crash at step {trainer.global_step}")

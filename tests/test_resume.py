@@ -7,7 +7,7 @@ import yaml
 from test_cli import run, tiny_config
 
 
-def config(tmp_path, kill_at=None):
+def config(tmp_path, kill_at=None, crash_at=None):
     path = tiny_config(tmp_path, "digits")
     settings = yaml.safe_load(path.read_text())
     settings["model"].update({"lr_schedule": "cosine", "warmup_steps": 3})
@@ -15,6 +15,8 @@ def config(tmp_path, kill_at=None):
     settings["trainer"].update({"max_steps": 8, "val_check_interval": 2})
     if kill_at is not None:
         settings["trainer"]["callbacks"].append({"class_path": "helpers.KillAtStep", "init_args": {"step": kill_at}})
+    if crash_at is not None:
+        settings["trainer"]["callbacks"].append({"class_path": "helpers.RaiseAtStep", "init_args": {"step": crash_at}})
     path.write_text(yaml.safe_dump(settings))
     return path
 
@@ -39,3 +41,17 @@ def test_kill_and_resume_gives_the_uninterrupted_run(tmp_path):
     for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a["lr_schedulers"] == b["lr_schedulers"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_an_exception_leaves_a_checkpoint_that_resume_picks_up(tmp_path):
+    crashed = run("train.py", "fit", "--config", config(tmp_path, crash_at=3))
+    assert crashed.returncode != 0 and "crash at step 3" in crashed.stderr
+    folder = tmp_path / "run" / "checkpoints"
+    assert torch.load(folder / "on_exception.ckpt", weights_only=False)["global_step"] == 3
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 2
+    resumed = run("train.py", "fit", "--config", config(tmp_path), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "on_exception.ckpt" in resumed.stderr  # the newer checkpoint was chosen
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 8

@@ -30,7 +30,7 @@ class IndexedTensorDataset(Dataset):
         x = self.data[key.indices]
         if key.flips.any():
             x = torch.where(key.flips.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
-        return x, key.indices, key.positions, torch.tensor(key.seed)
+        return x, key.indices, key.positions, key.seed  # an int: it stays on the host, no device sync to read it
 
 
 def levels_to_unit(levels: torch.Tensor, num_levels: int) -> torch.Tensor:

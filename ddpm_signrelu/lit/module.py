@@ -88,7 +88,7 @@ class DiffusionModel(L.LightningModule):
         if len(batch) < 4:
             t = sample_timesteps(hp.loss, hp.num_timesteps, len(x0), device=x0.device)
             return t, torch.randn_like(x0)
-        positions, seed = batch[2], int(batch[3])
+        positions, seed = batch[2], batch[3]
         g = torch.Generator(device=x0.device).manual_seed(seed)
         size = len(x0) * self.trainer.world_size
         t = sample_timesteps(hp.loss, hp.num_timesteps, size, generator=g, device=x0.device)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator
+from ddpm_signrelu.callbacks.samples import rank_share
 from ddpm_signrelu.errors import ConfigError, check_choice
 from ddpm_signrelu.io import to_uint8
 from ddpm_signrelu.metrics.fid import FeatureDistances, load_feature_extractor
@@ -48,14 +47,10 @@ class SampleQuality(ValidationEvaluator):
         extractor = load_feature_extractor(features, weights_path)  # fails before the first step
         self.distances = FeatureDistances(extractor, pl_module.data_shape, subsets, subset_size)
 
-    def _shard(self, trainer: L.Trainer, count: int) -> range:
-        share = math.ceil(count / trainer.world_size)
-        return range(trainer.global_rank * share, min(count, (trainer.global_rank + 1) * share))
-
     def _add_reference(self, trainer: L.Trainer, pl_module) -> None:
         dm = trainer.datamodule
         data = dm.train_data if self.reference == "train" else dm.val_data
-        rows = self._shard(trainer, min(len(data), self.max_reference))
+        rows = rank_share(trainer, min(len(data), self.max_reference))
         for i in range(rows.start, rows.stop, self.batch_size):
             batch = data[i:min(i + self.batch_size, rows.stop)].to(pl_module.device)
             self.distances.update(to_uint8(batch, pl_module.hparams.num_levels), real=True)
@@ -68,7 +63,7 @@ class SampleQuality(ValidationEvaluator):
             self._add_reference(trainer, pl_module)
         was_training = pl_module.training
         pl_module.eval()
-        mine = self._shard(trainer, self.num_samples)
+        mine = rank_share(trainer, self.num_samples)
         for i in range(mine.start, mine.stop, self.batch_size):
             seeds = range(self.seed + i, self.seed + min(i + self.batch_size, mine.stop))
             x = pl_module.generate(seeds, self.sampler, self.steps, self.eta)

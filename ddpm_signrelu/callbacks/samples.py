@@ -14,14 +14,20 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from ddpm_signrelu.io import save_samples, to_uint8
 
 
+def rank_share(trainer: L.Trainer, count: int) -> range:
+    """This process's contiguous share of ``count`` items (shares of ⌈count / W⌉, the last ones shorter)."""
+    share = math.ceil(count / trainer.world_size)
+    return range(min(count, trainer.global_rank * share), min(count, (trainer.global_rank + 1) * share))
+
+
 def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], sampler: str, steps: int | None,
                           eta: float) -> torch.Tensor:
     """All samples on every process, each process drawing a contiguous share of ``seeds`` (padded to equal
     shares, then gathered): the same images as one process, in a 1/W of its time, and no rank left waiting."""
     seeds = list(seeds)
+    rows = rank_share(trainer, len(seeds))
     share = math.ceil(len(seeds) / trainer.world_size)
-    mine = seeds[trainer.global_rank * share:(trainer.global_rank + 1) * share]
-    mine += [seeds[0]] * (share - len(mine))
+    mine = seeds[rows.start:rows.stop] + [seeds[0]] * (share - len(rows))
     was_training = pl_module.training
     pl_module.eval()
     x = pl_module.generate(mine, sampler, steps, eta)

@@ -72,3 +72,35 @@ def test_registry_and_unknown_name():
     assert isinstance(make_activation("silu"), torch.nn.SiLU)
     with pytest.raises(ConfigError, match="unknown activation 'swish'.*signrelu"):
         make_activation("swish")
+
+
+def saved_bytes(fn, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward when ``fn(x)`` runs (each storage counted once)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(x)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
+def test_saves_no_more_for_backward_than_silu(alpha):
+    x = torch.randn(4, 8, 16, 16, requires_grad=True)
+    assert saved_bytes(lambda v: signrelu(v, alpha), x) == saved_bytes(torch.nn.functional.silu, x) == x.nbytes
+
+
+@pytest.mark.slow
+def test_fused_matches_the_autograd_function():
+    x = torch.linspace(-6, 6, 4001, dtype=torch.float64)
+    for alpha in (0.5, 1.0):
+        eager, fused = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y_eager, y_fused = signrelu(eager, alpha), signrelu(fused, alpha, fused=True)
+        torch.testing.assert_close(y_fused, y_eager)
+        (y_eager * x.cos()).sum().backward()
+        (y_fused * x.cos()).sum().backward()
+        torch.testing.assert_close(fused.grad, eager.grad)
+    assert saved_bytes(lambda v: signrelu(v, fused=True), x.clone().requires_grad_()) <= x.nbytes

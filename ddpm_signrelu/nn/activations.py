@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -11,44 +12,89 @@ from ddpm_signrelu.errors import check_choice
 
 
 class _SignReLUFunction(torch.autograd.Function):
-    """σ_α with a hand-written backward σ'_α(x) = 1 (x ≥ 0), α/(1 + |x|)² (x < 0): saves only x."""
+    """σ_α with a hand-written backward, through d = 1 − min(x, 0) (= 1 + |x| below 0, 1 above).
+
+    σ_α(x) = x/d and σ'_α(x) = 1/d², both times α where x < 0 (⟺ d > 1). Saves only d, one tensor the size
+    of x (as SiLU saves x); five elementwise passes in all for α = 1, against thirteen for the ``where`` form.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        d = torch.rsub(x.clamp_max(0), 1)
+        y = x / d
+        if alpha != 1:
+            y = torch.where(d > 1, y * alpha, y)
+        ctx.save_for_backward(d)
+        ctx.alpha = alpha
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (d,) = ctx.saved_tensors
+        grad = grad.div(d).div_(d)
+        if ctx.alpha != 1:
+            grad = torch.where(d > 1, grad * ctx.alpha, grad)
+        return grad, None
+
+
+def _sigma(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.where(x >= 0, x, alpha * x / (1 + x.abs()))
+
+
+def _sigma_backward(grad: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+    return torch.where(x >= 0, grad, grad * alpha / (1 + x.abs()).square())
+
+
+@functools.cache
+def _compiled(fn):
+    return torch.compile(fn, dynamic=True)
+
+
+class _FusedSignReLUFunction(torch.autograd.Function):
+    """σ_α and σ'_α as one compiled kernel each: the forward reads x and writes σ_α(x), the backward reads the
+    gradient and x and writes the input gradient: the memory traffic of SiLU, and x alone saved."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.alpha = alpha
-        return torch.where(x >= 0, x, alpha * x / (1 + x.abs()))
+        return _compiled(_sigma)(x, alpha)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        return torch.where(x >= 0, grad, grad * (ctx.alpha / (1 + x.abs()).square())), None
+        return _compiled(_sigma_backward)(grad, x, ctx.alpha), None
 
 
-def signrelu(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+def signrelu(x: torch.Tensor, alpha: float = 1.0, fused: bool = False) -> torch.Tensor:
     """SignReLU σ_α(x): x for x ≥ 0, α·x/(1 + |x|) for x < 0 (theory.md §2).
 
     The denominator 1 + |x| is ≥ 1, so both branches are finite everywhere (no inf to turn into NaN
     in the unselected branch); the gradient at exactly 0 is 1. Range (−α, ∞); ``alpha = 0`` gives ReLU.
-    Differentiable twice through autograd is not supported (the backward is hand-written).
+    ``fused=False``: a hand-written autograd function (not twice differentiable). ``fused=True``: one
+    ``torch.compile`` kernel each for the forward and the backward (compiled on first use; needs a C++
+    compiler on CPU, Triton on GPU). Both save one tensor the size of x, as SiLU does. Inside a compiled
+    model either form fuses with its neighbours.
     """
+    if fused and not torch.compiler.is_compiling():
+        return _FusedSignReLUFunction.apply(x, alpha)
     return _SignReLUFunction.apply(x, alpha)
 
 
 class SignReLU(nn.Module):
     """Module form of :func:`signrelu`; ``alpha`` is a fixed constructor constant, not trained."""
 
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0, fused: bool = False):
         super().__init__()
         if alpha < 0:
             raise ValueError(f"SignReLU alpha must be >= 0, got {alpha}")
-        self.alpha = float(alpha)
+        self.alpha, self.fused = float(alpha), bool(fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return signrelu(x, self.alpha)
+        return signrelu(x, self.alpha, self.fused)
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        return f"alpha={self.alpha}, fused={self.fused}"
 
 
 ACTIVATIONS = {

@@ -1,0 +1,116 @@
+"""Shared by the benchmark scripts: timing, peak memory, the anchors and a one-line machine description."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+import weakref
+from collections.abc import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+# Dense bf16 tensor-core peaks (TFLOP/s) for model FLOP utilisation; other devices print no MFU.
+PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def seconds(fn: Callable, device: torch.device) -> float:
+    """Wall time of one call, the device drained before and after."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def interleaved_medians(fns: dict[str, Callable], device: torch.device, repeats: int, warmup: int = 1) -> dict:
+    """Median seconds per call of each function, timed in turns (a, b, c, a, b, c, ...) so that drift in the
+    machine's speed falls on all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(seconds(fn, device))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts the bytes of every storage an operator creates until the storage is freed; keeps the peak."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self.tracked: set[int] = set()
+
+    def _freed(self, key: int, nbytes: int) -> None:
+        self.tracked.discard(key)
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                key, nbytes = storage.data_ptr(), storage.nbytes()
+                if nbytes and key not in self.tracked:
+                    self.tracked.add(key)
+                    self.live += nbytes
+                    weakref.finalize(storage, self._freed, key, nbytes)
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def peak_bytes(fn: Callable, device: torch.device) -> int:
+    """Peak bytes allocated while ``fn`` runs, above what was allocated before it (CUDA: the caching allocator's
+    own count; CPU: every tensor storage the operators create, forward and backward, until it is freed)."""
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        sync(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    with _LiveBytes() as counter:
+        fn()
+    return counter.peak
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def mfu(flop: float, secs: float, device: torch.device) -> str:
+    """Achieved TFLOP/s, and the share of the device's dense bf16 peak where that peak is known."""
+    achieved = flop / secs / 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        if peak:
+            return f"{achieved:7.2f} TFLOP/s  MFU {100 * achieved / peak:5.1f} %"
+    return f"{achieved:7.3f} TFLOP/s"
+
+
+def machine(device: torch.device) -> str:
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "cpu")
+    return (f"{where}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+            f"python {platform.python_version()}")
+
+
+def anchors_missing() -> list[str]:
+    """The anchor packages that are not installed (``pip install -r benchmarks/requirements.txt``)."""
+    missing = []
+    for module, package in (("diffusers", "diffusers"), ("denoising_diffusion_pytorch", "denoising-diffusion-pytorch")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    return missing

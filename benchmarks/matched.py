@@ -1,0 +1,117 @@
+"""The networks compared: the shipped SignReLU U-Net + ratio head, and the anchors at matched size.
+
+Two settings, each the shipped config's network and its anchors sized to within 10 % of its parameters:
+
+- ``grey28``: ``configs/mnist.yaml`` (1×28×28); diffusers ``UNet2DModel`` with the same widths (64, 128, 128) and
+  attention at 7×7; denoising-diffusion-pytorch ``Unet(dim=72, dim_mults=(1, 2, 2))``.
+- ``rgb32``: ``configs/cifar10.yaml`` (3×32×32, Ho et al.'s CIFAR-10 network); diffusers with the layout of
+  ``google/ddpm-cifar10-32``; denoising-diffusion-pytorch ``Unet(dim=64, dim_mults=(1, 2, 4, 8))``, its README's.
+
+Every network trains on the same loss, ‖ε − ε̂‖² (ours through its own ``loss_per_example``, which reads ε̂ off the
+ratio head's v-atoms), with dropout 0.1 as in the shipped configs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from ddpm_signrelu.diffusion import q_sample
+from ddpm_signrelu.lit import DiffusionModel
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SETTINGS = {"grey28": ("mnist", (1, 28, 28)), "rgb32": ("cifar10", (3, 32, 32))}
+DROPOUT = 0.1
+
+
+@dataclass
+class Candidate:
+    """A network, the loss of one training batch, and x̂0(x_t, t) for sampling."""
+
+    name: str
+    module: nn.Module
+    loss: Callable
+
+    @property
+    def parameters(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+
+def ours(setting: str, size: int | None = None, **overrides) -> DiffusionModel:
+    """The shipped config's model for ``setting``; ``overrides`` replace model keys (the head as a whole), and
+    ``network`` options one by one.
+
+    ``size`` resizes the images; self-attention then stays at the same U-Net level.
+    """
+    config_name, shape = SETTINGS[setting]
+    model = yaml.safe_load((CONFIGS / f"{config_name}.yaml").read_text())["model"]
+    if size is not None:
+        level = (shape[1] // model["network"]["attention_resolutions"][0]).bit_length() - 1
+        model["network"]["attention_resolutions"] = [size >> level]
+        shape = (shape[0], size, size)
+    model["network"] = {**model["network"], **overrides.pop("network", {})}
+    return DiffusionModel(data_shape=shape, **{**model, **overrides})
+
+
+def ours_candidate(name: str, setting: str, **overrides) -> Candidate:
+    model = ours(setting, **overrides)
+    return Candidate(name, model, lambda x0, t, noise: model.loss_per_example(x0, t, noise).mean())
+
+
+def _eps_candidate(name: str, net: nn.Module, schedule, unwrap=lambda out: out) -> Candidate:
+    def loss(x0, t, noise):
+        return F.mse_loss(unwrap(net(q_sample(schedule, x0, t, noise), t)), noise)
+    return Candidate(name, net, loss)
+
+
+def diffusers_unet(setting: str) -> nn.Module:
+    from diffusers import UNet2DModel
+
+    channels, size = SETTINGS[setting][1][0], SETTINGS[setting][1][1]
+    if setting == "grey28":
+        widths, down = (64, 128, 128), ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D")
+        up = ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
+    else:
+        widths, down = (128, 256, 256, 256), ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D")
+        up = ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=widths,
+                       down_block_types=down, up_block_types=up, layers_per_block=2, dropout=DROPOUT)
+
+
+def lucidrains_unet(setting: str) -> nn.Module:
+    from denoising_diffusion_pytorch import Unet
+
+    channels = SETTINGS[setting][1][0]
+    if setting == "grey28":
+        return Unet(dim=72, dim_mults=(1, 2, 2), channels=channels, dropout=DROPOUT, full_attn=(False, False, True))
+    return Unet(dim=64, dim_mults=(1, 2, 4, 8), channels=channels, dropout=DROPOUT)
+
+
+def candidates(setting: str, anchors: bool = True) -> list[Candidate]:
+    """Ours (SignReLU + ratio head), its SignReLU + plain-head and SiLU + plain-head twins, then the anchors."""
+    found = [
+        ours_candidate("ours: SignReLU + ratio head", setting),
+        ours_candidate("ours: SignReLU + plain head", setting, head={"name": "plain", "parameterization": "eps"}),
+        ours_candidate("ours: SiLU + plain head", setting, network={"activation": "silu"},
+                       head={"name": "plain", "parameterization": "eps"}),
+    ]
+    if anchors:
+        found.append(_eps_candidate("diffusers UNet2DModel", diffusers_unet(setting), found[0].module.schedule,
+                                    lambda out: out.sample))
+        found.append(_eps_candidate("denoising-diffusion-pytorch Unet", lucidrains_unet(setting),
+                                    found[0].module.schedule))
+    return found
+
+
+def batch(shape, size: int, device: torch.device, seed: int = 0):
+    """A fixed training batch (x0 in [−1, 1], t, ε) of ``size`` items of ``shape``."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.rand((size, *shape), generator=g) * 2 - 1
+    t = torch.randint(0, 1000, (size,), generator=g)
+    return x0.to(device), t.to(device), torch.randn((size, *shape), generator=g).to(device)

@@ -42,3 +42,14 @@ def test_uint8_reference_set_gives_the_same_result():
     x_t, ab = torch.randn(4, 3, 2, 2, generator=g), torch.full((4,), 0.3)
     torch.testing.assert_close(empirical_bayes_denoiser(x_t, ab, levels, 16),
                                brute_force(x_t, ab, levels.float()), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("step,atol", [(300, 1e-4), (999, 1e-5)])
+def test_float32_path_where_one_minus_alpha_bar_is_not_small(step, atol):
+    g = torch.Generator().manual_seed(2)
+    train = torch.randint(0, 17, (500, 64), generator=g).float() / 8 - 1
+    ab = NoiseSchedule.from_name("linear", 1000).alphas_cumprod[step].expand(8)
+    x_t = ab[:, None].sqrt() * train[:8] + (1 - ab[:, None]).sqrt() * torch.randn(8, 64, generator=g)
+    got = empirical_bayes_denoiser(x_t, ab, train, chunk_size=128, dtype=torch.float32)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), brute_force(x_t, ab, train), rtol=0, atol=atol)

@@ -60,7 +60,7 @@ def main(argv=None) -> None:
         share = times[f"matmul {dtype}"] / times[f"D*_n {dtype}"]
         print(f"D*_n {dtype}: {100 * share:5.1f} % of a {dtype} matmul's throughput (floor 50 %; target >= 50 %"
               f"{' for float32' if dtype == 'float32' else ''})")
-    print("float32 error: max |D*_n float32 - D*_n float64| over 64 queries from held-out x0, by step t (x0 in [-1, 1])")
+    print("float32 error: max |D*_n float32 - D*_n float64|, 64 queries from held-out x0 in [-1, 1], by step t")
     held_out = data(64, args.dim, 1, seed=1)[0]
     for step in (1, 10, 50, 100, 300, 1000):
         abt = NoiseSchedule.from_name("linear", 1000).alphas_cumprod[step - 1].expand(64)
@@ -72,8 +72,9 @@ def main(argv=None) -> None:
         print("time against reference size n (float64; per query and item, relative to the first: 1.00 = linear)")
         first = None
         for n in args.sizes:
-            secs = interleaved_medians({"d": lambda: empirical_bayes_denoiser(x_t, ab, reference[:n],
-                                                                               args.chunk_size)}, CPU, args.repeats)["d"]
+            def run():
+                return empirical_bayes_denoiser(x_t, ab, reference[:n], args.chunk_size)
+            secs = interleaved_medians({"d": run}, CPU, args.repeats)["d"]
             first = first or secs / n
             print(f"  n = {n:6d}  {secs:8.3f} s  {secs / n / first:5.2f}")
 

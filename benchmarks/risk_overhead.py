@@ -49,7 +49,8 @@ def main(argv=None) -> None:
     p.add_argument("--full", action="store_true", help="also time two full training runs, with and without")
     args = p.parse_args(argv)
     config = yaml.safe_load(CONFIG.read_text())
-    risk_args = next(cb["init_args"] for cb in config["trainer"]["callbacks"] if cb["class_path"].endswith("RiskMetrics"))
+    risk_args = next(cb["init_args"] for cb in config["trainer"]["callbacks"]
+                     if cb["class_path"].endswith("RiskMetrics"))
     L.seed_everything(0)
     data = DigitsDataModule(**config["data"]["init_args"])
     data.setup("fit")

@@ -76,7 +76,8 @@ def plots(args, grid: list[dict], small_runs: list[dict]) -> list[str]:
     for width in args.widths:
         rows = [r for r in grid if r["width"] == width]
         axes[0].errorbar([r["n"] for r in rows], [r["risk/estimation"] for r in rows],
-                         yerr=[2 * r["risk/estimation_se"] for r in rows], marker="o", capsize=3, label=f"width {width}")
+                         yerr=[2 * r["risk/estimation_se"] for r in rows], marker="o", capsize=3,
+                         label=f"width {width}")
         axes[1].errorbar([r["n"] for r in rows], [r["risk/approximation"] for r in rows],
                          yerr=[2 * r["risk/approximation_se"] for r in rows], marker="o", capsize=3,
                          label=f"width {width}")

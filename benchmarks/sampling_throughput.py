@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
+import functools
 
 import torch
 
@@ -22,18 +22,17 @@ from benchmarks.common import anchors_missing, interleaved_medians, machine
 from benchmarks.matched import SETTINGS, diffusers_unet, lucidrains_unet, ours
 
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # denoising-diffusion-pytorch's sampling progress bars
-
-
 def samplers(args, device) -> dict:
     """name -> a function drawing one batch, for each sampler and network."""
     model = ours(args.setting).to(device).eval()
     shape = SETTINGS[args.setting][1]
     seeds = list(range(args.batch))
-    found = {f"ours {name}": (lambda s=sampler, n=steps: model.generate(seeds, s, n))
-             for name, sampler, steps in (("DDIM-50", "ddim", 50), ("ancestral-1000", "ddpm", 1000))}
+    chains = (("DDIM", "ddim", args.ddim_steps), ("ancestral", "ddpm", args.ancestral_steps))
+    found = {f"ours {name}-{steps}": (lambda s=sampler, n=steps: model.generate(seeds, s, n))
+             for name, sampler, steps in chains}
     if anchors_missing():
         return found
+    import denoising_diffusion_pytorch.denoising_diffusion_pytorch as lucidrains
     from denoising_diffusion_pytorch import GaussianDiffusion
     from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
 
@@ -42,14 +41,16 @@ def samplers(args, device) -> dict:
     ddpm = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
     for pipe in (ddim, ddpm):
         pipe.set_progress_bar_config(disable=True)
-    found["diffusers DDIMPipeline DDIM-50"] = lambda: ddim(args.batch, num_inference_steps=50, output_type="np")
-    found["diffusers DDPMPipeline ancestral-1000"] = lambda: ddpm(args.batch, num_inference_steps=1000,
-                                                                  output_type="np")
+    found[f"diffusers DDIMPipeline DDIM-{args.ddim_steps}"] = lambda: ddim(
+        args.batch, num_inference_steps=args.ddim_steps, output_type="np")
+    found[f"diffusers DDPMPipeline ancestral-{args.ancestral_steps}"] = lambda: ddpm(
+        args.batch, num_inference_steps=args.ancestral_steps, output_type="np")
+    lucidrains.tqdm = functools.partial(lucidrains.tqdm, disable=True)  # its sampling loops' progress bars
     net = lucidrains_unet(args.setting)
-    for name, steps in (("DDIM-50", 50), ("ancestral-1000", 1000)):
+    for name, _, steps in chains:
         diffusion = GaussianDiffusion(net, image_size=shape[1], timesteps=1000, sampling_timesteps=steps,
                                       objective="pred_noise", beta_schedule="linear").to(device).eval()
-        found[f"denoising-diffusion-pytorch {name}"] = lambda d=diffusion: d.sample(args.batch)
+        found[f"denoising-diffusion-pytorch {name}-{steps}"] = lambda d=diffusion: d.sample(args.batch)
     return found
 
 
@@ -60,6 +61,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--ddim_steps", type=int, default=50)
+    p.add_argument("--ancestral_steps", type=int, default=1000)
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -74,8 +77,8 @@ def main(argv=None) -> None:
           f"median of {args.repeats}")
     print(f"{'sampler':44s} {'s/batch':>8s} {'img/s':>8s} {'ours faster':>11s}")
     for name, secs in times.items():
-        mine = times["ours DDIM-50" if "DDIM" in name else "ours ancestral-1000"]
-        print(f"{name:44s} {secs:8.2f} {args.batch / secs:8.2f} {secs / mine:11.2f}")
+        mine = times[f"ours DDIM-{args.ddim_steps}" if "DDIM" in name else f"ours ancestral-{args.ancestral_steps}"]
+        print(f"{name:44s} {secs:8.2f} {args.batch / secs:8.3f} {secs / mine:11.2f}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ denoising-diffusion-pytorch at matched size (see ``benchmarks/matched.py``), sid
 A step is forward, backward and an AdamW update on a fixed batch; steps of all networks are timed in turns and the
 median is kept. Peak memory is what a step allocates at its peak (activations, gradients, temporaries) plus the
 parameters and AdamW state. "ours faster" is the row's step time over ours (above 1: ours is faster); "ours mem" is
-ours' peak over the row's (below 1: ours needs less). The ratio-head overhead compares ours with its plain-head
-twin (same SignReLU backbone).
+ours' peak over the row's (below 1: ours needs less). GFLOP/img counts the matmuls, convolutions and attention
+of forward and backward (torch.utils.flop_counter): networks of equal size can differ in compute. The ratio-head
+overhead compares ours with its plain-head twin (same SignReLU backbone).
 """
 
 from __future__ import annotations
@@ -86,12 +87,12 @@ def compare(args, device) -> None:
           f"{', channels_last' if args.channels_last else ''}{', torch.compile' if args.compile else ''}; "
           f"{machine(device)}; median of {args.repeats}")
     print(f"{'network':38s} {'params':>8s} {'ms/step':>9s} {'img/s':>8s} {'ours faster':>11s} {'peak MB':>8s} "
-          f"{'ours mem':>8s}  compute")
+          f"{'ours mem':>8s} {'GFLOP/img':>9s}  compute")
     for c in found:
-        secs, mem = times[c.name], memory[c.name]
+        secs, mem, flop = times[c.name], memory[c.name], trainers[c.name].flop()
         print(f"{c.name:38s} {c.parameters / 1e6:7.2f}M {1000 * secs:9.1f} {args.batch / secs:8.1f} "
-              f"{times[c.name] / times[ref]:11.2f} {mem / 2**20:8.1f} {memory[ref] / mem:8.2f}  "
-              f"{mfu(trainers[c.name].flop(), secs, device)}")
+              f"{times[c.name] / times[ref]:11.2f} {mem / 2**20:8.1f} {memory[ref] / mem:8.2f} "
+              f"{flop / args.batch / 1e9:9.2f}  {mfu(flop, secs, device)}")
     plain = "ours: SignReLU + plain head"
     print(f"ratio head: {100 * (times[ref] / times[plain] - 1):+.1f} % step time against the plain head "
           f"(target: at most +5 %)")

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from benchmarks.activation import saved_bytes
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.nn import SignReLU, init_gain, make_activation, signrelu
 
@@ -72,19 +73,6 @@ def test_registry_and_unknown_name():
     assert isinstance(make_activation("silu"), torch.nn.SiLU)
     with pytest.raises(ConfigError, match="unknown activation 'swish'.*signrelu"):
         make_activation("swish")
-
-
-def saved_bytes(fn, x: torch.Tensor) -> int:
-    """Bytes autograd keeps for backward when ``fn(x)`` runs (each storage counted once)."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(x)
-    return sum(storages.values())
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0])

@@ -55,10 +55,14 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
 
+    def step_peak(self) -> int:
+        """Peak bytes one step allocates: activations, gradients, temporaries."""
+        return peak_bytes(self.step, self.device)
+
     def peak_memory(self) -> int:
+        """:meth:`step_peak` plus the parameters and AdamW state held between steps."""
         state = [v for s in self.opt.state.values() for v in s.values() if torch.is_tensor(v)]
-        return peak_bytes(self.step, self.device) + tensor_bytes(self.candidate.module.parameters()) + \
-            tensor_bytes(state)
+        return self.step_peak() + tensor_bytes(self.candidate.module.parameters()) + tensor_bytes(state)
 
     def flop(self) -> int:
         with FlopCounterMode(display=False) as counter:
@@ -114,7 +118,7 @@ def sweep(args, device) -> None:
         tr = Trainer(candidate, batch((channels, size, size), b, device), device, args.precision,
                      args.channels_last, args.compile)
         secs = interleaved_medians({"step": tr.step}, device, args.repeats, args.warmup)["step"]
-        mem = tr.peak_memory() - tensor_bytes(candidate.module.parameters()) * 3  # activations, above params + AdamW
+        mem = tr.step_peak()
         work = b * size * size
         first = first or (secs / work, mem / work)
         print(f"{b:6d} {size:5d} {1000 * secs:9.1f} {mem / 2**20:8.1f} {secs / work / first[0]:11.2f} "

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from ddpm_signrelu.diffusion import NoiseSchedule
 from ddpm_signrelu.metrics import empirical_bayes_denoiser
@@ -53,3 +54,17 @@ def test_float32_path_where_one_minus_alpha_bar_is_not_small(step, atol):
     got = empirical_bayes_denoiser(x_t, ab, train, chunk_size=128, dtype=torch.float32)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), brute_force(x_t, ab, train), rtol=0, atol=atol)
+
+
+def test_rows_whose_weights_underflow_skip_the_weighted_sum_exactly():
+    g = torch.Generator().manual_seed(3)
+    train = torch.randint(0, 17, (512, 64), generator=g).float() / 8 - 1
+    ab = NoiseSchedule.from_name("linear", 1000).alphas_cumprod[torch.tensor([0, 0, 5, 999])]
+    x_t = ab[:, None].sqrt() * train[[400, 3, 200, 7]] + (1 - ab[:, None]).sqrt() * torch.randn(4, 64, generator=g)
+    with FlopCounterMode(display=False) as counter:
+        got = empirical_bayes_denoiser(x_t, ab, train, chunk_size=32)
+    torch.testing.assert_close(got, brute_force(x_t, ab, train), rtol=0, atol=1e-10)
+    logits_flop = 2 * 4 * 65 * 512  # one product of the queries with (x, ‖x‖²) for all 512 items
+    weighted_sum_flop = counter.get_total_flops() - logits_flop
+    # the t = 999 row needs every chunk; the three small-t rows only those before and at their item's chunk
+    assert 2 * 1 * 64 * 512 <= weighted_sum_flop < 0.5 * 2 * 4 * 64 * 512

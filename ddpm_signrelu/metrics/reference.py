@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -16,22 +18,42 @@ def empirical_bayes_denoiser(x_t: torch.Tensor, alpha_bar: torch.Tensor, train: 
     coordinate), one the weighted sum. ``dtype`` float64 (the default) is exact to ~1e-12; in float32 the
     logits' rounding error grows like ε_mach·D/(1 − ᾱ_t), O(1) nats at the smallest t, so use it only where
     1 − ᾱ_t is not small (``benchmarks/reference_throughput.py`` prints the error).
+    Rows whose chunk logits all lie below the running maximum by more than :func:`underflow_gap` get exactly
+    zero weights there (exp underflows), so the chunk's weighted sum is formed for the other rows alone: at
+    small t, where the posterior sits on a few items, most of the second product is skipped, exactly.
     """
     b = x_t.shape[0]
     x = x_t.reshape(b, -1).to(dtype)
     ab = alpha_bar.to(dtype).reshape(b, 1)
     scale = 1 / (2 * (1 - ab))
     query = torch.cat([2 * scale * ab.sqrt() * x, -scale * ab], dim=1)  # ℓ = query · (x⁽ⁱ⁾, ‖x⁽ⁱ⁾‖²)
+    gap = underflow_gap(dtype)
     m = torch.full((b, 1), -torch.inf, dtype=dtype, device=x.device)
     s = torch.zeros((b, 1), dtype=dtype, device=x.device)
     f = torch.zeros_like(x)
     for start in range(0, len(train), chunk_size):
         chunk = train[start:start + chunk_size].reshape(-1, x.shape[1]).to(x.device, dtype)
         logits = query @ torch.cat([chunk, chunk.square().sum(1, keepdim=True)], dim=1).T
-        m_new = torch.maximum(m, logits.amax(1, keepdim=True))
-        decay = torch.exp(m - m_new)
-        weights = logits.sub_(m_new).exp_()
-        s = s * decay + weights.sum(1, keepdim=True)
-        f = torch.addmm(f * decay, weights, chunk)
+        chunk_max = logits.amax(1, keepdim=True)
+        m_new = torch.maximum(m, chunk_max)
+        live = (chunk_max - m_new >= gap).squeeze(1)  # rows with a weight in this chunk that is not exactly 0
+        if live.all():
+            decay = torch.exp(m - m_new)
+            weights = logits.sub_(m_new).exp_()
+            s = s * decay + weights.sum(1, keepdim=True)
+            f = torch.addmm(f * decay, weights, chunk)
+        else:  # the other rows keep their maximum (decay 1) and add exact zeros: leave them as they are
+            rows = live.nonzero().squeeze(1)
+            decay = torch.exp(m[rows] - m_new[rows])
+            weights = logits[rows].sub_(m_new[rows]).exp_()
+            s[rows] = s[rows] * decay + weights.sum(1, keepdim=True)
+            f[rows] = torch.addmm(f[rows] * decay, weights, chunk)
         m = m_new
     return (f / s).reshape(x_t.shape)
+
+
+def underflow_gap(dtype: torch.dtype) -> float:
+    """A logit gap below which exp rounds to exactly 0 in ``dtype``: ln of the smallest subnormal, less 1 (a
+    margin far beyond exp's rounding): −104.3 in float32, −745.4 in float64."""
+    info = torch.finfo(dtype)
+    return math.log(info.tiny * info.eps) - 1

@@ -84,6 +84,41 @@ def peak_bytes(fn: Callable, device: torch.device) -> int:
     return counter.peak
 
 
+# Operator groups of the step profile: the optimizer's update, then the first group whose key is a substring of
+# the aten operator's name.
+OP_GROUPS = (("convolution", ("conv",)), ("matmul, attention", ("mm", "matmul", "linear", "attention", "einsum")),
+             ("normalisation", ("norm",)))
+OPTIMIZER_GROUP, OTHER_GROUP = "optimizer", "elementwise, other"
+
+
+def op_group(event) -> str:
+    """The group of a ``torch.profiler`` operator event (ops under ``Optimizer.step`` are the optimizer's)."""
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("Optimizer.step"):
+            return OPTIMIZER_GROUP
+        parent = parent.cpu_parent
+    return next((group for group, keys in OP_GROUPS if any(k in event.name for k in keys)), OTHER_GROUP)
+
+
+def op_profile(fn: Callable, device: torch.device) -> dict[str, float]:
+    """Seconds of one call of ``fn`` by operator group: the aten operators' self time on the device that runs
+    them (CUDA kernels on a GPU, CPU time otherwise), from ``torch.profiler``."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    sync(device)
+    with torch.profiler.profile(activities=activities) as prof:
+        fn()
+        sync(device)
+    groups = dict.fromkeys([g for g, _ in OP_GROUPS] + [OPTIMIZER_GROUP, OTHER_GROUP], 0.0)
+    for event in prof.events():
+        if event.name.startswith("aten::"):
+            micros = event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+            groups[op_group(event)] += micros / 1e6
+    return groups
+
+
 def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 

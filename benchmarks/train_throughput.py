@@ -24,7 +24,7 @@ import contextlib
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import anchors_missing, interleaved_medians, machine, mfu, peak_bytes, tensor_bytes
+from benchmarks.common import anchors_missing, interleaved_medians, machine, mfu, op_profile, peak_bytes, tensor_bytes
 from benchmarks.matched import SETTINGS, Candidate, batch, candidates, ours_candidate
 
 
@@ -90,19 +90,32 @@ def compare(args, device) -> None:
     print(f"{args.setting} {shape}, batch {args.batch}, {args.precision}"
           f"{', channels_last' if args.channels_last else ''}{', torch.compile' if args.compile else ''}; "
           f"{machine(device)}; median of {args.repeats}")
-    print(f"{'network':38s} {'params':>8s} {'ms/step':>9s} {'img/s':>8s} {'ours faster':>11s} {'peak MB':>8s} "
+    print(f"{'network':48s} {'params':>8s} {'ms/step':>9s} {'img/s':>8s} {'ours faster':>11s} {'peak MB':>8s} "
           f"{'ours mem':>8s} {'GFLOP/img':>9s}  compute")
     for c in found:
         secs, mem, flop = times[c.name], memory[c.name], trainers[c.name].flop()
-        print(f"{c.name:38s} {c.parameters / 1e6:7.2f}M {1000 * secs:9.1f} {args.batch / secs:8.1f} "
+        print(f"{c.name:48s} {c.parameters / 1e6:7.2f}M {1000 * secs:9.1f} {args.batch / secs:8.1f} "
               f"{times[c.name] / times[ref]:11.2f} {mem / 2**20:8.1f} {memory[ref] / mem:8.2f} "
               f"{flop / args.batch / 1e9:9.2f}  {mfu(flop, secs, device)}")
+    if args.profile:
+        print_profile({c.name: op_profile(trainers[c.name].step, device) for c in found})
     plain = "ours: SignReLU + plain head"
     print(f"ratio head: {100 * (times[ref] / times[plain] - 1):+.1f} % step time against the plain head "
           f"(target: at most +5 %)")
     for anchor in found[3 + args.fused:]:
         print(f"ours vs {anchor.name}: {times[anchor.name] / times[ref]:.2f}x the images/s (target >= 1.0, aim 1.3), "
               f"{memory[ref] / memory[anchor.name]:.2f}x the peak memory (target <= 1.0)")
+
+
+def print_profile(profiles: dict[str, dict[str, float]]) -> None:
+    """One profiled step of each network: milliseconds per operator group, and the group's share of the step."""
+    groups = list(next(iter(profiles.values())))
+    print("\nwhere a step's time goes (torch.profiler, one step; ms, and % of that network's operator time)")
+    print(f"{'network':48s} " + " ".join(f"{g:>22s}" for g in groups) + f" {'total':>9s}")
+    for name, profile in profiles.items():
+        total = sum(profile.values())
+        cells = " ".join(f"{1000 * v:12.1f} ({100 * v / total:4.1f} %)" for v in profile.values())
+        print(f"{name:48s} {cells} {1000 * total:9.1f}")
 
 
 def sweep(args, device) -> None:
@@ -136,6 +149,7 @@ def main(argv=None) -> None:
     p.add_argument("--channels_last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile every network's loss (forward + backward)")
     p.add_argument("--fused", action="store_true", help="also ours with the fused (torch.compile) SignReLU")
+    p.add_argument("--profile", action="store_true", help="also each network's step time by operator group")
     p.add_argument("--sweep", action="store_true", help="ours alone, against batch size and image size")
     p.add_argument("--batches", type=int, nargs="+", default=[8, 16, 32, 64])
     p.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64])

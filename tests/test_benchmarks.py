@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from benchmarks import activation, reference_throughput, sampling_throughput, train_throughput
-from benchmarks.common import anchors_missing, peak_bytes
-from benchmarks.matched import SETTINGS, candidates
+from benchmarks.common import OTHER_GROUP, anchors_missing, op_profile, peak_bytes
+from benchmarks.matched import LUCIDRAINS_LAYOUTS, SETTINGS, candidates
 
 MiB = 2**20
 needs_anchors = pytest.mark.skipif(bool(anchors_missing()), reason="pip install -r benchmarks/requirements.txt")
@@ -37,20 +37,36 @@ def test_peak_bytes_sees_what_backward_allocates():
     w.grad = None
 
 
+def test_op_profile_puts_each_operator_in_its_group():
+    w = torch.randn(8, 4, 3, 3, requires_grad=True)
+    x, m = torch.randn(2, 4, 16, 16), torch.randn(64, 64)
+    opt = torch.optim.SGD([w], lr=0.1)
+
+    def step():
+        (torch.nn.functional.conv2d(x, w).exp().sum() + (m @ m).sum()).backward()
+        opt.step()
+
+    groups = op_profile(step, torch.device("cpu"))
+    assert [g for g, secs in groups.items() if secs > 0] == ["convolution", "matmul, attention", "optimizer",
+                                                                 OTHER_GROUP]
+
+
 @needs_anchors
 @pytest.mark.parametrize("setting", sorted(SETTINGS))
 def test_anchors_are_within_ten_percent_of_our_parameters(setting):
     found = candidates(setting)
     ours = found[0].parameters
-    assert len(found) == 5
+    assert len(found) == 4 + len(LUCIDRAINS_LAYOUTS[setting])
     for c in found[1:]:
         assert abs(c.parameters / ours - 1) < 0.10, (c.name, c.parameters, ours)
 
 
 def test_train_throughput_prints_every_network_and_the_head_overhead(capsys):
-    train_throughput.main(["--setting", "grey28", "--batch", "2", "--repeats", "1", "--warmup", "0"])
+    train_throughput.main(["--setting", "grey28", "--batch", "2", "--repeats", "1", "--warmup", "0", "--profile"])
     out = capsys.readouterr().out
-    rows = {name: line for line in out.splitlines() for name in ("ours: SignReLU + ratio head", "diffusers")
+    table, profile = out.split("where a step's time goes")
+    assert re.search(r"ours: SignReLU \+ ratio head +\d+\.\d \( ?\d+\.\d %\)", profile)
+    rows = {name: line for line in table.splitlines() for name in ("ours: SignReLU + ratio head", "diffusers")
             if line.startswith(name)}
     assert "1.00" in rows["ours: SignReLU + ratio head"]  # ours against itself
     assert re.search(r"ratio head: [+-]\d+\.\d %", out)
@@ -71,8 +87,9 @@ def test_reference_throughput_reports_both_dtypes_and_the_size_sweep(capsys):
                                "--repeats", "1", "--sizes", "300", "600"])
     out = capsys.readouterr().out
     assert "D*_n float32:" in out and "D*_n float64:" in out
-    errors = [float(e) for e in re.findall(r"error (\S+)", out)]
+    errors = [float(e) for e in re.findall(r"error (\d\S+)", out)]
     assert len(errors) == 6 and max(errors) < 1e-3
+    assert len(re.findall(r"error \S+  float32 +\d+\.\d %  float64 +\d+\.\d %\n", out)) == 6
     assert re.search(r"n =    300 .* 1\.00\n", out)
 
 

@@ -30,6 +30,7 @@ from ddpm_signrelu.lit import DiffusionModel
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SETTINGS = {"grey28": ("mnist", (1, 28, 28)), "rgb32": ("cifar10", (3, 32, 32))}
 DROPOUT = 0.1
+OURS = "ours: SignReLU + ratio head"
 
 
 @dataclass
@@ -93,6 +94,11 @@ LUCIDRAINS_LAYOUTS = {
 }
 """denoising-diffusion-pytorch ``Unet`` options per setting, keyed by the suffix of the row's name."""
 
+OURS_LAYOUTS = {
+    "rgb32": {", README layout": dict(channels=48, channel_mult=[1, 2, 4, 8], attention_resolutions=[4], groups=16)},
+}
+"""Ours rebuilt in an anchor's layout (network options), same suffix: that pair compares implementations alone."""
+
 
 def lucidrains_unet(setting: str, layout: str = "") -> nn.Module:
     from denoising_diffusion_pytorch import Unet
@@ -102,13 +108,16 @@ def lucidrains_unet(setting: str, layout: str = "") -> nn.Module:
 
 
 def candidates(setting: str, anchors: bool = True) -> list[Candidate]:
-    """Ours (SignReLU + ratio head), its SignReLU + plain-head and SiLU + plain-head twins, then the anchors."""
+    """Ours (SignReLU + ratio head), its SignReLU + plain-head and SiLU + plain-head twins, ours in the anchors'
+    layouts (:data:`OURS_LAYOUTS`), then the anchors."""
     found = [
-        ours_candidate("ours: SignReLU + ratio head", setting),
+        ours_candidate(OURS, setting),
         ours_candidate("ours: SignReLU + plain head", setting, head={"name": "plain", "parameterization": "eps"}),
         ours_candidate("ours: SiLU + plain head", setting, network={"activation": "silu"},
                        head={"name": "plain", "parameterization": "eps"}),
     ]
+    for layout, network in OURS_LAYOUTS.get(setting, {}).items():
+        found.append(ours_candidate(OURS + layout, setting, network=network))
     if anchors:
         found.append(_eps_candidate("diffusers UNet2DModel", diffusers_unet(setting), found[0].module.schedule,
                                     lambda out: out.sample))

@@ -1,11 +1,14 @@
-"""What the risk callback costs at the digits default (configs/digits.yaml), as a share of training wall time.
+"""What the risk callback costs at a shipped config's defaults, as a share of training wall time.
 
-    python -m benchmarks.risk_overhead            # timed components, about a minute
+    python -m benchmarks.risk_overhead            # configs/digits.yaml, timed components, about a minute
     python -m benchmarks.risk_overhead --full     # also two full `train.py` runs, with and without (~13 min)
+    python -m benchmarks.risk_overhead --config configs/fashion_mnist.yaml --data_root <folder with
+        FashionMNIST/raw> --steps 3 --val_batches 1 --repeats 1
 
-Times, on the default model and data: a training step (forward, backward, AdamW), the callback's one-off set-up
+Times, on the config's model and data: a training step (forward, backward, AdamW), the callback's one-off set-up
 (D*_n cached on the fixed evaluation points), one evaluation, and the rest of a validation check (val/loss,
-val/bpd, val/dsm_x0 on the held-out split). The overhead at the config's schedule is
+val/bpd, val/dsm_x0 on the held-out split; with ``--val_batches`` its first batches, scaled to the whole split).
+The overhead at the config's schedule is
 
     (set-up + checks x evaluation) / (max_steps x step + checks x validation)
 
@@ -17,6 +20,8 @@ callback (same seed, output under runs/risk_overhead/), and prints both wall tim
 from __future__ import annotations
 
 import argparse
+import importlib
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -29,14 +34,15 @@ import yaml
 
 from ddpm_signrelu.callbacks import RiskMetrics
 from ddpm_signrelu.cli import relocate_run
-from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.lit import DiffusionModel
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "digits.yaml"
 
 
 def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
+    """Mean seconds of ``repeats`` calls after one warm-up call."""
+    fn()
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
@@ -45,14 +51,20 @@ def timed(fn, repeats: int) -> float:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=CONFIG)
+    p.add_argument("--data_root", help="replaces data.init_args.root (the torchvision data modules)")
     p.add_argument("--steps", type=int, default=20, help="training steps timed")
+    p.add_argument("--val_batches", type=int, help="validation batches timed (default: all)")
+    p.add_argument("--repeats", type=int, default=2, help="timed validation checks and risk evaluations")
     p.add_argument("--full", action="store_true", help="also time two full training runs, with and without")
     args = p.parse_args(argv)
-    config = yaml.safe_load(CONFIG.read_text())
+    config = yaml.safe_load(args.config.read_text())
     risk_args = next(cb["init_args"] for cb in config["trainer"]["callbacks"]
                      if cb["class_path"].endswith("RiskMetrics"))
+    if args.data_root:
+        config["data"].setdefault("init_args", {})["root"] = args.data_root
     L.seed_everything(0)
-    data = DigitsDataModule(**config["data"]["init_args"])
+    data = data_module(config["data"])
     data.setup("fit")
     model = DiffusionModel(data_shape=data.data_shape, num_levels=data.num_levels, **config["model"])
     model.trainer = L.Trainer(max_steps=config["trainer"]["max_steps"], logger=False)  # for the lr schedule
@@ -76,24 +88,27 @@ def main(argv=None) -> None:
     step = timed(train_step, args.steps)
     model.eval()
 
+    loader = data.val_dataloader()
+    batches_timed = min(args.val_batches or len(loader), len(loader))
+
     def validation():
         with torch.no_grad():
-            for batch in data.val_dataloader():
+            for batch in itertools.islice(loader, batches_timed):
                 model.validation_step(batch, 0)
 
-    val = timed(validation, 1)
+    val = timed(validation, args.repeats) * len(loader) / batches_timed
     risk = RiskMetrics(**risk_args)
     start = time.perf_counter()
     risk.prepare(data, model.schedule, data.num_levels, torch.device("cpu"))
     setup = time.perf_counter() - start
-    evaluation = timed(lambda: risk.evaluate(model.denoise), 2)
+    evaluation = timed(lambda: risk.evaluate(model.denoise), args.repeats)
     max_steps, every = config["trainer"]["max_steps"], config["trainer"]["val_check_interval"]
     checks = max_steps // every // risk.every_n_val_checks
     base = max_steps * step + (max_steps // every) * val
     extra = setup + checks * evaluation
-    print(f"digits default: {max_steps} steps, a validation check every {every}; RiskMetrics {risk_args}")
+    print(f"{args.config.name}: {max_steps} steps, a validation check every {every}; RiskMetrics {risk_args}")
     print(f"training step              {step * 1000:8.1f} ms")
-    print(f"validation check (val/*)   {val:8.2f} s")
+    print(f"validation check (val/*)   {val:8.2f} s   ({batches_timed} of {len(loader)} batches timed)")
     print(f"risk set-up (once)         {setup:8.2f} s")
     print(f"risk evaluation (per check){evaluation:8.2f} s   ({checks} checks)")
     print(f"training without risk      {base:8.1f} s (estimated: steps x step + checks x validation)")
@@ -106,6 +121,12 @@ def main(argv=None) -> None:
         print(f"end-to-end overhead        {100 * (with_risk / without - 1):8.2f} %")
 
 
+def data_module(section: dict) -> L.LightningDataModule:
+    """The config's data module, from its ``class_path`` and ``init_args``."""
+    module, _, name = section["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(**section.get("init_args", {}))
+
+
 def full_run(config: dict, risk: bool) -> float:
     """Wall time of ``train.py fit`` on ``config``, with or without the risk callback."""
     config = relocate_run(config, f"runs/risk_overhead/{'with' if risk else 'without'}", wandb=False, csv=True)
@@ -115,7 +136,7 @@ def full_run(config: dict, risk: bool) -> float:
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(config, f)
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(CONFIG.parents[1] / "train.py"), "fit", "--config", f.name], check=True,
+    subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", f.name], check=True,
                    capture_output=True)
     return time.perf_counter() - start
 

@@ -25,7 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.common import anchors_missing, interleaved_medians, machine, mfu, op_profile, peak_bytes, tensor_bytes
-from benchmarks.matched import SETTINGS, Candidate, batch, candidates, ours_candidate
+from benchmarks.matched import OURS, OURS_LAYOUTS, SETTINGS, Candidate, batch, candidates, ours_candidate
 
 
 class Trainer:
@@ -86,7 +86,7 @@ def compare(args, device) -> None:
     trainers = {c.name: Trainer(c, data, device, args.precision, args.channels_last, args.compile) for c in found}
     times = interleaved_medians({name: tr.step for name, tr in trainers.items()}, device, args.repeats, args.warmup)
     memory = {name: tr.peak_memory() for name, tr in trainers.items()}
-    ref = found[0].name
+    ref = OURS
     print(f"{args.setting} {shape}, batch {args.batch}, {args.precision}"
           f"{', channels_last' if args.channels_last else ''}{', torch.compile' if args.compile else ''}; "
           f"{machine(device)}; median of {args.repeats}")
@@ -102,9 +102,13 @@ def compare(args, device) -> None:
     plain = "ours: SignReLU + plain head"
     print(f"ratio head: {100 * (times[ref] / times[plain] - 1):+.1f} % step time against the plain head "
           f"(target: at most +5 %)")
-    for anchor in found[3 + args.fused:]:
-        print(f"ours vs {anchor.name}: {times[anchor.name] / times[ref]:.2f}x the images/s (target >= 1.0, aim 1.3), "
-              f"{memory[ref] / memory[anchor.name]:.2f}x the peak memory (target <= 1.0)")
+    for anchor in (c.name for c in found if not c.name.startswith("ours")):
+        print(f"ours vs {anchor}: {times[anchor] / times[ref]:.2f}x the images/s (target >= 1.0, aim 1.3), "
+              f"{memory[ref] / memory[anchor]:.2f}x the peak memory (target <= 1.0)")
+    for layout in OURS_LAYOUTS.get(args.setting, {}) if not missing else ():
+        mine, theirs = OURS + layout, f"denoising-diffusion-pytorch Unet{layout}"
+        print(f"same layout, {mine} vs {theirs}: {times[theirs] / times[mine]:.2f}x the images/s, "
+              f"{memory[mine] / memory[theirs]:.2f}x the peak memory")
 
 
 def print_profile(profiles: dict[str, dict[str, float]]) -> None:

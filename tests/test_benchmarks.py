@@ -5,9 +5,9 @@ import re
 import pytest
 import torch
 
-from benchmarks import activation, reference_throughput, sampling_throughput, train_throughput
+from benchmarks import activation, reference_throughput, risk_overhead, sampling_throughput, train_throughput
 from benchmarks.common import OTHER_GROUP, anchors_missing, op_profile, peak_bytes
-from benchmarks.matched import LUCIDRAINS_LAYOUTS, SETTINGS, candidates
+from benchmarks.matched import LUCIDRAINS_LAYOUTS, OURS_LAYOUTS, SETTINGS, candidates
 
 MiB = 2**20
 needs_anchors = pytest.mark.skipif(bool(anchors_missing()), reason="pip install -r benchmarks/requirements.txt")
@@ -56,7 +56,7 @@ def test_op_profile_puts_each_operator_in_its_group():
 def test_anchors_are_within_ten_percent_of_our_parameters(setting):
     found = candidates(setting)
     ours = found[0].parameters
-    assert len(found) == 4 + len(LUCIDRAINS_LAYOUTS[setting])
+    assert len(found) == 4 + len(LUCIDRAINS_LAYOUTS[setting]) + len(OURS_LAYOUTS.get(setting, {}))
     for c in found[1:]:
         assert abs(c.parameters / ours - 1) < 0.10, (c.name, c.parameters, ours)
 
@@ -109,3 +109,12 @@ def test_activation_benchmark_saved_bytes(capsys):
         row = next(line for line in out.splitlines() if line.startswith(name))
         assert row.split()[-2:] == ["0.0", "1.00"]  # 32 KiB saved, as SiLU
     assert "composed tensor ops" in out
+
+
+def test_risk_overhead_times_every_component_at_a_config(capsys):
+    risk_overhead.main(["--steps", "1", "--val_batches", "1", "--repeats", "1"])
+    out = capsys.readouterr().out
+    assert "digits.yaml: 1500 steps, a validation check every 500" in out
+    assert re.search(r"\(1 of \d+ batches timed\)", out)
+    overhead = float(re.search(r"overhead +(\d+\.\d+) %", out).group(1))
+    assert 0 < overhead < 100

@@ -73,10 +73,11 @@ def main(argv=None) -> None:
         out = {}
         paths = {dtype: lambda dtype=dtype: out.update({dtype: empirical_bayes_denoiser(
             x, abt, reference, args.chunk_size, dtype)}) for dtype in (torch.float32, torch.float64)}
-        at_t = interleaved_medians(paths, CPU, args.repeats)
+        at_t = interleaved_medians({**paths, **{f"matmul {d}": fns[f"matmul {d}"] for d in ("float32", "float64")}},
+                                   CPU, args.repeats)
         err = (out[torch.float32].double() - out[torch.float64]).abs().max().item()
-        shares = "  ".join(f"{str(dtype)[6:]} {100 * times[f'matmul {str(dtype)[6:]}'] / secs:5.1f} %"
-                           for dtype, secs in at_t.items())
+        shares = "  ".join(f"{d} {100 * at_t[f'matmul {d}'] / at_t[getattr(torch, d)]:5.1f} %"
+                           for d in ("float32", "float64"))
         print(f"  t = {step:4d}  1 - alpha_bar = {1 - abt[0].item():.2e}  error {err:.2e}  {shares}")
     if args.sizes:
         print("time against reference size n (float64; per query and item, relative to the first: 1.00 = linear)")

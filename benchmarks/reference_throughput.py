@@ -6,7 +6,7 @@
 D*_n's cost is two products with the reference set per chunk (logits and the weighted sum, 2·n·D FLOP each per
 query), streamed with a running log-sum-exp. The baseline is one matmul of shape (B, D) x (D, n) in the same
 dtype, the logits product alone: the least any exact method must do. With both products D*_n reaches at most 50 %
-of its throughput; it passes 50 % where it skips the weighted sum of rows whose weights in a chunk all underflow to
+of its throughput; it can pass 50 % where it skips the weighted sum of rows whose weights in a chunk all underflow to
 0 (small t, where the posterior sits on a few items). The float32 error against float64 and the share by diffusion
 step are printed next; the time is then measured against the reference size (``--sizes``). Data are random 8-bit
 levels mapped to [-1, 1] and stored in float32; the queries are noised reference items at random steps t.

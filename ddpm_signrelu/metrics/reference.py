@@ -37,17 +37,12 @@ def empirical_bayes_denoiser(x_t: torch.Tensor, alpha_bar: torch.Tensor, train: 
         chunk_max = logits.amax(1, keepdim=True)
         m_new = torch.maximum(m, chunk_max)
         live = (chunk_max - m_new >= gap).squeeze(1)  # rows with a weight in this chunk that is not exactly 0
-        if live.all():
-            decay = torch.exp(m - m_new)
-            weights = logits.sub_(m_new).exp_()
-            s = s * decay + weights.sum(1, keepdim=True)
-            f = torch.addmm(f * decay, weights, chunk)
-        else:  # the other rows keep their maximum (decay 1) and add exact zeros: leave them as they are
-            rows = live.nonzero().squeeze(1)
-            decay = torch.exp(m[rows] - m_new[rows])
-            weights = logits[rows].sub_(m_new[rows]).exp_()
-            s[rows] = s[rows] * decay + weights.sum(1, keepdim=True)
-            f[rows] = torch.addmm(f[rows] * decay, weights, chunk)
+        # the other rows keep their maximum (decay 1) and would add exact zeros: leave them as they are
+        rows = slice(None) if live.all() else live.nonzero().squeeze(1)
+        decay = torch.exp(m[rows] - m_new[rows])
+        weights = logits[rows].sub_(m_new[rows]).exp_()
+        s[rows] = s[rows] * decay + weights.sum(1, keepdim=True)
+        f[rows] = torch.addmm(f[rows] * decay, weights, chunk)
         m = m_new
     return (f / s).reshape(x_t.shape)
 

@@ -4,10 +4,11 @@ networks (``benchmarks/matched.py``), side by side in one process.
 
     pip install -r benchmarks/requirements.txt
     python -m benchmarks.sampling_throughput --setting grey28 --batch 4
-    python -m benchmarks.sampling_throughput --setting rgb32 --batch 256 --device cuda --precision bf16
+    python -m benchmarks.sampling_throughput --setting rgb32 --batch 256 --device cuda --precision bf16 --compile
 
 Weights are the untrained initial ones (the work per step does not depend on them). Each chain is run whole,
-``--repeats`` times in turns, and the median is kept. "ours faster" is the row's time over ours.
+``--repeats`` times in turns, and the median is kept. "ours faster" is the row's time over ours. ``--compile``
+compiles every network in place (ours through its ``compile`` option) and runs one untimed chain each first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from benchmarks.matched import SETTINGS, diffusers_unet, lucidrains_unet, ours
 
 def samplers(args, device) -> dict:
     """name -> a function drawing one batch, for each sampler and network."""
-    model = ours(args.setting).to(device).eval()
+    model = ours(args.setting, compile=args.compile).to(device).eval()
+    model.setup("predict")
     shape = SETTINGS[args.setting][1]
     seeds = list(range(args.batch))
     chains = (("DDIM", "ddim", args.ddim_steps), ("ancestral", "ddpm", args.ancestral_steps))
@@ -37,6 +39,10 @@ def samplers(args, device) -> dict:
     from diffusers import DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler
 
     unet = diffusers_unet(args.setting).to(device).eval()
+    net = lucidrains_unet(args.setting)
+    if args.compile:
+        unet.compile()
+        net.compile()
     ddim = DDIMPipeline(unet=unet, scheduler=DDIMScheduler(num_train_timesteps=1000))
     ddpm = DDPMPipeline(unet=unet, scheduler=DDPMScheduler(num_train_timesteps=1000))
     for pipe in (ddim, ddpm):
@@ -46,7 +52,6 @@ def samplers(args, device) -> dict:
     found[f"diffusers DDPMPipeline ancestral-{args.ancestral_steps}"] = lambda: ddpm(
         args.batch, num_inference_steps=args.ancestral_steps, output_type="np")
     lucidrains.tqdm = functools.partial(lucidrains.tqdm, disable=True)  # its sampling loops' progress bars
-    net = lucidrains_unet(args.setting)
     for name, _, steps in chains:
         diffusion = GaussianDiffusion(net, image_size=shape[1], timesteps=1000, sampling_timesteps=steps,
                                       objective="pred_noise", beta_schedule="linear").to(device).eval()
@@ -63,6 +68,7 @@ def main(argv=None) -> None:
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     p.add_argument("--ddim_steps", type=int, default=50)
     p.add_argument("--ancestral_steps", type=int, default=1000)
+    p.add_argument("--compile", action="store_true", help="torch.compile every network")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -72,8 +78,9 @@ def main(argv=None) -> None:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.precision == "bf16" else \
         contextlib.nullcontext()
     with torch.no_grad(), autocast:
-        times = interleaved_medians(found, device, args.repeats, warmup=0)
-    print(f"{args.setting} {SETTINGS[args.setting][1]}, batch {args.batch}, {args.precision}; {machine(device)}; "
+        times = interleaved_medians(found, device, args.repeats, warmup=int(args.compile))
+    print(f"{args.setting} {SETTINGS[args.setting][1]}, batch {args.batch}, {args.precision}"
+          f"{', torch.compile' if args.compile else ''}; {machine(device)}; "
           f"median of {args.repeats}")
     print(f"{'sampler':44s} {'s/batch':>8s} {'img/s':>8s} {'ours faster':>11s}")
     for name, secs in times.items():

@@ -128,6 +128,7 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--devices", default="1", help="devices per node (Lightning DDP when more than one)")
     p.add_argument("--num_nodes", type=int, default=1)
     p.add_argument("--precision", default="32-true", help="e.g. bf16-mixed")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (worth it for long runs on GPU)")
     p.add_argument("--reference", default=None, help="real images for FID and KID (written to quality.json): an "
                    ".npz (uint8 NHWC, arr_0) or a train config, whose data module's --reference_split is used")
     p.add_argument("--reference_split", choices=("train", "heldout"), default="train")
@@ -144,7 +145,7 @@ def sample_main(argv: list[str] | None = None) -> None:
     def main():
         if args.num_samples < 1 or args.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1, got {args.num_samples}, {args.batch_size}")
-        model = load_model(args.ckpt_path)
+        model = load_model(args.ckpt_path, compile=args.compile)
         if args.reference:  # bad FID settings fail before sampling
             reference = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
             load_feature_extractor(args.features, args.inception_weights)

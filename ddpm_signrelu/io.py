@@ -36,8 +36,10 @@ def save_samples(images: torch.Tensor, output: str | os.PathLike, prefix: str = 
     return png, npz
 
 
-def load_model(ckpt_path: str | os.PathLike, map_location="cpu") -> DiffusionModel:
-    """Load a model from a checkpoint of this package (EMA weights when EMA was on), with clear errors."""
+def load_model(ckpt_path: str | os.PathLike, map_location="cpu", compile: bool | dict = False) -> DiffusionModel:
+    """Load a model from a checkpoint of this package (EMA weights when EMA was on), with clear errors.
+    ``compile``: the model's ``compile`` setting here, whatever the training run used (it applies when a Trainer
+    sets the model up)."""
     path = Path(ckpt_path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -49,6 +51,6 @@ def load_model(ckpt_path: str | os.PathLike, map_location="cpu") -> DiffusionMod
         raise CheckpointError(f"{path} is not a ddpm_signrelu checkpoint (no '{CHECKPOINT_KEY}' entry); "
                               f"pass a checkpoint written by 'python train.py'")
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI's
-    model = DiffusionModel(**hparams)
+    model = DiffusionModel(**{**hparams, "compile": compile})
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(map_location).eval()

@@ -141,6 +141,7 @@ def train_error(capsys, args) -> str:
      "error: image size 8x8 cannot pass the U-Net's 4 downsamplings"),
     ({"network": {"name": "unet", "channels": 20, "groups": 8}}, "not divisible by the GroupNorm groups (8)"),
     ({"num_timesteps": 1}, "error: a diffusion needs T >= 2 steps"),
+    ({"compile": {"modes": "max-autotune"}}, "error: unknown torch.compile option(s) ['modes'] in compile; valid: ["),
 ])
 def test_train_config_errors_are_one_line(tmp_path, capsys, override, message):
     err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path, **override))])

@@ -55,6 +55,35 @@ def test_checkpoint_round_trip_restores_ema_weights(tmp_path):
     assert torch.equal(loaded.generate([3], "ddim", 5), model.generate([3], "ddim", 5))
 
 
+def test_compile_runs_the_network_compiled_with_the_same_numbers_names_and_checkpoints(tmp_path):
+    """``compile`` with the aot_eager backend traces forward and backward (SignReLU's autograd function included)
+    without code generation: the network runs under the compiler, trains and validates as eager does, and its
+    checkpoint has the eager parameter names and loads uncompiled unless asked."""
+    runs = {}
+    for compile in (False, {"backend": "aot_eager"}):
+        L.seed_everything(0)
+        model, calls = tiny_model(compile=compile), torch.zeros(2)  # network calls, of which compiled
+
+        def count(*_, calls=calls):  # a tensor update: no guard on Python state, so no recompiles
+            calls.add_(torch.tensor([1.0, float(torch.compiler.is_compiling())]))
+
+        model.model.head.register_forward_hook(count)
+        ckpt = ModelCheckpoint(dirpath=tmp_path / str(bool(compile)), save_last=True)
+        fit = trainer(tmp_path, 4, [EMAWeightAveraging(decay=0.5), ckpt], limit_val_batches=1, val_check_interval=4,
+                      check_val_every_n_epoch=None)
+        fit.fit(model, datamodule=DigitsDataModule(batch_size=32, val_size=64))
+        runs[bool(compile)] = dict(fit.callback_metrics), calls, torch.load(ckpt.last_model_path, weights_only=False)
+    (eager_metrics, eager_calls, eager_ckpt), (metrics, calls, state) = runs[False], runs[True]
+    assert eager_calls[1] == 0 and calls[0] == eager_calls[0] > 0 and calls[1] == calls[0]
+    for key in ("train/loss", "val/loss", "val/bpd"):
+        torch.testing.assert_close(metrics[key], eager_metrics[key], rtol=1e-4, atol=1e-5)
+    assert state["state_dict"].keys() == eager_ckpt["state_dict"].keys()
+    for name, value in state["state_dict"].items():
+        torch.testing.assert_close(value, eager_ckpt["state_dict"][name], rtol=1e-3, atol=1e-5)
+    loaded = load_model(tmp_path / "True" / "last.ckpt")
+    assert loaded.compile_options is None and load_model(ckpt.last_model_path, compile=True).compile_options == {}
+
+
 class NaNAfter(DigitsDataModule):
     """Digits whose batches turn NaN from the third training step on."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import lightning as L
@@ -34,6 +35,11 @@ class DiffusionModel(L.LightningModule):
         lr_schedule: after warm-up, ``constant`` or ``cosine`` decay to 0 at ``trainer.max_steps``.
         bound_strata: strata K of the validation bound estimate (K + 1 network calls per item).
         eval_seed: seed of the fixed validation draws.
+        compile: ``torch.compile`` the network in place when the Trainer sets up (``nn.Module.compile``, so parameter
+            names, checkpoints and EMA are unchanged): ``True`` for the defaults or a dict of its options, e.g.
+            ``{mode: max-autotune}``. Training, validation, the risk callback and sampling all run the compiled
+            network. Needs Triton on GPU and a C++ compiler on CPU. A checkpoint loads uncompiled unless asked
+            (:func:`~ddpm_signrelu.io.load_model`, ``sample.py --compile``).
     """
 
     def __init__(self, data_shape: tuple[int, ...] = (1, 8, 8), num_levels: int | None = 17,
@@ -41,8 +47,7 @@ class DiffusionModel(L.LightningModule):
                  beta_schedule: str = "linear", variance: str = "small", loss: str = "eps_mse",
                  min_snr_gamma: float = 5.0, clip_denoised: bool = True, lr: float = 2e-4, weight_decay: float = 0.0,
                  adam_betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0, lr_schedule: str = "constant",
-                 bound_strata: int = 16,
-                 eval_seed: int = 0):
+                 bound_strata: int = 16, eval_seed: int = 0, compile: bool | dict = False):
         super().__init__()
         network = resolve_config("network", network or {"name": "unet"})
         head = resolve_config("head", head or {"name": "ratio_atoms"})
@@ -53,6 +58,7 @@ class DiffusionModel(L.LightningModule):
             raise ConfigError(f"num_levels must be >= 2 or None (continuous data), got {num_levels}")
         if lr <= 0 or warmup_steps < 0:
             raise ConfigError(f"need lr > 0 and warmup_steps >= 0, got lr={lr}, warmup_steps={warmup_steps}")
+        self.compile_options = compile_options(compile)
         self.data_shape = tuple(int(s) for s in data_shape)
         self.schedule = NoiseSchedule.from_name(beta_schedule, num_timesteps, variance)
         self.strata = Strata(self.schedule, min(bound_strata, num_timesteps - 1))
@@ -60,6 +66,10 @@ class DiffusionModel(L.LightningModule):
         self.val_loss, self.val_bpd, self.val_dsm_x0 = MeanMetric(), MeanMetric(), MeanMetric()
         self._last_loss = torch.zeros(())
         self.sampling: dict = {}  # generate()'s options for predict_step, e.g. set by sample.py
+
+    def setup(self, stage: str) -> None:
+        if self.compile_options is not None and self.model._compiled_call_impl is None:
+            self.model.compile(**self.compile_options)
 
     @property
     def dim(self) -> int:
@@ -176,6 +186,20 @@ class DiffusionModel(L.LightningModule):
                 "the checkpoint is from another model: " + "; ".join(
                     f"{k} is {_plain(saved[k])} there but {_plain(self.hparams[k])} here" for k in differ)
                 + "; use the checkpoint's config (saved as config.yaml beside the run) or start a new run")
+
+
+def compile_options(compile: bool | dict) -> dict | None:
+    """``torch.compile``'s keyword arguments for the ``compile`` setting (None: do not compile); unknown ones fail
+    here, with the valid ones named."""
+    if isinstance(compile, bool):
+        return {} if compile else None
+    if not isinstance(compile, dict):
+        raise ConfigError(f"compile must be true, false or a dict of torch.compile options, got {compile!r}")
+    valid = [k for k in inspect.signature(torch.compile).parameters if k != "model"]
+    unknown = sorted(set(compile) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown torch.compile option(s) {unknown} in compile; valid: {valid}")
+    return dict(compile)
 
 
 def _plain(value):

@@ -14,10 +14,10 @@ def empirical_bayes_denoiser(x_t: torch.Tensor, alpha_bar: torch.Tensor, train: 
     ℓ_i = (2√ᾱ_t⟨x_t, x⁽ⁱ⁾⟩ − ᾱ_t‖x⁽ⁱ⁾‖²)/(2(1 − ᾱ_t)): the ‖x_t‖² term is constant in i and cancels.
     Streams over chunks of ``train`` with a running log-sum-exp, so memory is O(B·chunk + B·D) whatever n is;
     ``train`` is converted one chunk at a time, so it can be stored in a compact dtype. ``alpha_bar``: (B,) ᾱ_t
-    per row of x_t. Per chunk: one product gives the logits (the ‖x⁽ⁱ⁾‖² column rides along as an extra
-    coordinate), one the weighted sum. ``dtype`` float64 (the default) is exact to ~1e-12; in float32 the
-    logits' rounding error grows like ε_mach·D/(1 − ᾱ_t), O(1) nats at the smallest t, so use it only where
-    1 − ᾱ_t is not small (``benchmarks/reference_throughput.py`` prints the error).
+    per row of x_t. Per chunk: one product gives the logits (the ‖x⁽ⁱ⁾‖² term added as a rank-one update), one
+    the weighted sum. ``dtype`` float64 (the default) is exact to ~1e-12; in float32 the logits' rounding error
+    grows like ε_mach·D/(1 − ᾱ_t), O(1) nats at the smallest t, so use it only where 1 − ᾱ_t is not small
+    (``benchmarks/reference_throughput.py`` prints the error).
     Rows whose chunk logits all lie below the running maximum by more than :func:`underflow_gap` get exactly
     zero weights there (exp underflows), so the chunk's weighted sum is formed for the other rows alone: at
     small t, where the posterior sits on a few items, most of the second product is skipped, exactly.
@@ -26,14 +26,14 @@ def empirical_bayes_denoiser(x_t: torch.Tensor, alpha_bar: torch.Tensor, train: 
     x = x_t.reshape(b, -1).to(dtype)
     ab = alpha_bar.to(dtype).reshape(b, 1)
     scale = 1 / (2 * (1 - ab))
-    query = torch.cat([2 * scale * ab.sqrt() * x, -scale * ab], dim=1)  # ℓ = query · (x⁽ⁱ⁾, ‖x⁽ⁱ⁾‖²)
+    query, norm_coef = 2 * scale * ab.sqrt() * x, (-scale * ab).squeeze(1)  # ℓ_i = query·x⁽ⁱ⁾ + coef·‖x⁽ⁱ⁾‖²
     gap = underflow_gap(dtype)
     m = torch.full((b, 1), -torch.inf, dtype=dtype, device=x.device)
     s = torch.zeros((b, 1), dtype=dtype, device=x.device)
     f = torch.zeros_like(x)
     for start in range(0, len(train), chunk_size):
         chunk = train[start:start + chunk_size].reshape(-1, x.shape[1]).to(x.device, dtype)
-        logits = query @ torch.cat([chunk, chunk.square().sum(1, keepdim=True)], dim=1).T
+        logits = torch.mm(query, chunk.T).addr_(norm_coef, torch.linalg.vector_norm(chunk, dim=1).square())
         chunk_max = logits.amax(1, keepdim=True)
         m_new = torch.maximum(m, chunk_max)
         live = (chunk_max - m_new >= gap).squeeze(1)  # rows with a weight in this chunk that is not exactly 0

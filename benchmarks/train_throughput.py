@@ -97,6 +97,9 @@ def compare(args, device) -> None:
         print(f"{c.name:48s} {c.parameters / 1e6:7.2f}M {1000 * secs:9.1f} {args.batch / secs:8.1f} "
               f"{times[c.name] / times[ref]:11.2f} {mem / 2**20:8.1f} {memory[ref] / mem:8.2f} "
               f"{flop / args.batch / 1e9:9.2f}  {mfu(flop, secs, device)}")
+    if args.compile and device.type == "cpu":
+        print("peak MB under --compile on CPU: counted by a dispatch mode, under which the networks run eager; "
+              "compiled memory is measured on CUDA (the allocator's own count)")
     if args.profile:
         print_profile({c.name: op_profile(trainers[c.name].step, device) for c in found})
     plain = "ours: SignReLU + plain head"

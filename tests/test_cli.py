@@ -92,6 +92,10 @@ def test_train_then_sample_as_subprocesses(tmp_path):
     assert set(np.unique(images).tolist()) <= {round(u * 255 / 16) for u in range(17)}
     assert (tmp_path / "out" / "samples.png").is_file()
     assert "ddim-4" in result.stderr  # the progress bar
+    result = run("sample.py", "--ckpt_path", ckpt, "--num_samples", 5, "--sampler", "ddim", "--steps", 4,
+                 "--seed", 3, "--batch_size", 2, "--output", tmp_path / "compiled", "--compile")
+    assert result.returncode == 0, result.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(tmp_path / "compiled" / "samples_5x8x8x1.npz")["arr_0"], images)
 
 
 def test_every_shipped_config_logs_the_risk_metrics():

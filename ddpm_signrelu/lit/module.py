@@ -68,6 +68,7 @@ class DiffusionModel(L.LightningModule):
         self.sampling: dict = {}  # generate()'s options for predict_step, e.g. set by sample.py
 
     def setup(self, stage: str) -> None:
+        """Compile the network in place (``compile``), once, before this process's first step or sample."""
         if self.compile_options is not None and self.model._compiled_call_impl is None:
             self.model.compile(**self.compile_options)
 

@@ -67,17 +67,18 @@ def main(argv=None) -> None:
           "float64|, and each path's share of its matmul's throughput (above 50 %: the weighted sum was skipped "
           "where the weights underflow)")
     held_out = data(args.queries, args.dim, 1, seed=1)[0]
+    alphas_cumprod = NoiseSchedule.from_name("linear", 1000).alphas_cumprod
+    dtypes = ("float32", "float64")
     for step in (1, 10, 50, 100, 300, 1000):
-        abt = NoiseSchedule.from_name("linear", 1000).alphas_cumprod[step - 1].expand(args.queries)
+        abt = alphas_cumprod[step - 1].expand(args.queries)
         x = (abt.sqrt()[:, None] * held_out + (1 - abt).sqrt()[:, None] * torch.randn(args.queries, args.dim)).float()
         out = {}
-        paths = {dtype: lambda dtype=dtype: out.update({dtype: empirical_bayes_denoiser(
-            x, abt, reference, args.chunk_size, dtype)}) for dtype in (torch.float32, torch.float64)}
-        at_t = interleaved_medians({**paths, **{f"matmul {d}": fns[f"matmul {d}"] for d in ("float32", "float64")}},
-                                   CPU, args.repeats)
-        err = (out[torch.float32].double() - out[torch.float64]).abs().max().item()
-        shares = "  ".join(f"{d} {100 * at_t[f'matmul {d}'] / at_t[getattr(torch, d)]:5.1f} %"
-                           for d in ("float32", "float64"))
+        paths = {f"D*_n {d}": lambda d=d: out.update({d: empirical_bayes_denoiser(
+            x, abt, reference, args.chunk_size, getattr(torch, d))}) for d in dtypes}
+        at_t = interleaved_medians({**paths, **{f"matmul {d}": fns[f"matmul {d}"] for d in dtypes}}, CPU,
+                                   args.repeats)
+        err = (out["float32"].double() - out["float64"]).abs().max().item()
+        shares = "  ".join(f"{d} {100 * at_t[f'matmul {d}'] / at_t[f'D*_n {d}']:5.1f} %" for d in dtypes)
         print(f"  t = {step:4d}  1 - alpha_bar = {1 - abt[0].item():.2e}  error {err:.2e}  {shares}")
     if args.sizes:
         print("time against reference size n (float64; per query and item, relative to the first: 1.00 = linear)")

@@ -20,7 +20,6 @@ callback (same seed, output under runs/risk_overhead/), and prints both wall tim
 from __future__ import annotations
 
 import argparse
-import importlib
 import itertools
 import subprocess
 import sys
@@ -31,6 +30,8 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
+
+from lightning.pytorch.cli import instantiate_class
 
 from ddpm_signrelu.callbacks import RiskMetrics
 from ddpm_signrelu.cli import relocate_run
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
     if args.data_root:
         config["data"].setdefault("init_args", {})["root"] = args.data_root
     L.seed_everything(0)
-    data = data_module(config["data"])
+    data = instantiate_class((), config["data"])
     data.setup("fit")
     model = DiffusionModel(data_shape=data.data_shape, num_levels=data.num_levels, **config["model"])
     model.trainer = L.Trainer(max_steps=config["trainer"]["max_steps"], logger=False)  # for the lr schedule
@@ -119,12 +120,6 @@ def main(argv=None) -> None:
         print(f"train.py with RiskMetrics  {with_risk:8.1f} s")
         print(f"train.py without           {without:8.1f} s")
         print(f"end-to-end overhead        {100 * (with_risk / without - 1):8.2f} %")
-
-
-def data_module(section: dict) -> L.LightningDataModule:
-    """The config's data module, from its ``class_path`` and ``init_args``."""
-    module, _, name = section["class_path"].rpartition(".")
-    return getattr(importlib.import_module(module), name)(**section.get("init_args", {}))
 
 
 def full_run(config: dict, risk: bool) -> float:

@@ -32,7 +32,7 @@ def split_with_labels(val_size: int, seed: int):
     dm.setup()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     held, train = perm[:val_size], perm[val_size:]
-    assert torch.equal((x[held] / 8 - 1).float().view(-1, 1, 8, 8), dm.val_data)
+    assert torch.equal(x[held].to(dm.storage_dtype).view(-1, 1, 8, 8), dm.val_data)
     return x[train], y[train], x[held], y[held]
 
 

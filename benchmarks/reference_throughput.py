@@ -9,7 +9,8 @@ dtype, the logits product alone: the least any exact method must do. With both p
 of its throughput; it can pass 50 % where it skips the weighted sum of rows whose weights in a chunk all underflow to
 0 (small t, where the posterior sits on a few items). The float32 error against float64 and the share by diffusion
 step are printed next; the time is then measured against the reference size (``--sizes``). Data are random 8-bit
-levels mapped to [-1, 1] and stored in float32; the queries are noised reference items at random steps t.
+levels mapped to [-1, 1] and stored in float32; the queries are noised reference items at random steps t. The row
+``D*_n float64 uint8`` stores the same levels as uint8, converted chunk by chunk, as the risk callback does.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ CPU = torch.device("cpu")
 
 def data(n: int, dim: int, queries: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    reference = (torch.randint(0, 256, (n, dim), generator=g) / 127.5 - 1).float()
+    levels = torch.randint(0, 256, (n, dim), generator=g)
+    reference = (levels / 127.5 - 1).float()
     steps = torch.randint(0, 1000, (queries,), generator=g)
     ab = NoiseSchedule.from_name("linear", 1000).alphas_cumprod[steps]
     x_t = ab.sqrt()[:, None] * reference[torch.randint(0, n, (queries,), generator=g)] + \
         (1 - ab).sqrt()[:, None] * torch.randn(queries, dim, generator=g)
-    return reference, x_t.float(), ab
+    return reference, x_t.float(), ab, levels.to(torch.uint8)
 
 
 def main(argv=None) -> None:
@@ -44,11 +46,12 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--sizes", type=int, nargs="*", default=[1875, 3750, 7500, 15_000, 30_000, 60_000])
     args = p.parse_args(argv)
-    reference, x_t, ab = data(args.n, args.dim, args.queries)
+    reference, x_t, ab, levels = data(args.n, args.dim, args.queries)
     ref64, x64 = reference.double(), x_t.double()
     fns = {
         "D*_n float64": lambda: empirical_bayes_denoiser(x_t, ab, reference, args.chunk_size),
         "D*_n float32": lambda: empirical_bayes_denoiser(x_t, ab, reference, args.chunk_size, torch.float32),
+        "D*_n float64 uint8": lambda: empirical_bayes_denoiser(x_t, ab, levels, args.chunk_size, num_levels=256),
         "matmul float64": lambda: x64 @ ref64.T,
         "matmul float32": lambda: x_t @ reference.T,
     }
@@ -57,7 +60,7 @@ def main(argv=None) -> None:
     print(f"reference {args.n} x {args.dim}, {args.queries} queries, chunk {args.chunk_size}; {machine(CPU)}")
     for name, secs in times.items():
         work = 2 * flop if name.startswith("D*") else flop
-        print(f"{name:16s} {secs:8.3f} s  {args.queries / secs:9.1f} queries/s  {work / secs / 1e9:6.1f} GFLOP/s")
+        print(f"{name:18s} {secs:8.3f} s  {args.queries / secs:9.1f} queries/s  {work / secs / 1e9:6.1f} GFLOP/s")
     for dtype in ("float32", "float64"):
         share = times[f"matmul {dtype}"] / times[f"D*_n {dtype}"]
         target = "; target >= 50 %" if dtype == "float32" else ""

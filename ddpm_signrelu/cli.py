@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import netrc
 import os
@@ -15,6 +16,8 @@ from urllib.parse import urlparse
 import lightning as L
 import torch
 import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback, instantiate_class
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
@@ -23,10 +26,10 @@ from tqdm.auto import tqdm
 from ddpm_signrelu.callbacks.samples import SampleWriter
 from ddpm_signrelu.data import TensorDataModule
 from ddpm_signrelu.diffusion.samplers import SAMPLERS, default_steps, timestep_grid
-from ddpm_signrelu.errors import ConfigError, UserError
-from ddpm_signrelu.io import load_model, to_uint8
+from ddpm_signrelu.errors import CheckpointError, ConfigError, UserError
+from ddpm_signrelu.io import check_weights, load_model, read_checkpoint, to_uint8, writable_folder
 from ddpm_signrelu.metrics.fid import image_distances, load_feature_extractor, load_images_npz
-from ddpm_signrelu.lit import DiffusionModel
+from ddpm_signrelu.lit import DiffusionModel, setting_differences
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "digits.yaml"
 
@@ -62,7 +65,9 @@ def wandb_offline_without_credentials(config) -> None:
 
 
 class DiffusionCLI(LightningCLI):
-    """LightningCLI whose model takes the data's shape and number of levels from the data module."""
+    """LightningCLI whose model takes the data's shape and number of levels from the data module, whose run folder
+    (``trainer.default_root_dir``) holds everything the run writes, and which refuses to continue or overwrite a run
+    by accident (:func:`resume_path`) or to resume with other model settings than the checkpoint's."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, save_config_callback=LoggedConfig, **kwargs)
@@ -71,44 +76,138 @@ class DiffusionCLI(LightningCLI):
         parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
         parser.link_arguments("data.num_levels", "model.num_levels", apply_on="instantiate")
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI would replace the config's model settings by the checkpoint's here, silently; instead they
+        are compared in :meth:`after_instantiate_classes`, and a difference is refused."""
+
     def before_instantiate_classes(self) -> None:
-        wandb_offline_without_credentials(self.config.get(self.subcommand, self.config) if self.subcommand
-                                          else self.config)
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        interval = config.trainer.val_check_interval
+        if isinstance(interval, (int, float)) and interval <= 0:
+            raise ConfigError(f"trainer.val_check_interval must be > 0 (steps, or a fraction of an epoch), got "
+                              f"{interval}")
+        place_run(config.trainer)
+        wandb_offline_without_credentials(config)
+        self.resume = None
+        if self.subcommand == "fit":
+            config.ckpt_path = resume_path(config.ckpt_path, checkpoint_dirs(config.trainer),
+                                           config.trainer.default_root_dir or ".")
+            self.resume = config.ckpt_path and (config.ckpt_path, read_checkpoint(config.ckpt_path))
+
+    def after_instantiate_classes(self) -> None:
+        super().after_instantiate_classes()
+        if self.resume:
+            path, checkpoint = self.resume
+            self.resume = None  # the trainer reads the file again; this copy is not kept
+            check_resumable(checkpoint, self.model, path)
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [] if value in (None, True, False) else [value]
+
+
+def _is_subclass(class_path: str, base: type) -> bool:
+    module, _, name = class_path.rpartition(".")
+    try:
+        return issubclass(getattr(importlib.import_module(module), name), base)
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return False
+
+
+def place_run(trainer) -> None:
+    """Put everything a run writes under ``trainer.default_root_dir``: each logger's ``save_dir`` and each
+    checkpoint callback's ``dirpath`` (``<run>/checkpoints``) unless the config sets them."""
+    root = trainer.default_root_dir or "."
+    for logger in _as_list(trainer.logger):
+        if logger.init_args.get("save_dir") in (None, "."):
+            logger.init_args.save_dir = root
+    for callback in _as_list(trainer.callbacks):
+        if _is_subclass(callback.class_path, Checkpoint) and callback.init_args.get("dirpath") is None:
+            callback.init_args.dirpath = os.path.join(root, "checkpoints")
+
+
+def checkpoint_dirs(trainer) -> list[Path]:
+    """The folders the run's checkpoint callbacks write to."""
+    return [Path(cb.init_args.dirpath) for cb in _as_list(trainer.callbacks)
+            if _is_subclass(cb.class_path, Checkpoint) and cb.init_args.get("dirpath")]
+
+
+def resume_path(ckpt_path: str | None, folders: list[Path], run_dir: str) -> str | None:
+    """The checkpoint ``fit`` starts from. ``last``: the checkpoint of highest global step among the run's
+    ``last*.ckpt`` and ``on_exception*.ckpt`` (the newest file on a tie). No ``ckpt_path`` while the run folder
+    already holds checkpoints is refused: continuing or overwriting that run has to be asked for."""
+    if ckpt_path not in (None, "last"):
+        return ckpt_path
+    found = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.ckpt"))]
+    if ckpt_path is None:
+        if found:
+            step = max(checkpoint_step(p) for p in found)
+            raise ConfigError(
+                f"{run_dir} already holds a run (checkpoints up to step {step} in {found[0].parent}): resume it with "
+                f"--ckpt_path last, or start a new run in another folder with --trainer.default_root_dir DIR")
+        return None
+    candidates = [p for p in found if p.stem.startswith(("last", "on_exception"))]
+    if not candidates:
+        raise ConfigError(f"--ckpt_path last: no checkpoint to resume under {run_dir} (looked in "
+                          f"{', '.join(map(str, folders)) or 'no checkpoint folder'}); drop --ckpt_path to start anew")
+    return str(max(candidates, key=lambda p: (checkpoint_step(p), p.stat().st_mtime)))
+
+
+def checkpoint_step(path: Path) -> int:
+    """The global step a checkpoint was written at."""
+    return int(read_checkpoint(path).get("global_step", 0))
+
+
+def check_resumable(checkpoint: dict, model: DiffusionModel, path) -> None:
+    """Refuse, naming what differs, a checkpoint whose model settings or weights are not ``model``'s."""
+    differ = setting_differences(checkpoint["hyper_parameters"], dict(model.hparams))
+    if differ:
+        raise CheckpointError(f"cannot resume from {path} with other model settings: {differ}; resume with the run's "
+                              f"own config (config.yaml in its folder), or start a new run in another folder")
+    check_weights(checkpoint["state_dict"], model, path)
 
 
 def relocate_run(config: dict, run_dir: str | Path, wandb: bool = True, csv: bool = False) -> dict:
-    """A copy of a train config (as loaded from YAML) whose run folder, loggers and checkpoint folders are
-    ``run_dir``; ``wandb=False`` drops its W&B logger, ``csv=True`` adds a CSV log (``run_dir/metrics.csv``).
-    For scripted sweeps, benchmarks and tests."""
+    """A copy of a train config (as loaded from YAML) whose run folder is ``run_dir``; ``wandb=False`` drops its W&B
+    logger, ``csv=True`` adds a CSV log (``run_dir/metrics.csv``). For scripted sweeps, benchmarks and tests."""
     config = copy.deepcopy(config)
-    trainer, run_dir = config["trainer"], str(run_dir)
-    trainer["default_root_dir"] = run_dir
-    loggers = trainer.get("logger") or []
-    loggers = [lg for lg in (loggers if isinstance(loggers, list) else [loggers])
-               if wandb or not lg["class_path"].endswith("WandbLogger")]
+    trainer = config["trainer"]
+    trainer["default_root_dir"] = str(run_dir)
+    loggers = [lg for lg in _as_list(trainer.get("logger")) if wandb or not lg["class_path"].endswith("WandbLogger")]
     if csv:
-        loggers.append({"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"name": "", "version": ""}})
-    for logger in loggers:
-        logger.setdefault("init_args", {})["save_dir"] = run_dir
+        loggers.append({"class_path": "lightning.pytorch.loggers.CSVLogger",
+                        "init_args": {"save_dir": str(run_dir), "name": "", "version": ""}})
     trainer["logger"] = loggers
-    for cb in trainer.get("callbacks", []):
-        if "dirpath" in cb.get("init_args", {}):
-            cb["init_args"]["dirpath"] = f"{run_dir}/checkpoints"
     return config
 
 
-def _run(main, *args) -> None:
+def user_error(err: BaseException) -> Exception | None:
+    """The bad-input error behind ``err``, if any: a :class:`UserError` or Lightning's MisconfigurationException,
+    also where a config parser re-raised it as the cause or context of its own error."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, (UserError, MisconfigurationException)):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def _run(main) -> None:
+    """Run ``main``; bad input ends it with one line, ``error: ...``, and exit code 2."""
     try:
-        main(*args)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        main()
+    except Exception as err:
+        cause = user_error(err)
+        if cause is None:
+            raise
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(2)
 
 
 def train_main(args: list[str] | None = None) -> None:
     """``python train.py [fit --config configs/<name>.yaml ...]``; no arguments trains the digits default."""
-    args = sys.argv[1:] if args is None else args
-    if not args:
+    if args is None and len(sys.argv) == 1:
         args = ["fit", "--config", str(DEFAULT_CONFIG)]
     _run(lambda: DiffusionCLI(DiffusionModel, TensorDataModule, subclass_mode_data=True, args=args,
                               save_config_kwargs={"overwrite": True}))
@@ -145,18 +244,20 @@ def sample_main(argv: list[str] | None = None) -> None:
     def main():
         if args.num_samples < 1 or args.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1, got {args.num_samples}, {args.batch_size}")
+        writable_folder(args.output)  # before any sampling: a bad --output must not lose the samples
         model = load_model(args.ckpt_path, compile=args.compile)
         if args.reference:  # bad FID settings fail before sampling
             reference = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
             load_feature_extractor(args.features, args.inception_weights)
-        steps = args.steps or default_steps(args.sampler, model.schedule.num_timesteps)
+        steps = default_steps(args.sampler, model.schedule.num_timesteps) if args.steps is None else args.steps
         timestep_grid(model.schedule.num_timesteps, steps)  # a bad --steps fails here, before any process starts
         writer = SampleWriter(args.output, model.hparams.num_levels)
         devices = int(args.devices) if args.devices.isdigit() else args.devices
         trainer = L.Trainer(accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
                             precision=args.precision, logger=False, callbacks=[writer], enable_progress_bar=False,
                             enable_model_summary=False)
-        model.sampling = {"sampler": args.sampler, "steps": steps, "eta": args.eta, "progress": partial(_steps_bar, desc=f"{args.sampler}-{steps}")}
+        model.sampling = {"sampler": args.sampler, "steps": steps, "eta": args.eta,
+                          "progress": partial(_steps_bar, desc=f"{args.sampler}-{steps}")}
         seeds = torch.arange(args.seed, args.seed + args.num_samples)
         trainer.predict(model, DataLoader(seeds, batch_size=args.batch_size), return_predictions=False)
         if trainer.is_global_zero:
@@ -178,7 +279,7 @@ def reference_images(source: str, split: str, num_levels: int | None) -> torch.T
         raise ConfigError(f"config not found: {source}")
     dm = instantiate_class((), yaml.safe_load(Path(source).read_text())["data"])
     dm.setup("fit")
-    return to_uint8(dm.train_data if split == "train" else dm.val_data, num_levels)
+    return to_uint8(dm.to_unit(dm.train_data if split == "train" else dm.val_data), num_levels)
 
 
 def _steps_bar(steps, desc: str):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import zipfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from ddpm_signrelu.errors import CheckpointError
+from ddpm_signrelu.errors import CheckpointError, ConfigError
 from ddpm_signrelu.lit import CHECKPOINT_KEY, DiffusionModel
 
 
@@ -36,21 +35,60 @@ def save_samples(images: torch.Tensor, output: str | os.PathLike, prefix: str = 
     return png, npz
 
 
+def writable_folder(path: str | os.PathLike) -> Path:
+    """Create the folder ``path`` if needed and check that files can be written in it (before any work that would
+    be lost otherwise)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"output {folder} is a file, not a folder; give a folder for the samples")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise ConfigError(f"cannot write to output folder {folder} ({err.strerror}); give a writable folder") from None
+    return folder
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A checkpoint written by this package (its tensors memory-mapped, nothing executed), or one clear error:
+    missing, unreadable (truncated, corrupt, not a torch file), not this package's, no hyper-parameters or weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as err:  # torch.load fails in many ways on a bad file: zip, pickle, seek, mmap errors
+        raise CheckpointError(f"cannot read checkpoint {path}: it is truncated, corrupt or not a torch file "
+                              f"({type(err).__name__}: {err})") from None
+    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
+        raise CheckpointError(f"{path} is not a ddpm_signrelu checkpoint (no '{CHECKPOINT_KEY}' entry); "
+                              f"pass a checkpoint written by 'python train.py'")
+    missing = [k for k in ("hyper_parameters", "state_dict") if not checkpoint.get(k)]
+    if missing:
+        raise CheckpointError(f"{path} has no {' and no '.join(missing)}: it cannot rebuild the model; pass a "
+                              f"checkpoint written by 'python train.py'")
+    return checkpoint
+
+
+def check_weights(state_dict: dict, model: DiffusionModel, path) -> None:
+    """Refuse a checkpoint whose weights do not fill ``model``: missing, unexpected or misshapen entries are named."""
+    own = model.state_dict()
+    missing, unexpected = sorted(own.keys() - state_dict.keys()), sorted(state_dict.keys() - own.keys())
+    shapes = sorted(k for k in own.keys() & state_dict.keys() if own[k].shape != state_dict[k].shape)
+    problems = [f"{name} {keys[:3]}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+                for name, keys in (("missing", missing), ("unexpected", unexpected), ("misshapen", shapes)) if keys]
+    if problems:
+        raise CheckpointError(f"{path} does not fit the model its settings build: weights {'; '.join(problems)}; "
+                              f"pass an intact checkpoint written by 'python train.py'")
+
+
 def load_model(ckpt_path: str | os.PathLike, map_location="cpu", compile: bool | dict = False) -> DiffusionModel:
     """Load a model from a checkpoint of this package (EMA weights when EMA was on), with clear errors.
     ``compile``: the model's ``compile`` setting here, whatever the training run used (it applies when a Trainer
     sets the model up)."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: it is corrupt or not a torch file ({err})") from None
-    if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
-        raise CheckpointError(f"{path} is not a ddpm_signrelu checkpoint (no '{CHECKPOINT_KEY}' entry); "
-                              f"pass a checkpoint written by 'python train.py'")
+    checkpoint = read_checkpoint(ckpt_path)
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI's
     model = DiffusionModel(**{**hparams, "compile": compile})
+    check_weights(checkpoint["state_dict"], model, ckpt_path)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(map_location).eval()

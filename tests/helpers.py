@@ -9,6 +9,10 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from ddpm_signrelu.data import DigitsDataModule
+from ddpm_signrelu.errors import DataError
+from ddpm_signrelu.lit import CHECKPOINT_KEY
+
 
 def gaussian_bayes_denoiser(schedule, mean: float, std: float):
     """D*(x_t, t) = m + √ᾱ s²/(ᾱ s² + 1 − ᾱ)·(x_t − √ᾱ m) for data N(m, s² I) (theory.md §6.4)."""
@@ -91,3 +95,20 @@ class RaiseAtStep(Callback):
     def on_train_batch_end(self, trainer, *args) -> None:
         if trainer.global_step >= self.step:
             raise RuntimeError(f"crash at step {trainer.global_step}")
+
+
+class MissingDigits(DigitsDataModule):
+    """Digits whose files are missing: set-up fails as a data module with absent files does."""
+
+    def load(self):
+        raise DataError("digits files not found (a test's missing data)")
+
+
+def synthetic_checkpoint(model, path, global_step: int = 0, **changes) -> Path:
+    """Save what ``train.py`` would for ``model`` (weights, hyper-parameters, step) with entries replaced or, given
+    None, removed: a checkpoint for the checks that run before any training."""
+    checkpoint = {CHECKPOINT_KEY: {"version": "test"}, "global_step": global_step,
+                  "hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}
+    checkpoint.update(changes)
+    torch.save({k: v for k, v in checkpoint.items() if v is not None}, path)
+    return Path(path)

@@ -14,11 +14,12 @@ import pytest
 import torch
 import yaml
 
-from ddpm_signrelu.cli import relocate_run, sample_main, train_main
+from ddpm_signrelu.cli import relocate_run, resume_path, sample_main, train_main
 from ddpm_signrelu.data import DigitsDataModule
+from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.io import save_samples, to_uint8
 
-from helpers import wandb_records
+from helpers import synthetic_checkpoint, wandb_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +75,7 @@ def test_train_then_sample_as_subprocesses(tmp_path):
     assert (run_dir / "samples" / "step_0000004.png").is_file()
     digits = DigitsDataModule()
     digits.setup("fit")
-    _, reference = save_samples(to_uint8(digits.train_data[:50], 17), tmp_path / "reference")
+    _, reference = save_samples(to_uint8(digits.to_unit(digits.train_data[:50]), 17), tmp_path / "reference")
     result = run("sample.py", "--ckpt_path", ckpt, "--num_samples", 5, "--sampler", "ddim", "--steps", 4,
                  "--seed", 3, "--batch_size", 2, "--output", tmp_path / "out", "--reference", reference,
                  "--features", "helpers:PixelFeatures")
@@ -165,17 +166,122 @@ def sample_error(capsys, args) -> str:
     return capsys.readouterr().err.strip()
 
 
-def test_sample_checkpoint_errors(tmp_path, capsys):
-    assert sample_error(capsys, ["--ckpt_path", str(tmp_path / "nope.ckpt")]) == \
-        f"error: checkpoint not found: {tmp_path / 'nope.ckpt'}"
-    corrupt = tmp_path / "corrupt.ckpt"
-    corrupt.write_bytes(b"\x00not a checkpoint" * 10)
-    assert "is corrupt or not a torch file" in sample_error(capsys, ["--ckpt_path", str(corrupt)])
-    foreign = tmp_path / "foreign.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {}}, foreign)
-    assert "not a ddpm_signrelu checkpoint" in sample_error(capsys, ["--ckpt_path", str(foreign)])
+def cli_model(config: Path):
+    """The model ``train.py`` builds from ``config``."""
+    from ddpm_signrelu.cli import DiffusionCLI
+    from ddpm_signrelu.data import TensorDataModule
+    from ddpm_signrelu.lit import DiffusionModel
+
+    return DiffusionCLI(DiffusionModel, TensorDataModule, subclass_mode_data=True, args=["--config", str(config)],
+                        run=False).model
+
+
+@pytest.fixture
+def resumable(tmp_path):
+    """A tiny config and a checkpoint of its model at step 4, as train.py writes them (no training)."""
+    config = tiny_config(tmp_path)
+    return config, synthetic_checkpoint(cli_model(config), tmp_path / "model.ckpt", global_step=4)
+
+
+def bad_checkpoints(tmp_path, good: Path) -> list[tuple[Path, str]]:
+    """Broken variants of a good checkpoint, each with the message that must name its problem."""
+    state = torch.load(good, weights_only=True)
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    plain = tmp_path / "plain.ckpt"
+    torch.save({"weights": torch.zeros(3)}, plain)
+    no_hparams = synthetic_checkpoint(cli_model(tiny_config(tmp_path / "h")), tmp_path / "h.ckpt", hyper_parameters=None)
+    missing = tmp_path / "missing.ckpt"
+    torch.save({**state, "state_dict": {k: v for i, (k, v) in enumerate(state["state_dict"].items()) if i}}, missing)
+    return [(tmp_path / "nope.ckpt", f"checkpoint not found: {tmp_path / 'nope.ckpt'}"),
+            (truncated, f"cannot read checkpoint {truncated}: it is truncated, corrupt or not a torch file"),
+            (plain, f"{plain} is not a ddpm_signrelu checkpoint"),
+            (no_hparams, f"{no_hparams} has no hyper_parameters: it cannot rebuild the model"),
+            (missing, f"{missing} does not fit the model its settings build: weights missing ['model.")]
+
+
+def test_bad_checkpoints_are_one_line_in_train_and_sample(tmp_path, capsys, resumable):
+    config, good = resumable
+    for path, message in bad_checkpoints(tmp_path, good):
+        err = train_error(capsys, ["fit", "--config", str(config), "--ckpt_path", str(path)])
+        assert f"error: {message}" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert sample_error(capsys, ["--ckpt_path", str(path), "--output", str(tmp_path / "out")]).startswith(
+            f"error: {message}")
+    assert not (tmp_path / "run").exists()  # nothing written: no exception checkpoint, no logs
+
+
+@pytest.mark.parametrize("override,message", [
+    ({"num_timesteps": 100}, "num_timesteps is 50 there but 100 here"),
+    ({"network": {**TINY_UNET, "channels": 32}}, "network is {'name': 'unet', 'channels': 16,"),
+    ({"loss": "x0_mse"}, "loss is eps_mse there but x0_mse here"),
+])
+def test_resuming_with_other_model_settings_is_refused_with_the_keys_named(tmp_path, capsys, resumable, override,
+                                                                         message):
+    _, good = resumable
+    err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path / "changed", **override)),
+                               "--ckpt_path", str(good)])
+    assert f"error: cannot resume from {good} with other model settings: {message}" in err, err
+    assert "Traceback" not in err
+
+
+def test_a_folder_that_holds_a_run_is_not_continued_or_overwritten_by_accident(tmp_path, capsys, resumable):
+    config, good = resumable
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    last = folder / "last.ckpt"
+    last.write_bytes(good.read_bytes())
+    err = train_error(capsys, ["fit", "--config", str(config), "--model.loss", "min_snr"])
+    assert f"error: {tmp_path / 'run'} already holds a run (checkpoints up to step 4 in {folder}): resume it with " \
+           f"--ckpt_path last, or start a new run in another folder with --trainer.default_root_dir DIR" in err
+    assert last.read_bytes() == good.read_bytes()
+
+
+def test_last_is_the_checkpoint_of_highest_step(tmp_path, resumable):
+    config, good = resumable
+    model, folder = cli_model(config), tmp_path / "checkpoints"
+    folder.mkdir()
+    for name, step, age in (("last", 4, 30), ("on_exception", 2, 0), ("best-step=4", 4, 0), ("last-v1", 3, 10)):
+        path = synthetic_checkpoint(model, folder / f"{name}.ckpt", global_step=step)
+        os.utime(path, (path.stat().st_atime, path.stat().st_mtime - age))  # on_exception.ckpt is the newest
+    assert resume_path("last", [folder], "run") == str(folder / "last.ckpt")
+    assert resume_path(str(good), [folder], "run") == str(good)
+    with pytest.raises(ConfigError, match="--ckpt_path last: no checkpoint to resume under run"):
+        resume_path("last", [tmp_path / "empty"], "run")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data.batch_size", "0"], "error: batch_size and val_size must be >= 1, got 0, 64"),
+    (["--data.batch_size", "-4"], "error: batch_size and val_size must be >= 1, got -4, 64"),
+    (["--data.val_size", "100000"], "error: val_size (100000) must be smaller than the dataset (1797 items)"),
+    (["--trainer.max_steps", "-5"], "error: `max_steps` must be a non-negative integer or -1"),
+    (["--trainer.val_check_interval", "0"], "error: trainer.val_check_interval must be > 0"),
+    (["--trainer.devices", "0"], "error: `Trainer(devices='0')` value is not a valid input using cpu accelerator."),
+    (["--trainer.callbacks+=ddpm_signrelu.callbacks.RiskMetrics", "--trainer.callbacks.num_items", "1"],
+     "error: RiskMetrics needs num_items >= 2"),
+    (["--data.class_path", "helpers.MissingDigits"], "error: digits files not found"),
+])
+def test_bad_data_trainer_and_callback_settings_are_one_line(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.syspath_prepend(str(ROOT / "tests"))
+    err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path)), *args])
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.glob("run/checkpoints/*"))
+
+
+def test_sample_refuses_bad_steps_and_outputs_before_sampling(tmp_path, capsys, resumable):
+    _, good = resumable
+    assert sample_error(capsys, ["--ckpt_path", str(good), "--steps", "0", "--output", str(tmp_path / "a")]) == \
+        "error: sampling steps must be in 1..T = 1..50, got 0"
+    a_file = tmp_path / "file"
+    a_file.write_text("keep")
+    assert sample_error(capsys, ["--ckpt_path", str(good), "--output", str(a_file)]) == \
+        f"error: output {a_file} is a file, not a folder; give a folder for the samples"
+    assert a_file.read_text() == "keep"
+    assert sample_error(capsys, ["--ckpt_path", str(good), "--output", str(a_file / "below")]).startswith(
+        f"error: cannot write to output folder {a_file / 'below'}")
+    assert sample_error(capsys, ["--ckpt_path", str(good), "--output", "/proc/samples"]).startswith(
+        "error: cannot write to output folder /proc/samples")
     assert "num_samples and batch_size must be >= 1" in sample_error(
-        capsys, ["--ckpt_path", str(foreign), "--num_samples", "0"])
+        capsys, ["--ckpt_path", str(good), "--num_samples", "0"])
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
@@ -193,6 +299,22 @@ def test_every_config_builds_its_model_and_data(path, tmp_path, monkeypatch):
         assert round(params / 1e6, 1) == 35.7
     if path.stem == "cifar10":  # the same U-Net; the ratio head adds its atoms and logits
         assert 35.7e6 < params < 36.5e6
+
+
+@pytest.mark.slow
+def test_default_root_dir_moves_everything_a_run_writes(tmp_path):
+    config = tiny_config(tmp_path, wandb=True)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["logger"] = [lg for lg in settings["trainer"]["logger"] if "Wandb" in lg["class_path"]]
+    config.write_text(yaml.safe_dump(settings))  # the shipped configs' logging: W&B alone, no folder named
+    other = tmp_path / "other"
+    result = run("train.py", "fit", "--config", config, "--trainer.default_root_dir", other, "--model.loss", "min_snr")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
+    assert {p.name for p in other.iterdir()} >= {"checkpoints", "config.yaml", "samples", "wandb", "risk_curves.csv"}
+    assert torch.load(other / "checkpoints" / "last.ckpt", weights_only=False)["hyper_parameters"]["loss"] == "min_snr"
+    assert "Restored" not in result.stderr  # a new run, not a resumed one
+    assert "not recommended to provide both args" not in result.stderr  # LightningCLI reads the command line itself
 
 
 @pytest.mark.slow

@@ -1,8 +1,11 @@
+import math
+
 import pytest
 import torch
 
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.nn import SignReLU, build_denoiser
+from ddpm_signrelu.nn.layers import timestep_embedding
 
 SMALL = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 8,
          "head_channels": 16}
@@ -60,3 +63,16 @@ def test_other_network_errors():
         build_denoiser((64,), SMALL, {"name": "plain"})
     with pytest.raises(ConfigError, match=r"unknown network option\(s\) \['width'\]"):
         build_denoiser((1, 8, 8), {**SMALL, "width": 3}, {"name": "plain"})
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_time_embedding_follows_the_input_dtype(dtype):
+    """cos/sin(t·10000^(−k/half)), zero-padded to odd dim, in the input's dtype, computed in at least float32."""
+    t = torch.tensor([0, 1, 517, 999])
+    emb = timestep_embedding(t, 9, dtype=dtype)
+    freqs = torch.exp(-math.log(10_000) * torch.arange(4, dtype=torch.float64) / 4)
+    args = t.double()[:, None] * freqs
+    exact = torch.cat([args.cos(), args.sin(), torch.zeros(4, 1, dtype=torch.float64)], 1)
+    assert emb.dtype == dtype and emb.shape == (4, 9)
+    tol = {torch.float64: 1e-12, torch.float32: 1e-4, torch.bfloat16: 8e-3}[dtype]
+    torch.testing.assert_close(emb.double(), exact, rtol=0, atol=tol)  # bf16 arguments would make t = 999 into 1000

@@ -45,6 +45,29 @@ def test_uint8_reference_set_gives_the_same_result():
                                brute_force(x_t, ab, levels.float()), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("step", [0, 10, 300, 999])
+def test_uint8_levels_with_mirror_images_match_brute_force_over_the_concatenated_set(step):
+    """Stored levels u (uint8) with num_levels and hflip: the atoms are x = u/127.5 − 1 and their left-right
+    mirror images, never stored; brute force runs over the explicitly concatenated float64 set."""
+    g = torch.Generator().manual_seed(4)
+    levels = torch.randint(0, 256, (40, 3, 4, 5), generator=g, dtype=torch.uint8)  # W = 5: a flip is not a transpose
+    atoms = levels.double() / 127.5 - 1
+    both = torch.cat([atoms, atoms.flip(-1)])
+    ab = NoiseSchedule.from_name("linear", 1000).alphas_cumprod[step].expand(6)
+    x0 = both[[0, 45, 3, 70, 12, 79]]  # items and mirror images
+    x_t = (ab.sqrt()[:, None, None, None] * x0 + (1 - ab).sqrt()[:, None, None, None] * torch.randn(
+        6, 3, 4, 5, generator=g, dtype=torch.float64)).float()
+    expected = brute_force(x_t, ab, both)
+    for chunk in (7, 16, 4096):
+        got = empirical_bayes_denoiser(x_t, ab, levels, chunk, num_levels=256, hflip=True)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-10)
+    unflipped = empirical_bayes_denoiser(x_t, ab, levels, 16, num_levels=256)
+    torch.testing.assert_close(unflipped, brute_force(x_t, ab, atoms), rtol=0, atol=1e-10)
+    if step == 0:  # the posterior sits on the noised item: a mirror image is recovered only with hflip
+        torch.testing.assert_close(got[1], both[45], rtol=0, atol=1e-6)
+        assert (unflipped[1] - both[45]).abs().max() > 0.1
+
+
 @pytest.mark.parametrize("step,atol", [(300, 1e-4), (999, 1e-5)])
 def test_float32_path_where_one_minus_alpha_bar_is_not_small(step, atol):
     g = torch.Generator().manual_seed(2)

@@ -38,8 +38,12 @@ def test_kill_and_resume_gives_the_uninterrupted_run(tmp_path):
     for key in ("state_dict", "current_model_state"):  # EMA weights, then the raw ones
         for name, value in a[key].items():
             assert torch.equal(b[key][name], value), f"{key}: {name}"
-    for sa, sb in zip(a["optimizer_states"][0]["state"].values(), b["optimizer_states"][0]["state"].values()):
-        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    states = a["optimizer_states"][0]["state"], b["optimizer_states"][0]["state"]
+    num_weights = sum(len(group["params"]) for group in a["optimizer_states"][0]["param_groups"])
+    assert states[0].keys() == states[1].keys() and len(states[0]) == num_weights > 0
+    for index, state in states[0].items():
+        assert state.keys() == states[1][index].keys() == {"step", "exp_avg", "exp_avg_sq"}
+        assert all(torch.equal(state[k], states[1][index][k]) for k in state), index
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
 
@@ -55,3 +59,23 @@ def test_an_exception_leaves_a_checkpoint_that_resume_picks_up(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "on_exception.ckpt" in resumed.stderr  # the newer checkpoint was chosen
     assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 8
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_start_that_fails_before_its_first_step_leaves_no_checkpoint_and_last_continues(tmp_path):
+    first = run("train.py", "fit", "--config", config(tmp_path), "--trainer.max_steps", 4)
+    assert first.returncode == 0, first.stderr[-3000:]
+    folder = tmp_path / "run" / "checkpoints"
+    last = folder / "last.ckpt"
+    written = last.read_bytes()
+    for failure in (["--ckpt_path", tmp_path / "missing.ckpt"], ["--ckpt_path", "last", "--data.class_path",
+                                                                  "helpers.MissingDigits"]):
+        failed = run("train.py", "fit", "--config", config(tmp_path), *failure)
+        assert failed.returncode == 2 and failed.stderr.strip().splitlines()[-1].startswith("error: "), failed.stderr
+        assert not list(folder.glob("on_exception*"))
+        assert last.read_bytes() == written
+    resumed = run("train.py", "fit", "--config", config(tmp_path), "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"Restored all states from the checkpoint at {last}" in resumed.stderr
+    assert torch.load(last, weights_only=False)["global_step"] == 8

@@ -9,11 +9,14 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging
 from lightning.pytorch.loggers import CSVLogger
+from PIL import Image
 
 from ddpm_signrelu.callbacks import DiscrepancyStop, RiskMetrics, StopReport
-from ddpm_signrelu.data import DigitsDataModule, GaussianMixtureDataModule
+from ddpm_signrelu.data import DigitsDataModule, GaussianMixtureDataModule, ImageFolderDataModule
+from ddpm_signrelu.diffusion import NoiseSchedule, predict
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.lit import DiffusionModel
+from ddpm_signrelu.metrics import empirical_bayes_denoiser
 
 from test_training import tiny_model
 
@@ -112,6 +115,31 @@ def test_setup_errors_are_clear(tmp_path):
 
     with pytest.raises(ConfigError, match="held-out split"):
         fit(tmp_path, mixture_model(), NoHeldOut(), [RiskMetrics()], max_steps=2, val_every=1)
+
+
+def test_reference_of_flipped_uint8_images_is_the_concatenated_float_set(tmp_path):
+    """Under hflip the atoms of D*_n are the stored uint8 training images and their mirror images (never stored):
+    the cached D*_n equals D*_n over the explicitly concatenated float64 set, and differs from it without flips."""
+    g = torch.Generator().manual_seed(0)
+    for i in range(16):
+        pixels = torch.randint(0, 256, (6, 5, 3), generator=g, dtype=torch.uint8).numpy()
+        Image.fromarray(pixels).save(tmp_path / f"{i}.png")
+    dm = ImageFolderDataModule(root=str(tmp_path), image_size=5, val_size=6, hflip=True)
+    dm.setup("fit")
+    schedule = NoiseSchedule.from_name("linear", 100)
+    risk = RiskMetrics(num_items=6, num_strata=4, chunk_size=3)
+    risk.prepare(dm, schedule, 256, torch.device("cpu"))
+    assert dm.train_data.dtype == torch.uint8 and dm.train_data.shape == (10, 3, 5, 5)
+    atoms = dm.train_data.double() / 127.5 - 1
+    rows = [int(((atoms.float() - x).abs().flatten(1).amax(1) < 1e-6).nonzero()) for x in risk.train_points.x0]
+    assert len(set(rows)) == 6 and risk.train_points.x0.dtype == torch.float32  # training items, served as floats
+
+    def dense(reference):
+        return predict(lambda x, t: empirical_bayes_denoiser(x, schedule.alphas_cumprod[t], reference).float(),
+                       risk.train_points)
+
+    torch.testing.assert_close(risk.ref_train, dense(torch.cat([atoms, atoms.flip(-1)])), rtol=0, atol=1e-6)
+    assert (risk.ref_train - dense(atoms)).abs().max() > 0.05
 
 
 def overfitting_run(tmp_path, callbacks, max_steps=1500):

@@ -57,7 +57,9 @@ def test_loader_gives_flipped_images_and_the_keys():
     dm = DigitsDataModule(batch_size=16, val_size=100)
     dm.setup("fit")
     x, index, positions, seed = next(iter(dm.train_dataloader()))
-    assert x.shape == (16, 1, 8, 8) and torch.equal(x, dm.train_data[index])
+    assert x.shape == (16, 1, 8, 8) and torch.equal(x, dm.to_unit(dm.train_data[index]))
+    assert x.dtype == torch.float32 and torch.equal(x, dm.train_data[index].float() / 8 - 1)  # 17 levels
     assert torch.equal(positions, torch.arange(16)) and isinstance(seed, int)
     val = list(dm.val_dataloader())
     assert torch.equal(torch.cat([i for _, i in val]), torch.arange(100))
+    assert torch.equal(torch.cat([x for x, _ in val]), dm.val_data.float() / 8 - 1)

@@ -64,13 +64,14 @@ def test_conversions_round_trip_and_eps_loss_identity():
     g = torch.Generator().manual_seed(0)
     x0, eps, x0_hat = (torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64) for _ in range(3))
     ab = torch.tensor([0.9999, 0.7, 0.2, 1e-4], dtype=torch.float64).view(4, 1, 1, 1)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-    torch.testing.assert_close(eps_from_x0(x_t, x0, ab), eps)
-    torch.testing.assert_close(x0_from_eps(x_t, eps, ab), x0)
-    v = v_from(x0, eps, ab)
-    torch.testing.assert_close(x0_from_v(x_t, v, ab), x0)
-    torch.testing.assert_close(eps_from_v(x_t, v, ab), eps)
-    lhs = (eps - eps_from_x0(x_t, x0_hat, ab)).pow(2).flatten(1).sum(1)
+    a, s = ab.sqrt(), (1 - ab).sqrt()
+    x_t = a * x0 + s * eps
+    torch.testing.assert_close(eps_from_x0(x_t, x0, a, s), eps)
+    torch.testing.assert_close(x0_from_eps(x_t, eps, a, s), x0)
+    v = v_from(x0, eps, a, s)
+    torch.testing.assert_close(x0_from_v(x_t, v, a, s), x0)
+    torch.testing.assert_close(eps_from_v(x_t, v, a, s), eps)
+    lhs = (eps - eps_from_x0(x_t, x0_hat, a, s)).pow(2).flatten(1).sum(1)
     rhs = (ab / (1 - ab)).flatten() * (x0 - x0_hat).pow(2).flatten(1).sum(1)
     torch.testing.assert_close(lhs, rhs)
 

@@ -1,6 +1,7 @@
 """Image data modules on their files: Fashion-MNIST from ../shared/data; MNIST, CIFAR-10 and an image folder
 generated in torchvision's layouts."""
 
+import hashlib
 import pickle
 import shutil
 from pathlib import Path
@@ -29,8 +30,11 @@ def test_fashion_mnist_from_local_archives_without_network(fashion_root):
     dm = FashionMNISTDataModule(root=str(fashion_root), val_size=1000, seed=3)
     dm.setup("fit")
     assert dm.train_data.shape == (60_000, 1, 28, 28) and dm.val_data.shape == (1000, 1, 28, 28)
-    levels = (dm.train_data[:500] + 1) * 127.5
-    assert torch.allclose(levels, levels.round(), atol=1e-4) and levels.min() == 0 and levels.max() == 255
+    assert dm.train_data.dtype == dm.val_data.dtype == torch.uint8  # 47 MB, not 188 MB of float32
+    assert dm.train_data[:500].min() == 0 and dm.train_data[:500].max() == 255
+    x = dm.to_unit(dm.train_data[:500])
+    assert x.dtype == torch.float32
+    torch.testing.assert_close((x + 1) * 127.5, dm.train_data[:500].float(), atol=1e-4, rtol=0)
     # The held-out images are a seeded subset of the official test split: same seed, same images.
     again = FashionMNISTDataModule(root=str(fashion_root), val_size=1000, seed=3)
     again.setup("fit")
@@ -56,12 +60,13 @@ def test_image_folder_resizes_crops_and_flips(tmp_path):
                                batch_size=5)
     dm.setup("fit")
     assert dm.train_data.shape == (10, 3, 16, 16) and dm.val_data.shape == (2, 3, 16, 16)
-    assert dm.reference_data.shape == (20, 3, 16, 16)  # mirror images are atoms of the training measure
+    assert dm.train_data.dtype == torch.uint8
     flipped = []
     for _, (x, index, *_) in zip(range(16), dm.train_dataloader()):
+        assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
         for image, i in zip(x, index):
-            flipped.append(torch.equal(image, dm.train_data[i].flip(-1)))
-            assert flipped[-1] or torch.equal(image, dm.train_data[i])
+            flipped.append(torch.equal(image, dm.to_unit(dm.train_data[i].flip(-1))))
+            assert flipped[-1] or torch.equal(image, dm.to_unit(dm.train_data[i]))
     assert 20 < sum(flipped) < 60
     grey = ImageFolderDataModule(root=str(tmp_path), image_size=8, channels=1, val_size=2)
     grey.setup("fit")
@@ -88,30 +93,41 @@ def test_mnist_reads_torchvision_raw_files(tmp_path):
     dm = MNISTDataModule(root=str(tmp_path), val_size=40, num_workers=0)
     dm.setup("fit")
     assert dm.data_shape == (1, 28, 28) and dm.num_levels == 256
-    torch.testing.assert_close(dm.train_data, torch.from_numpy(train).float()[:, None] / 127.5 - 1, atol=1e-6, rtol=0)
-    test_rows = [int(np.flatnonzero((test == ((x[0] + 1) * 127.5).round().numpy()).all((1, 2)))[0])
-                 for x in dm.val_data]
+    assert torch.equal(dm.train_data, torch.from_numpy(train).to(torch.uint8)[:, None])
+    torch.testing.assert_close(dm.to_unit(dm.train_data), torch.from_numpy(train).float()[:, None] / 127.5 - 1,
+                               atol=1e-6, rtol=0)
+    test_rows = [int(np.flatnonzero((test == x[0].numpy()).all((1, 2)))[0]) for x in dm.val_data]
     assert len(set(test_rows)) == 40  # 40 distinct images of the official test split
 
 
-def test_cifar10_reads_torchvision_python_batches(tmp_path, monkeypatch):
-    """CIFAR-10 in torchvision's layout (pickled batches, generated here; their checksums cannot match the
-    published ones, so torchvision's MD5 check is skipped for this test only)."""
+CIFAR_BATCHES = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+
+
+def write_cifar_batches(root: Path, monkeypatch) -> dict:
+    """CIFAR-10's python batches in torchvision's layout, 20 images each, generated: their checksums cannot match
+    the published ones, so torchvision's MD5 lists are replaced by theirs for the test. Returns name -> rows."""
     import torchvision
 
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
     images = {}
-    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]:
+    for name in CIFAR_BATCHES:
         images[name] = rng.integers(0, 256, (20, 3 * 32 * 32), dtype=np.uint8)
         with open(folder / name, "wb") as f:
             pickle.dump({"data": images[name], "labels": list(rng.integers(0, 10, 20))}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [str(i) for i in range(10)]}, f)
-    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
+    md5 = {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in CIFAR_BATCHES}
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "train_list", [[n, md5[n]] for n in CIFAR_BATCHES[:5]])
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    return images
+
+
+def test_cifar10_reads_torchvision_python_batches(tmp_path, monkeypatch):
+    images = write_cifar_batches(tmp_path, monkeypatch)
     dm = CIFAR10DataModule(root=str(tmp_path), val_size=10, num_workers=0, batch_size=8)
     dm.setup("fit")
     assert dm.train_data.shape == (100, 3, 32, 32) and dm.val_data.shape == (10, 3, 32, 32) and dm.hflip is False
-    first = torch.from_numpy(images["data_batch_1"][0].reshape(3, 32, 32)).float() / 127.5 - 1  # CHW rows
-    torch.testing.assert_close(dm.train_data[0], first, atol=1e-6, rtol=0)
+    assert torch.equal(dm.train_data[0], torch.from_numpy(images["data_batch_1"][0].reshape(3, 32, 32)))  # CHW rows
+    first = torch.from_numpy(images["data_batch_1"][0].reshape(3, 32, 32)).float() / 127.5 - 1
+    torch.testing.assert_close(dm.to_unit(dm.train_data[0]), first, atol=1e-6, rtol=0)
+    assert torch.equal(dm.train_data[80:], torch.from_numpy(images["data_batch_5"]).view(20, 3, 32, 32))

@@ -1,8 +1,10 @@
-"""Lightning callbacks: risk metrics, early stopping, sample grids, FID/KID."""
+"""Lightning callbacks: risk metrics, early stopping, sample grids, FID/KID, the exception checkpoint."""
 
+from ddpm_signrelu.callbacks.checkpoint import ExceptionCheckpoint
 from ddpm_signrelu.callbacks.quality import SampleQuality
 from ddpm_signrelu.callbacks.risk import RiskMetrics
 from ddpm_signrelu.callbacks.samples import SampleGrid, SampleWriter
 from ddpm_signrelu.callbacks.stopping import DiscrepancyStop, StopReport
 
-__all__ = ["DiscrepancyStop", "RiskMetrics", "SampleGrid", "SampleQuality", "SampleWriter", "StopReport"]
+__all__ = ["DiscrepancyStop", "ExceptionCheckpoint", "RiskMetrics", "SampleGrid", "SampleQuality", "SampleWriter",
+           "StopReport"]

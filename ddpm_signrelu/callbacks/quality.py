@@ -52,7 +52,7 @@ class SampleQuality(ValidationEvaluator):
         data = dm.train_data if self.reference == "train" else dm.val_data
         rows = rank_share(trainer, min(len(data), self.max_reference))
         for i in range(rows.start, rows.stop, self.batch_size):
-            batch = data[i:min(i + self.batch_size, rows.stop)].to(pl_module.device)
+            batch = dm.to_unit(data[i:min(i + self.batch_size, rows.stop)]).to(pl_module.device)
             self.distances.update(to_uint8(batch, pl_module.hparams.num_levels), real=True)
         self._reference_done = True
 

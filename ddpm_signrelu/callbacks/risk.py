@@ -20,17 +20,17 @@ class RiskMetrics(ValidationEvaluator):
     """Logs ``risk/*`` (theory.md §6.2, §6.4) and the per-log-SNR curves ``risk/curves`` (§6.3) at validation.
 
     S_train and S_held are fixed seeded subsets of ``num_items`` items of the training and held-out splits; item j
-    of both shares its draws (t, ε), one t per log-SNR stratum plus t = 1. D*_n (over the whole training split)
-    and, for data of known density, D* are computed once at fit start and cached; each evaluation then costs
-    2·num_items·(num_strata + 1) network calls, items sharded over ranks and reduced with torchmetrics. With a
-    ``WeightAveraging`` callback (EMA) the averaged weights are evaluated.
+    of both shares its draws (t, ε), one t per log-SNR stratum plus t = 1. D*_n (over the whole training split,
+    and its mirror images under ``hflip``) and, for data of known density, D* are computed once at fit start and
+    cached; each evaluation then costs 2·num_items·(num_strata + 1) network calls, items sharded over ranks and
+    reduced with torchmetrics. With a ``WeightAveraging`` callback (EMA) the averaged weights are evaluated.
 
     Args:
         num_items: m, the size of S_train and S_held.  num_strata: K.  proposal: π_k, ``weight`` or ``uniform``.
         every_n_val_checks: evaluate at every n-th validation check (never during the sanity check).
         batch_size: network inputs per call.  chunk_size: training rows per step of D*_n.
         seed: seed of the subsets and draws.  entropy_samples: Monte Carlo size of H(p) (known density).
-        max_memory_gb: bound on what one rank holds (reference set and cache); set-up fails above it.
+        max_memory_gb: bound on what one rank holds (:meth:`memory_bytes`); set-up fails above it.
     """
 
     def __init__(self, num_items: int = 256, num_strata: int = 16, proposal: str = "weight",
@@ -49,7 +49,7 @@ class RiskMetrics(ValidationEvaluator):
             return
         dm = trainer.datamodule
         train, held = getattr(dm, "train_data", None), getattr(dm, "val_data", None)
-        if train is None or held is None or len(held) == 0:
+        if train is None or held is None or len(held) == 0 or not hasattr(dm, "to_unit"):
             raise ConfigError("RiskMetrics needs a data module with a training split and a held-out split "
                               "(train_data and val_data, val_size >= 1); use a ddpm_signrelu data module")
         m = self.num_items
@@ -58,17 +58,30 @@ class RiskMetrics(ValidationEvaluator):
                               f"split ({len(held)}); lower num_items or enlarge the splits")
         if m < trainer.world_size:
             raise ConfigError(f"RiskMetrics num_items={m} is below the number of processes ({trainer.world_size})")
-        dim, k = train[0].numel(), self.num_strata + 1
-        per_rank = math.ceil(m / trainer.world_size)
-        reference = getattr(dm, "reference_data", train)
-        need = (reference.numel() * reference.element_size() + per_rank * k * dim * 4 * 5
-                + self.batch_size * self.chunk_size * 8)
-        if need > self.max_memory_gb * 2**30:
-            raise ConfigError(
-                f"RiskMetrics would hold {need / 2**30:.2f} GiB per process (reference set {tuple(reference.shape)} for "
-                f"D*_n, cache of {per_rank} items x {k} points x {dim} values x 5 arrays), above max_memory_gb="
-                f"{self.max_memory_gb}; lower num_items, num_strata or batch_size, or raise max_memory_gb")
+        self.check_memory(len(train), tuple(train.shape[1:]), train.dtype, trainer.world_size)
         super().setup(trainer, pl_module, stage)
+
+    def memory_bytes(self, num_train: int, item_shape: tuple[int, ...], dtype: torch.dtype,
+                     world_size: int = 1) -> int:
+        """Bytes one of ``world_size`` processes holds for these metrics, from sizes alone: the training split
+        (num_train items of ``item_shape`` in ``dtype``, as stored: D*_n flips and converts it chunk by chunk),
+        the cache (⌈m/W⌉ items x (K + 1) points x D values x 5 float32 arrays) and D*_n's working set (the logits,
+        batch x chunk, and a chunk converted to float64)."""
+        dim = math.prod(item_shape)
+        cache = math.ceil(self.num_items / world_size) * (self.num_strata + 1) * dim * 4 * 5
+        return num_train * dim * dtype.itemsize + cache + self.chunk_size * (self.batch_size + dim) * 8
+
+    def check_memory(self, num_train: int, item_shape: tuple[int, ...], dtype: torch.dtype,
+                     world_size: int = 1) -> None:
+        """A ConfigError, with the numbers and the fix, where :meth:`memory_bytes` exceeds ``max_memory_gb``."""
+        need = self.memory_bytes(num_train, item_shape, dtype, world_size)
+        if need > self.max_memory_gb * 2**30:
+            per_rank, k, dim = math.ceil(self.num_items / world_size), self.num_strata + 1, math.prod(item_shape)
+            raise ConfigError(
+                f"RiskMetrics would hold {need / 2**30:.2f} GiB per process (reference set {(num_train, *item_shape)} "
+                f"{str(dtype).removeprefix('torch.')} for D*_n, cache of {per_rank} items x {k} points x {dim} values "
+                f"x 5 arrays), above max_memory_gb={self.max_memory_gb}; lower num_items, num_strata or batch_size, "
+                f"or raise max_memory_gb")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.prepare(trainer.datamodule, pl_module.schedule, pl_module.hparams.num_levels, pl_module.device,
@@ -76,7 +89,8 @@ class RiskMetrics(ValidationEvaluator):
 
     def prepare(self, dm, schedule, num_levels: int | None, device, rank: int = 0, world_size: int = 1) -> None:
         """Fix S_train, S_held and the draws of this rank's items; cache D*_n (and D*) there; reduce the
-        θ-independent metrics. ``dm``: a set-up data module with ``train_data`` and ``val_data``."""
+        θ-independent metrics. ``dm``: a set-up :class:`~ddpm_signrelu.data.TensorDataModule`; D*_n's atoms are its
+        training split and, under ``hflip``, their mirror images."""
         self.schedule, self.num_levels = schedule, num_levels
         self.strata = Strata(schedule, min(self.num_strata, schedule.num_timesteps - 1), self.proposal)
         g = torch.Generator().manual_seed(self.seed)
@@ -85,14 +99,14 @@ class RiskMetrics(ValidationEvaluator):
         items = list(range(rank, self.num_items, world_size))
         shape = tuple(dm.train_data.shape[1:])
         draws = draw_for_items(self.strata, self.seed, items, shape)
-        self.train_points = evaluation_points(schedule, dm.train_data[train_rows[items]].to(device), draws)
-        self.held_points = evaluation_points(schedule, dm.val_data[held_rows[items]].to(device), draws)
+        self.train_points = evaluation_points(schedule, dm.to_unit(dm.train_data[train_rows[items]]).to(device), draws)
+        self.held_points = evaluation_points(schedule, dm.to_unit(dm.val_data[held_rows[items]]).to(device), draws)
         self.mixture = getattr(dm, "mixture", None)
-        reference = getattr(dm, "reference_data", dm.train_data)  # with flips: the mirror images are atoms too
 
         def empirical(x_t, t):
             ab = self.schedule.alphas_cumprod.to(device)[t]
-            return empirical_bayes_denoiser(x_t, ab, reference, self.chunk_size).float()
+            return empirical_bayes_denoiser(x_t, ab, dm.train_data, self.chunk_size, num_levels=dm.num_levels,
+                                            hflip=dm.hflip).float()
 
         self.ref_train = predict(empirical, self.train_points, self.batch_size)
         self.ref_held = predict(empirical, self.held_points, self.batch_size)

@@ -64,7 +64,7 @@ class DiscrepancyStop(ValidationEvaluator):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
         rows = torch.randperm(len(dm.train_data), generator=torch.Generator().manual_seed(self.seed))
-        items = dm.train_data[rows[: self.num_items]].repeat_interleave(self.draws_per_item, 0)
+        items = dm.to_unit(dm.train_data[rows[: self.num_items]]).repeat_interleave(self.draws_per_item, 0)
         self.train_items = items.to(pl_module.device)
         population = dm.population(self.population_samples, seed=self.seed + 1)
         bayes = dm.mixture.denoiser_at_steps(pl_module.schedule.alphas_cumprod)

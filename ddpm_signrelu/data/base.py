@@ -11,40 +11,53 @@ from ddpm_signrelu.data.sampling import GlobalBatchSampler, LocalBatch
 from ddpm_signrelu.errors import ConfigError
 
 
+def levels_to_unit(levels: torch.Tensor, num_levels: int, dtype: torch.dtype = torch.float32,
+                   device: torch.device | None = None) -> torch.Tensor:
+    """Map integer levels u ∈ {0..L−1} to x = 2u/(L − 1) − 1 ∈ [−1, 1] (theory.md §1), in ``dtype`` on ``device``:
+    one new tensor, whatever the input."""
+    return levels.to(device=device, dtype=dtype, copy=True).mul_(2.0 / (num_levels - 1)).sub_(1.0)
+
+
+def stored_to_unit(data: torch.Tensor, num_levels: int | None) -> torch.Tensor:
+    """Stored rows as float32: uint8 levels mapped to [−1, 1] by :func:`levels_to_unit`; continuous data
+    (``num_levels`` None) are stored as float32 already."""
+    return data if num_levels is None else levels_to_unit(data, num_levels)
+
+
 class IndexedTensorDataset(Dataset):
-    """Items are (x, index): the index lets evaluation draw fixed noise per item.
+    """Items are (x, index), x the stored ``data`` converted by :func:`stored_to_unit`: the index lets evaluation
+    draw fixed noise per item.
 
     A :class:`LocalBatch` key gives a whole training batch at once, (x, indices, positions, seed), with its
     images flipped left-right where the key says so (see :mod:`ddpm_signrelu.data.sampling`).
     """
 
-    def __init__(self, data: torch.Tensor):
-        self.data = data
+    def __init__(self, data: torch.Tensor, num_levels: int | None):
+        self.data, self.num_levels = data, num_levels
 
     def __len__(self) -> int:
         return len(self.data)
 
     def __getitem__(self, key: int | LocalBatch):
         if not isinstance(key, LocalBatch):
-            return self.data[key], key
+            return stored_to_unit(self.data[key], self.num_levels), key
         x = self.data[key.indices]
         if key.flips.any():
             x = torch.where(key.flips.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+        x = stored_to_unit(x, self.num_levels)
         return x, key.indices, key.positions, key.seed  # an int: it stays on the host, no device sync to read it
 
 
-def levels_to_unit(levels: torch.Tensor, num_levels: int) -> torch.Tensor:
-    """Map integer levels u ∈ {0..L−1} to x = 2u/(L − 1) − 1 ∈ [−1, 1] (theory.md §1)."""
-    return levels.float() * (2.0 / (num_levels - 1)) - 1.0
-
-
 class TensorDataModule(L.LightningDataModule):
-    """Base class: subclasses implement :meth:`load` returning all items in [−1, 1], shape (N, *data_shape), split
-    here by seed; or :meth:`load_splits` returning (train, held-out) where the data come with a test split.
+    """Base class: subclasses implement :meth:`load` returning all items, shape (N, *data_shape), split here by
+    seed; or :meth:`load_splits` returning (train, held-out) where the data come with a test split.
 
-    ``data_shape`` and ``num_levels`` (None for continuous data) describe the data to the model. ``hflip`` flips
-    training images left-right at random; the flipped copies then belong to the training measure, so
-    :attr:`reference_data` (the atoms of D*_n in the risk metrics, theory.md §6.1) holds both.
+    ``data_shape`` and ``num_levels`` (None for continuous data) describe the data to the model. Items are held
+    in :attr:`storage_dtype`: quantized data as uint8 levels u ∈ {0..L−1} (4x smaller than float32), continuous
+    data as float32; :meth:`to_unit` gives the float32 values of any stored rows (x ∈ [−1, 1] for levels), and
+    the loaders serve batches so converted. ``hflip`` flips training images left-right at random; the mirror
+    images then belong to the training measure too (atoms of D*_n in the risk metrics, theory.md §6.1), flipped
+    from ``train_data`` where needed, never stored.
 
     ``batch_size`` is the global batch: each of W processes (devices × nodes) takes ``batch_size / W`` items
     of it, so a config trains the same way on any number of GPUs. ``seed`` fixes the split, the order of the
@@ -80,9 +93,13 @@ class TensorDataModule(L.LightningDataModule):
             self.train_data, self.val_data = self.load_splits()
 
     @property
-    def reference_data(self) -> torch.Tensor:
-        """The training measure's atoms: the training split, with its mirror images under ``hflip``."""
-        return torch.cat([self.train_data, self.train_data.flip(-1)]) if self.hflip else self.train_data
+    def storage_dtype(self) -> torch.dtype:
+        """The dtype of ``train_data`` and ``val_data``: uint8 levels for quantized data, else float32."""
+        return torch.float32 if self.num_levels is None else torch.uint8
+
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Stored rows ``x`` (of ``train_data`` or ``val_data``) as float32, in [−1, 1] for quantized data."""
+        return stored_to_unit(x, self.num_levels)
 
     def _loader_options(self) -> dict:
         cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
@@ -97,14 +114,14 @@ class TensorDataModule(L.LightningDataModule):
             world, rank = trainer.world_size, trainer.global_rank
             start = trainer.global_step * trainer.accumulate_grad_batches
         sampler = GlobalBatchSampler(len(self.train_data), self.batch_size, world, rank, self.seed, self.hflip, start)
-        return DataLoader(IndexedTensorDataset(self.train_data), sampler=sampler, batch_size=None,
-                          **self._loader_options())
+        dataset = IndexedTensorDataset(self.train_data, self.num_levels)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
         """Held-out items in order, sharded over the processes with no item repeated (a padded shard would
         count some items twice), ``batch_size / W`` per process."""
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-        dataset = IndexedTensorDataset(self.val_data)
+        dataset = IndexedTensorDataset(self.val_data, self.num_levels)
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
         return DataLoader(dataset, sampler=sampler, batch_size=max(1, self.batch_size // world),
                           **self._loader_options())

@@ -1,17 +1,24 @@
 """Image datasets: torchvision's MNIST, Fashion-MNIST and CIFAR-10, and any folder of images.
 
-Data are held in memory in [−1, 1] on 256 levels (x = u/127.5 − 1). Files already under ``root`` are used
-without network access; ``download: true`` fetches what is missing (users with internet).
+Images are held in memory as uint8 levels u ∈ {0..255} and served as x = u/127.5 − 1. Files already under ``root``
+are read here, their checksums verified, without network access; ``download: true`` lets torchvision fetch what
+is missing (users with internet).
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
+import pickle
+import tarfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ddpm_signrelu.data.base import TensorDataModule, levels_to_unit
+from ddpm_signrelu.data.base import TensorDataModule
+from ddpm_signrelu.data.files import REFETCH, check_md5, idx_images
 from ddpm_signrelu.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
@@ -19,66 +26,146 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 
 class TorchvisionDataModule(TensorDataModule):
     """A torchvision dataset with a training and a test split; the held-out split is ``val_size`` test images
-    chosen by seed (all of them when ``val_size`` is at least the test split's size)."""
+    chosen by seed (all of them when ``val_size`` is at least the test split's size).
+
+    Subclasses say where the files are (``folder``, ``expected_files``), whether they are there (:meth:`have_files`)
+    and read them (:meth:`read_splits`); torchvision is used only to download, when ``download`` is true.
+    """
 
     dataset_name: str
     num_levels = 256
+    folder: Path
+    expected_files: list[str]
 
     def __init__(self, root: str = "data", download: bool = False, batch_size: int = 128, val_size: int = 10_000,
                  seed: int = 0, num_workers: int = 4, hflip: bool = False):
         super().__init__(batch_size=batch_size, val_size=val_size, seed=seed, num_workers=num_workers, hflip=hflip)
         self.root, self.download = str(root), download
 
-    def expected_files(self, cls) -> tuple[str, list[str]]:
-        """The folder torchvision reads and the files it needs there (archives are enough)."""
-        if hasattr(cls, "resources"):
-            return os.path.join(self.root, cls.__name__, "raw"), [os.path.basename(url) for url, _ in cls.resources]
-        return self.root, [cls.filename]
-
-    def _dataset(self, train: bool):
+    @property
+    def dataset_class(self):
         import torchvision
 
-        cls = getattr(torchvision.datasets, self.dataset_name)
-        folder, files = self.expected_files(cls)
-        # Archives already in place are verified and extracted by torchvision's download step without any network
-        # access; only truly missing files would be fetched, and only when the user asked for it.
-        have_archives = all(os.path.isfile(os.path.join(folder, f)) for f in files)
-        try:
-            return cls(self.root, train=train, download=self.download or have_archives)
-        except (RuntimeError, OSError) as err:
-            raise DataError(
-                f"{self.dataset_name} not found or unreadable under {folder}: expected {', '.join(files)} there "
-                f"(torchvision's layout); copy them there, or set data.init_args.download: true on a machine with "
-                f"internet access ({err})") from None
+        return getattr(torchvision.datasets, self.dataset_name)
 
-    def _tensor(self, dataset) -> torch.Tensor:
-        data = torch.as_tensor(dataset.data)
-        data = data.permute(0, 3, 1, 2) if data.dim() == 4 else data[:, None]
-        return levels_to_unit(data, self.num_levels).contiguous()
+    def have_files(self) -> bool:
+        raise NotImplementedError
+
+    def read_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, test) uint8 images (N, C, H, W), read from the files under ``root``."""
+        raise NotImplementedError
+
+    def missing(self) -> DataError:
+        """The error for files not found: the folder, the files expected there, and how to get them."""
+        return DataError(
+            f"{self.dataset_name} not found under {self.folder}: expected {', '.join(self.expected_files)} there "
+            f"(torchvision's layout); copy them there, or set data.init_args.download: true on a machine with "
+            f"internet access")
+
+    def fetch(self) -> None:
+        """Let torchvision download the missing files (``download: true``: it uses the network)."""
+        try:
+            self.dataset_class(self.root, train=True, download=True)
+        except (RuntimeError, OSError) as err:  # URLError is an OSError
+            raise DataError(f"{self.missing()} (the download failed: {' '.join(str(err).split())})") from None
 
     def load_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        train, test = self._tensor(self._dataset(True)), self._tensor(self._dataset(False))
+        if not self.have_files():
+            if not self.download:
+                raise self.missing()
+            self.fetch()
+        train, test = self.read_splits()
         if self.val_size < len(test):
             test = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(self.seed))[: self.val_size]]
         return train, test
 
 
 class MNISTDataModule(TorchvisionDataModule):
-    """MNIST: 60,000 training and 10,000 test digits, 1×28×28."""
+    """MNIST: 60,000 training and 10,000 test digits, 1×28×28, from ``root/MNIST/raw``: the IDX image files, or
+    else their ``.gz`` archives (MD5 checked against torchvision's list)."""
 
     dataset_name, data_shape = "MNIST", (1, 28, 28)
 
+    @property
+    def folder(self) -> Path:
+        return Path(self.root, self.dataset_name, "raw")
 
-class FashionMNISTDataModule(TorchvisionDataModule):
-    """Fashion-MNIST: 60,000 training and 10,000 test images, 1×28×28."""
+    @property
+    def expected_files(self) -> list[str]:
+        return [f"{split}-images-idx3-ubyte.gz" for split in ("train", "t10k")]
 
-    dataset_name, data_shape = "FashionMNIST", (1, 28, 28)
+    def have_files(self) -> bool:
+        return all((self.folder / name).is_file() or (self.folder / name).with_suffix("").is_file()
+                   for name in self.expected_files)
+
+    def read_images(self, archive_name: str) -> torch.Tensor:
+        """(N, 1, 28, 28) uint8 images from the extracted IDX file, or else from its archive."""
+        archive = self.folder / archive_name
+        path = archive.with_suffix("")
+        if path.is_file():
+            fix = f"delete it so that the images are read from the archive {archive.name} instead, or replace it"
+            data = path.read_bytes()
+        else:
+            md5 = {os.path.basename(url): md5 for url, md5 in self.dataset_class.resources}[archive_name]
+            data, path, fix = gzip.decompress(check_md5(archive, archive.read_bytes(), md5)), archive, REFETCH
+        return torch.from_numpy(idx_images(data, path, self.data_shape[1:], fix))[:, None]
+
+    def read_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(map(self.read_images, self.expected_files))
+
+
+class FashionMNISTDataModule(MNISTDataModule):
+    """Fashion-MNIST: 60,000 training and 10,000 test images, 1×28×28, in MNIST's layout under
+    ``root/FashionMNIST/raw``."""
+
+    dataset_name = "FashionMNIST"
 
 
 class CIFAR10DataModule(TorchvisionDataModule):
-    """CIFAR-10: 50,000 training and 10,000 test images, 3×32×32; horizontal flips are customary."""
+    """CIFAR-10: 50,000 training and 10,000 test images, 3×32×32; horizontal flips are customary. Read from the
+    python batches in ``root/cifar-10-batches-py``, or else from ``root/cifar-10-python.tar.gz`` (MD5 checked
+    against torchvision's lists)."""
 
     dataset_name, data_shape = "CIFAR10", (3, 32, 32)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.root)
+
+    @property
+    def expected_files(self) -> list[str]:
+        return [self.dataset_class.filename]
+
+    def _batch_md5s(self) -> dict[str, str]:
+        cls = self.dataset_class
+        return dict(cls.train_list + cls.test_list)
+
+    def _extracted(self) -> bool:
+        return all((self.folder / self.dataset_class.base_folder / name).is_file() for name in self._batch_md5s())
+
+    def have_files(self) -> bool:
+        return self._extracted() or (self.folder / self.dataset_class.filename).is_file()
+
+    def read_batches(self) -> dict[str, bytes]:
+        """Each python batch's bytes, checksum verified: from the extracted folder when complete, else the archive."""
+        cls = self.dataset_class
+        archive, folder = self.folder / cls.filename, self.folder / cls.base_folder
+        if self._extracted():
+            fix = f"delete it so that the batches are read from the archive {archive} instead, or replace it"
+            return {name: check_md5(folder / name, (folder / name).read_bytes(), md5, fix)
+                    for name, md5 in self._batch_md5s().items()}
+        data = check_md5(archive, archive.read_bytes(), cls.tgz_md5)
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            return {name: tar.extractfile(f"{cls.base_folder}/{name}").read() for name in self._batch_md5s()}
+
+    def read_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        batches, cls = self.read_batches(), self.dataset_class
+
+        def images(names) -> torch.Tensor:
+            rows = [pickle.loads(batches[name], encoding="latin1")["data"] for name, _ in names]
+            return torch.from_numpy(np.concatenate(rows)).view(-1, *self.data_shape)
+
+        return images(cls.train_list), images(cls.test_list)
 
 
 class ImageFolderDataModule(TensorDataModule):
@@ -96,18 +183,25 @@ class ImageFolderDataModule(TensorDataModule):
         self.root, self.image_size, self.channels = str(root), image_size, channels
         self.data_shape = (channels, image_size, image_size)
 
-    def load(self) -> torch.Tensor:
+    def read_image(self, path: Path) -> torch.Tensor:
+        """One image as uint8 (C, H, W), resized and centre-cropped; a DataError naming an unreadable file."""
         from PIL import Image
         from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
 
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB" if self.channels == 3 else "L")
+                return pil_to_tensor(center_crop(resize(img, self.image_size), [self.image_size, self.image_size]))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            raise DataError(f"{path} is not a readable image ({err}); replace it, or delete it or move it out of "
+                            f"{self.root}") from None
+
+    def load(self) -> torch.Tensor:
         paths = sorted(p for p in Path(self.root).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not paths:
             raise DataError(f"no images under {self.root} (looked for {', '.join(IMAGE_SUFFIXES)} files, "
                             "recursively); set data.init_args.root to the folder that holds them")
-        images = []
-        for path in paths:
-            with Image.open(path) as img:
-                img = img.convert("RGB" if self.channels == 3 else "L")
-                img = center_crop(resize(img, self.image_size), [self.image_size, self.image_size])
-                images.append(pil_to_tensor(img))
-        return levels_to_unit(torch.stack(images), self.num_levels)
+        images = torch.empty(len(paths), *self.data_shape, dtype=self.storage_dtype)
+        for i, path in enumerate(paths):
+            images[i] = self.read_image(path)
+        return images

@@ -80,6 +80,9 @@ def to_bits_per_dim(nats: torch.Tensor, dim: int) -> torch.Tensor:
     return nats / (dim * math.log(2))
 
 
+PROPOSALS = ("weight", "uniform")
+
+
 class Strata:
     """K contiguous strata of {2..T} of equal width in λ_t = log SNR_t, empty ones merged (theory.md §6.1).
 
@@ -88,7 +91,7 @@ class Strata:
     """
 
     def __init__(self, schedule: NoiseSchedule, num_strata: int, proposal: str = "weight"):
-        check_choice("stratum proposal", proposal, ("weight", "uniform"))
+        check_choice("stratum proposal", proposal, PROPOSALS)
         T = schedule.num_timesteps
         if not 1 <= num_strata <= T - 1:
             raise ConfigError(f"num_strata must be in 1..T-1 = 1..{T - 1}, got {num_strata}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ddpm_signrelu.diffusion.bound import item_generator
-from ddpm_signrelu.diffusion.process import eps_from_x0, predict_x0, q_sample
+from ddpm_signrelu.diffusion.process import eps_from_x0, predict_x0, q_sample, scales
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 from ddpm_signrelu.errors import check_choice
 
@@ -32,19 +32,20 @@ def diffusion_loss(schedule: NoiseSchedule, model, x0: torch.Tensor, t: torch.Te
     """
     check_choice("loss", loss, LOSSES)
     x_t = q_sample(schedule, x0, t, noise)
-    output = model(x_t, t).float()
+    output = model(x_t, t)
+    output = output.to(torch.promote_types(output.dtype, x_t.dtype))  # bf16 under autocast: back to x_t's dtype
     x0_hat = predict_x0(schedule, output, x_t, t, parameterization)
     dims = tuple(range(1, x0.dim()))
     if loss == "eps_mse":
         eps_hat = output if parameterization == "eps" else eps_from_x0(
-            x_t, x0_hat, schedule.at("alphas_cumprod", t, x0.dim()))
+            x_t, x0_hat, *scales(schedule, t, x0.dim(), x0_hat.dtype))
         return (noise - eps_hat).pow(2).mean(dims)
     x0_err = (x0 - x0_hat).pow(2).mean(dims)
     if loss == "x0_mse":
         return x0_err
     if loss == "min_snr":
-        return schedule.at("snr", t, 1).squeeze(1).clamp(max=min_snr_gamma) * x0_err
-    return (schedule.num_timesteps - 1) * schedule.at("x0_weight", t, 1).squeeze(1) * x0_err
+        return schedule.at("snr", t, 1, x0_err.dtype).clamp(max=min_snr_gamma) * x0_err
+    return (schedule.num_timesteps - 1) * schedule.at("x0_weight", t, 1, x0_err.dtype) * x0_err
 
 
 def fixed_timesteps_and_noise(loss: str, num_timesteps: int, seed: int, indices, shape):

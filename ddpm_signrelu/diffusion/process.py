@@ -1,6 +1,8 @@
 """Forward process, posterior and conversions between ε, x0 and v (theory.md §1, §5).
 
-Conversions take ᾱ_t as a tensor broadcastable to x (see ``NoiseSchedule.at``).
+Conversions take the scales a = √ᾱ_t and s = √(1 − ᾱ_t) as tensors broadcastable to x, formed in float64 from
+the schedule's master arrays and cast only then (see :func:`scales`): forming 1 − ᾱ from a float32 ᾱ loses
+~4 digits at t = 1.
 """
 
 from __future__ import annotations
@@ -10,10 +12,16 @@ import torch
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 
 
+def scales(schedule: NoiseSchedule, t: torch.Tensor, ndim: int, dtype: torch.dtype):
+    """(a, s) = (√ᾱ_t, √(1 − ᾱ_t)) at step indices t, shaped (B, 1, …, 1), computed in float64, cast to ``dtype``."""
+    return (schedule.at("sqrt_alphas_cumprod", t, ndim, dtype),
+            schedule.at("sqrt_one_minus_alphas_cumprod", t, ndim, dtype))
+
+
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε."""
-    ab = schedule.at("alphas_cumprod", t, x0.dim(), x0.dtype)
-    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    """x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε, in the wider dtype of x0 and ε."""
+    a, s = scales(schedule, t, x0.dim(), torch.promote_types(x0.dtype, noise.dtype))
+    return a * x0 + s * noise
 
 
 def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor):
@@ -23,37 +31,37 @@ def q_posterior(schedule: NoiseSchedule, x0: torch.Tensor, x_t: torch.Tensor, t:
     return c1 * x0 + c2 * x_t, schedule.at("posterior_variance", t, x0.dim(), x0.dtype)
 
 
-def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """ε = (x_t − √ᾱ·x0)/√(1 − ᾱ)."""
-    return (x_t - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+def eps_from_x0(x_t: torch.Tensor, x0: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """ε = (x_t − a·x0)/s."""
+    return (x_t - a * x0) / s
 
 
-def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """x0 = (x_t − √(1 − ᾱ)·ε)/√ᾱ."""
-    return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """x0 = (x_t − s·ε)/a."""
+    return (x_t - s * eps) / a
 
 
-def v_from(x0: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """v = √ᾱ·ε − √(1 − ᾱ)·x0 (Salimans & Ho, arXiv 2202.00512)."""
-    return alpha_bar.sqrt() * eps - (1 - alpha_bar).sqrt() * x0
+def v_from(x0: torch.Tensor, eps: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """v = a·ε − s·x0 (Salimans & Ho, arXiv 2202.00512)."""
+    return a * eps - s * x0
 
 
-def x0_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """x0 = √ᾱ·x_t − √(1 − ᾱ)·v."""
-    return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * v
+def x0_from_v(x_t: torch.Tensor, v: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """x0 = a·x_t − s·v."""
+    return a * x_t - s * v
 
 
-def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
-    """ε = √(1 − ᾱ)·x_t + √ᾱ·v."""
-    return (1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * v
+def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """ε = s·x_t + a·v."""
+    return s * x_t + a * v
 
 
 def predict_x0(schedule: NoiseSchedule, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                parameterization: str) -> torch.Tensor:
-    """x̂0 from a network output that predicts ``x0``, ``eps`` or ``v``."""
+    """x̂0 from a network output that predicts ``x0``, ``eps`` or ``v``, in the wider dtype of output and x_t."""
     if parameterization == "x0":
         return output
-    ab = schedule.at("alphas_cumprod", t, x_t.dim(), dtype=output.dtype)
+    a, s = scales(schedule, t, x_t.dim(), torch.promote_types(output.dtype, x_t.dtype))
     if parameterization == "eps":
-        return x0_from_eps(x_t, output, ab)
-    return x0_from_v(x_t, output, ab)
+        return x0_from_eps(x_t, output, a, s)
+    return x0_from_v(x_t, output, a, s)

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ddpm_signrelu.diffusion.process import eps_from_x0
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 from ddpm_signrelu.errors import ConfigError, check_choice
 
@@ -36,33 +35,44 @@ def timestep_grid(num_timesteps: int, steps: int) -> torch.Tensor:
 class PerSampleNoise:
     """Standard normal draws with one CPU generator per sample, seeded by the sample's seed."""
 
-    def __init__(self, seeds: Sequence[int], shape: Sequence[int], device):
+    def __init__(self, seeds: Sequence[int], shape: Sequence[int], device, dtype: torch.dtype = torch.float32):
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.shape, self.device = tuple(shape), device
+        self.shape, self.device, self.dtype = tuple(shape), device, dtype
 
     def __call__(self) -> torch.Tensor:
-        return torch.stack([torch.randn(self.shape, generator=g) for g in self.generators]).to(self.device)
+        return torch.stack([torch.randn(self.shape, generator=g, dtype=self.dtype) for g in self.generators]).to(
+            self.device)
 
 
-def ancestral_step(x_t, x0_hat, ab_t, ab_prev, variance: str, noise):
-    """x_{t'} ~ N(coef1'·x̂0 + coef2'·x_t, σ'²) with σ'² = β̃' (``small``) or β' (``large``)."""
-    beta = 1 - ab_t / ab_prev
-    mean = (ab_prev.sqrt() * beta * x0_hat + (1 - beta).sqrt() * (1 - ab_prev) * x_t) / (1 - ab_t)
-    var = beta * (1 - ab_prev) / (1 - ab_t) if variance == "small" else beta
-    return mean + var.sqrt() * noise
+def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Tensor, sampler: str = "ddpm",
+                      eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(c_x0, c_xt, σ), float64: one step x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z from indices t to t_prev < t.
 
-
-def ddim_step(x_t, x0_hat, ab_t, ab_prev, eta: float, noise):
-    """DDIM: √ᾱ_{t'}·x̂0 + √(1 − ᾱ_{t'} − s²)·ε̂ + s·z, ε̂ from x̂0 (Song et al., arXiv 2010.02502)."""
-    eps_hat = eps_from_x0(x_t, x0_hat, ab_t)
-    s = eta * ((1 - ab_prev) / (1 - ab_t)).sqrt() * (1 - ab_t / ab_prev).sqrt()
-    return ab_prev.sqrt() * x0_hat + (1 - ab_prev - s**2).clamp(min=0).sqrt() * eps_hat + s * noise
+    β' = 1 − ᾱ_t/ᾱ_{t'}. ``ddpm``: the posterior of the respaced chain, c_x0 = √ᾱ_{t'}·β'/(1 − ᾱ_t),
+    c_xt = √(1 − β')·(1 − ᾱ_{t'})/(1 − ᾱ_t), σ² = β̃' = β'(1 − ᾱ_{t'})/(1 − ᾱ_t) or β' (``schedule.variance``).
+    ``ddim``: with ε̂ = (x_t − √ᾱ_t·x̂0)/√(1 − ᾱ_t), c_x0 = √ᾱ_{t'} − d·√ᾱ_t/√(1 − ᾱ_t), c_xt = d/√(1 − ᾱ_t),
+    d = √(1 − ᾱ_{t'} − σ²), σ = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t))·√β'. All from the schedule's float64 arrays.
+    """
+    check_choice("sampler", sampler, SAMPLERS)
+    ab, one_minus_ab = schedule.alphas_cumprod, schedule.one_minus_alphas_cumprod
+    ratio = ab[t] / ab[t_prev]  # 1 − β'
+    beta = 1 - ratio
+    if sampler == "ddpm":
+        c_x0 = ab[t_prev].sqrt() * beta / one_minus_ab[t]
+        c_xt = ratio.sqrt() * one_minus_ab[t_prev] / one_minus_ab[t]
+        var = beta * one_minus_ab[t_prev] / one_minus_ab[t] if schedule.variance == "small" else beta
+        return c_x0, c_xt, var.sqrt()
+    sigma = eta * (one_minus_ab[t_prev] / one_minus_ab[t]).sqrt() * beta.sqrt()
+    d = (one_minus_ab[t_prev] - sigma**2).clamp(min=0).sqrt()
+    return ab[t_prev].sqrt() - d * ab[t].sqrt() / one_minus_ab[t].sqrt(), d / one_minus_ab[t].sqrt(), sigma
 
 
 @torch.no_grad()
 def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], seeds: Sequence[int], device="cpu",
-           sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0, progress: Callable | None = None):
-    """Draw ``len(seeds)`` samples of ``shape``; ``denoise(x_t, t)`` returns x̂0 (clip it there if wanted).
+           sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0, progress: Callable | None = None,
+           dtype: torch.dtype = torch.float32):
+    """Draw ``len(seeds)`` samples of ``shape`` in ``dtype``; ``denoise(x_t, t)`` returns x̂0 (clip it there if
+    wanted). Each step is :func:`step_coefficients`' x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z; the last (to t' = 0) is x̂0.
 
     ``steps`` defaults to T for ``ddpm`` and 50 for ``ddim``; ``progress`` wraps the step iterator (e.g. tqdm).
     """
@@ -70,20 +80,16 @@ def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], see
     if len(seeds) < 1:
         raise ConfigError("num_samples must be >= 1")
     steps = steps or default_steps(sampler, schedule.num_timesteps)
-    grid = timestep_grid(schedule.num_timesteps, steps).tolist()
-    noise = PerSampleNoise(seeds, shape, device)
-    ab = schedule.alphas_cumprod.to(device=device, dtype=torch.float32)
-    one = torch.ones((), device=device)
+    grid = timestep_grid(schedule.num_timesteps, steps)
+    coefficients = torch.stack(step_coefficients(schedule, grid[:-1], grid[1:], sampler, eta), 1).tolist()
+    noise = PerSampleNoise(seeds, shape, device, dtype)
     x = noise()
     iterator = progress(range(len(grid))) if progress else range(len(grid))
     for i in iterator:
-        t, ab_t = grid[i], ab[grid[i]]
-        ab_prev = ab[grid[i + 1]] if i + 1 < len(grid) else one
-        x0_hat = denoise(x, torch.full((len(seeds),), t, device=device, dtype=torch.long)).float()
+        x0_hat = denoise(x, torch.full((len(seeds),), int(grid[i]), device=device, dtype=torch.long)).to(dtype)
         if i + 1 == len(grid):
             x = x0_hat  # the last step (to t' = 0) is the mean, with no noise
-        elif sampler == "ddpm":
-            x = ancestral_step(x, x0_hat, ab_t, ab_prev, schedule.variance, noise())
         else:
-            x = ddim_step(x, x0_hat, ab_t, ab_prev, eta, noise() if eta > 0 else 0.0)
+            c_x0, c_xt, sigma = coefficients[i]
+            x = c_x0 * x0_hat + c_xt * x + (sigma * noise() if sigma > 0 else 0.0)
     return x

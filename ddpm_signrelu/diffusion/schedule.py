@@ -2,7 +2,8 @@
 
 Convention: math t ∈ {1..T}; code index i = t − 1 ∈ {0..T−1}. Every tensor argument named ``t`` in this
 package holds code indices. Arrays: ``betas[i] = β_{i+1}``, ``alphas_cumprod[i] = ᾱ_{i+1}``,
-``alphas_cumprod_prev[i] = ᾱ_i`` with ᾱ_0 := 1. All arrays are float64.
+``alphas_cumprod_prev[i] = ᾱ_i`` with ᾱ_0 := 1. All arrays are float64, and every coefficient is formed from
+them in float64 before any cast: in float32, ᾱ_1 = 1 − β_1 keeps only ~4 digits of 1 − ᾱ_1 = β_1.
 """
 
 from __future__ import annotations
@@ -28,18 +29,21 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
 
 
 BETA_SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
+VARIANCES = ("small", "large")
 
 
 class NoiseSchedule:
     """β_t, ᾱ_t and the posterior coefficients of q(x_{t−1} | x_t, x0), in float64 (theory.md §5).
 
-    Also SNR_t = ᾱ_t/(1 − ᾱ_t), λ_t = log SNR_t and the x0-form bound weight w_t (``x0_weight``).
+    Also 1 − ᾱ_t = −expm1(Σ_{s≤t} log α_s) (``one_minus_alphas_cumprod``, no cancellation), the scales √ᾱ_t and
+    √(1 − ᾱ_t) of x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε, SNR_t = ᾱ_t/(1 − ᾱ_t), λ_t = log SNR_t and the x0-form bound
+    weight w_t (``x0_weight``).
     ``variance`` picks the reverse chain's fixed σ_t²: ``small`` = β̃_t, ``large`` = β_t (t ≥ 2); both use
     σ_1² = β̃_2 in the decoder, as improved-diffusion does.
     """
 
     def __init__(self, betas: torch.Tensor, variance: str = "small"):
-        check_choice("variance", variance, ("small", "large"))
+        check_choice("variance", variance, VARIANCES)
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.dim() != 1 or len(betas) < 2:
             raise ConfigError(f"a diffusion needs T >= 2 steps, got T = {betas.numel()}")
@@ -50,14 +54,18 @@ class NoiseSchedule:
         self.alphas = 1 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, 0)
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
-        ab, ab_prev = self.alphas_cumprod, self.alphas_cumprod_prev
-        self.posterior_variance = betas * (1 - ab_prev) / (1 - ab)
-        self.posterior_mean_coef1 = betas * ab_prev.sqrt() / (1 - ab)
-        self.posterior_mean_coef2 = (1 - ab_prev) * self.alphas.sqrt() / (1 - ab)
+        self.one_minus_alphas_cumprod = -torch.expm1(torch.cumsum(torch.log1p(-betas), 0))
+        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
+        self.sqrt_one_minus_alphas_cumprod = self.one_minus_alphas_cumprod.sqrt()
+        ab, one_minus_ab = self.alphas_cumprod, self.one_minus_alphas_cumprod
+        one_minus_ab_prev = torch.cat([torch.zeros(1, dtype=torch.float64), one_minus_ab[:-1]])
+        self.posterior_variance = betas * one_minus_ab_prev / one_minus_ab
+        self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / one_minus_ab
+        self.posterior_mean_coef2 = one_minus_ab_prev * self.alphas.sqrt() / one_minus_ab
         small = torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         large = torch.cat([self.posterior_variance[1:2], betas[1:]])
         self.chain_variance = small if variance == "small" else large
-        self.snr = ab / (1 - ab)
+        self.snr = ab / one_minus_ab
         self.log_snr = torch.log(self.snr)
         # w_t = coef1_t²/(2σ_t²): L_{t−1} = w_t‖x0 − x̂0‖² + C_t (§5); for σ² = β̃ it is ½(SNR_{t−1} − SNR_t).
         # At t = 1 it is 1/(2σ_1²), the weight of a continuous Gaussian decoder (§6.4).

@@ -1,5 +1,5 @@
 """The LightningModule."""
 
-from ddpm_signrelu.lit.module import CHECKPOINT_KEY, DiffusionModel
+from ddpm_signrelu.lit.module import CHECKPOINT_KEY, DiffusionModel, setting_differences
 
-__all__ = ["CHECKPOINT_KEY", "DiffusionModel"]
+__all__ = ["CHECKPOINT_KEY", "DiffusionModel", "setting_differences"]

@@ -15,8 +15,10 @@ from ddpm_signrelu.diffusion import (LOSSES, NoiseSchedule, Strata, diffusion_lo
 from ddpm_signrelu.diffusion.losses import fixed_timesteps_and_noise
 from ddpm_signrelu.errors import CheckpointError, ConfigError, NonFiniteLossError, check_choice
 from ddpm_signrelu.nn import build_denoiser, resolve_config
+from ddpm_signrelu.nn.layers import at_least_float32
 
 CHECKPOINT_KEY = "ddpm_signrelu"
+LR_SCHEDULES = ("constant", "cosine")
 
 
 class DiffusionModel(L.LightningModule):
@@ -53,7 +55,7 @@ class DiffusionModel(L.LightningModule):
         head = resolve_config("head", head or {"name": "ratio_atoms"})
         self.save_hyperparameters()
         check_choice("loss", loss, LOSSES)
-        check_choice("lr_schedule", lr_schedule, ("constant", "cosine"))
+        check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         if num_levels is not None and num_levels < 2:
             raise ConfigError(f"num_levels must be >= 2 or None (continuous data), got {num_levels}")
         if lr <= 0 or warmup_steps < 0:
@@ -80,8 +82,9 @@ class DiffusionModel(L.LightningModule):
         return self.model(x_t, t)
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, clip: bool | None = None) -> torch.Tensor:
-        """x̂0(x_t, t) in fp32, clamped to [−1, 1] when ``clip`` (default: ``clip_denoised``)."""
-        x0_hat = predict_x0(self.schedule, self.model(x_t, t).float(), x_t, t, self.model.parameterization)
+        """x̂0(x_t, t) in at least fp32 (float64 for a float64 network), clamped to [−1, 1] when ``clip`` (default:
+        ``clip_denoised``)."""
+        x0_hat = predict_x0(self.schedule, at_least_float32(self.model(x_t, t)), x_t, t, self.model.parameterization)
         clip = self.hparams.clip_denoised if clip is None else clip
         return x0_hat.clamp(-1, 1) if clip else x0_hat
 
@@ -165,8 +168,10 @@ class DiffusionModel(L.LightningModule):
 
     @torch.no_grad()
     def generate(self, seeds, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0, progress=None):
-        """Samples in [−1, 1], one per seed (same seed, same image, whatever the batch)."""
-        return sample(self.denoise, self.schedule, self.data_shape, seeds, self.device, sampler, steps, eta, progress)
+        """Samples in [−1, 1], one per seed (same seed, same image, whatever the batch), in at least fp32 (float64
+        for a float64 network)."""
+        return sample(self.denoise, self.schedule, self.data_shape, seeds, self.device, sampler, steps, eta, progress,
+                      torch.promote_types(self.dtype, torch.float32))
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """Samples for a batch of seeds, with the options in :attr:`sampling` (see :meth:`generate`)."""
@@ -179,14 +184,10 @@ class DiffusionModel(L.LightningModule):
         """Refuse, with the differing settings named, to resume from a checkpoint of another model."""
         if CHECKPOINT_KEY not in checkpoint:
             raise CheckpointError("the checkpoint was not written by ddpm_signrelu; resume from one of this package")
-        saved = checkpoint.get("hyper_parameters", {})
-        keys = ("data_shape", "num_levels", "network", "head", "num_timesteps", "beta_schedule")
-        differ = [k for k in keys if k in saved and _plain(saved[k]) != _plain(self.hparams[k])]
+        differ = setting_differences(checkpoint.get("hyper_parameters", {}), dict(self.hparams))
         if differ:
-            raise CheckpointError(
-                "the checkpoint is from another model: " + "; ".join(
-                    f"{k} is {_plain(saved[k])} there but {_plain(self.hparams[k])} here" for k in differ)
-                + "; use the checkpoint's config (saved as config.yaml beside the run) or start a new run")
+            raise CheckpointError(f"the checkpoint is from another model: {differ}; use the checkpoint's config "
+                                  f"(saved as config.yaml beside the run) or start a new run")
 
 
 def compile_options(compile: bool | dict) -> dict | None:
@@ -201,6 +202,18 @@ def compile_options(compile: bool | dict) -> dict | None:
     if unknown:
         raise ConfigError(f"unknown torch.compile option(s) {unknown} in compile; valid: {valid}")
     return dict(compile)
+
+
+def setting_differences(saved: dict, current: dict) -> str:
+    """The model settings that differ between a checkpoint's hyper-parameters and ``current`` ("" if none), as
+    "key is A there but B here"; ``network`` and ``head`` compared with their defaults filled in. ``compile`` is how
+    to run the network, not the model, and may differ."""
+    def value(hparams: dict, key: str):
+        return _plain(resolve_config(key, hparams[key]) if key in ("network", "head") else hparams[key])
+
+    keys = [k for k in saved if k in current and k != "compile" and not k.startswith("_")]
+    return "; ".join(f"{k} is {value(saved, k)} there but {value(current, k)} here" for k in keys
+                     if value(saved, k) != value(current, k))
 
 
 def _plain(value):

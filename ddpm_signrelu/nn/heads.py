@@ -3,8 +3,8 @@
 Every head maps backbone features h (B, F, *spatial) and the time embedding (B, E) to a prediction with
 ``out_channels`` channels. Its ``parameterization`` says what that prediction is: ``x0``, ``eps`` or ``v``.
 
-The ratio heads form f1/f2 through the division gate, in fp32 with autocast off (§4.4). Their atoms can be
-read in x0-, ε- or v-space: the ε/v → x0 maps are affine and the softmax weights sum to 1, so a ratio of
+The ratio heads form f1/f2 through the division gate, in fp32 (or float64) with autocast off (§4.4). Their atoms
+can be read in x0-, ε- or v-space: the ε/v → x0 maps are affine and the softmax weights sum to 1, so a ratio of
 v-atoms V_k is still x̂0 = f1/f2 with the same f2 and x0-atoms A_k = √ᾱ_t·x_t − √(1 − ᾱ_t)·V_k. Reading
 the atoms in v-space scales the network's error by √(1 − ᾱ_t) at small t, where an x0-head must
 reproduce x_t almost exactly.
@@ -18,36 +18,56 @@ from torch import nn
 
 from ddpm_signrelu.errors import ConfigError, check_choice
 from ddpm_signrelu.nn.division import division_gate
-from ddpm_signrelu.nn.layers import Pointwise, zero_init
+from ddpm_signrelu.nn.layers import Pointwise, at_least_float32, zero_init
+
+PARAMETERIZATIONS = ("x0", "eps", "v")
+LOGITS_MODES = ("pixel", "global")
 
 
-def ratio_combine(logits: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
-    """x̂0 = f1 · inv_1(f2) with u_k = exp(Λ_k − max_j Λ_j), f2 = Σ_k u_k, f1 = Σ_k u_k A_k (theory.md §4.2).
+def softmax_ratio(logits: torch.Tensor, atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f1, f2) = (Σ_k u_k A_k, Σ_k u_k) with u_k = exp(Λ_k − max_j Λ_j) (theory.md §4.2).
 
     ``logits`` Λ: (B, K, 1, *S) or broadcastable; ``atoms`` A: (B, K, C, *S). Sum over dim 1 (atoms).
     The max-subtraction makes f2 ∈ [1, K], so the gate with floor c = 1 is exact and accurate.
-    Numerically equal to ``(softmax(Λ, 1) * A).sum(1)``.
     """
     u = torch.exp(logits - logits.amax(dim=1, keepdim=True))
-    f2 = u.sum(dim=1)
-    f1 = (u * atoms).sum(dim=1)
-    return f1 * division_gate(f2, floor=1.0)
+    return (u * atoms).sum(dim=1), u.sum(dim=1)
 
 
-class _Fp32Head(nn.Module):
-    """Runs :meth:`head` on fp32 inputs with autocast disabled (theory.md §4.4)."""
+def gated_ratio(f1: torch.Tensor, f2: torch.Tensor, floor: float) -> torch.Tensor:
+    """f1 ⊙ inv_c(f2), c = ``floor``: exactly f1/f2 where f2 ≥ c (theory.md §3, §4)."""
+    return f1 * division_gate(f2, floor=floor)
+
+
+def ratio_combine(logits: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+    """x̂0 = f1 · inv_1(f2) of :func:`softmax_ratio` (theory.md §4.2): numerically ``(softmax(Λ, 1) * A).sum(1)``."""
+    return gated_ratio(*softmax_ratio(logits, atoms), floor=1.0)
+
+
+class _RatioHead(nn.Module):
+    """A ratio head: x̂ = f1 ⊙ inv_c(f2) from the (f1, f2) of :meth:`ratio`, computed with autocast disabled in at
+    least float32 (float64 stays float64) (theory.md §4.4)."""
+
+    floor = 1.0
 
     def __init__(self, parameterization: str):
         super().__init__()
-        check_choice("ratio-head parameterization", parameterization, ("x0", "eps", "v"))
+        check_choice("ratio-head parameterization", parameterization, PARAMETERIZATIONS)
         self.parameterization = parameterization
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=h.device.type, enabled=False):
-            return self.head(h.float(), emb.float())
+            return self.head(at_least_float32(h), at_least_float32(emb))
+
+    def head(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return gated_ratio(*self.ratio(h, emb), self.floor)
+
+    def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f1, f2): numerator (B, C, *S) and denominator (broadcastable to it), f2 ≥ ``floor``."""
+        raise NotImplementedError
 
 
-class RatioAtomHead(_Fp32Head):
+class RatioAtomHead(_RatioHead):
     """Softmax-atom ratio head (Variant A, the default): K atoms and logits, x̂0 = f1/f2 with f2 ≥ 1.
 
     ``logits="pixel"`` gives one logit per atom and position (shared across channels); ``"global"`` pools
@@ -58,7 +78,7 @@ class RatioAtomHead(_Fp32Head):
     def __init__(self, features: int, out_channels: int, emb_dim: int, num_atoms: int = 8,
                  logits: str = "pixel", temperature: bool = True, parameterization: str = "v"):
         super().__init__(parameterization)
-        check_choice("ratio-head logits mode", logits, ("pixel", "global"))
+        check_choice("ratio-head logits mode", logits, LOGITS_MODES)
         if num_atoms < 1:
             raise ConfigError(f"ratio head num_atoms must be >= 1, got {num_atoms}")
         self.num_atoms, self.out_channels, self.global_logits = num_atoms, out_channels, logits == "global"
@@ -69,7 +89,8 @@ class RatioAtomHead(_Fp32Head):
             self.temperature = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), zero_init(nn.Linear(emb_dim, 1)))
             self.register_buffer("temperature_offset", torch.tensor(0.5413248546129181))  # softplus⁻¹(1)
 
-    def head(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+    def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f1, f2) of :func:`softmax_ratio` over the K atoms and (temperature-scaled) logits read from h."""
         b, spatial = h.shape[0], h.shape[2:]
         atoms = self.atoms(h).view(b, self.num_atoms, self.out_channels, *spatial)
         logits = self.logits(h).unsqueeze(2)
@@ -78,10 +99,10 @@ class RatioAtomHead(_Fp32Head):
         if self.temperature is not None:
             scale = F.softplus(self.temperature(emb) + self.temperature_offset)
             logits = logits * scale.view(b, *([1] * (logits.dim() - 1)))
-        return ratio_combine(logits, atoms)
+        return softmax_ratio(logits, atoms)
 
 
-class RatioDirectHead(_Fp32Head):
+class RatioDirectHead(_RatioHead):
     """Direct ratio head (Variant B): x̂0 = f1 ⊙ inv_c(f2), f2 = c·(1 + (M − 1)·sigmoid(z)) ∈ (c, M·c).
 
     Bounding f2 above by ``max_ratio`` M keeps the gate's fp32 error ≈ ε_mach·M (theory.md §4.3).
@@ -96,9 +117,9 @@ class RatioDirectHead(_Fp32Head):
         self.numerator = Pointwise(features, out_channels)
         self.denominator = zero_init(Pointwise(features, 1))
 
-    def head(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        f2 = self.floor * (1 + (self.max_ratio - 1) * torch.sigmoid(self.denominator(h)))
-        return self.numerator(h) * division_gate(f2, floor=self.floor)
+    def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f1, f2) = (W_1·h, c·(1 + (M − 1)·sigmoid(W_2·h)))."""
+        return self.numerator(h), self.floor * (1 + (self.max_ratio - 1) * torch.sigmoid(self.denominator(h)))
 
 
 class PlainHead(nn.Module):
@@ -106,7 +127,7 @@ class PlainHead(nn.Module):
 
     def __init__(self, features: int, out_channels: int, emb_dim: int, parameterization: str = "eps"):
         super().__init__()
-        check_choice("plain-head parameterization", parameterization, ("eps", "x0", "v"))
+        check_choice("plain-head parameterization", parameterization, PARAMETERIZATIONS)
         self.parameterization = parameterization
         self.out = Pointwise(features, out_channels)
 

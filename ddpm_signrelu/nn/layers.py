@@ -18,13 +18,22 @@ class Pointwise(nn.Linear):
         return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
-    """Sinusoidal embedding of the step index t (shape (B,)) into (B, dim) (Vaswani et al., as in DDPM)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32 if its dtype is narrower (bf16, fp16), else unchanged (float32, float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Sinusoidal embedding of the step index t (shape (B,)) into (B, dim) (Vaswani et al., as in DDPM).
+
+    Computed in at least float32 and returned in ``dtype``, the network input's: t·freq needs float32's digits.
+    """
+    half, work = dim // 2, torch.promote_types(dtype, torch.float32)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=work) / half)
+    args = t.to(work)[:, None] * freqs[None]
     emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-    return nn.functional.pad(emb, (0, dim % 2))
+    return nn.functional.pad(emb, (0, dim % 2)).to(dtype)
 
 
 def zero_init(module: nn.Module) -> nn.Module:

@@ -47,7 +47,7 @@ class MLP(nn.Module):
         self.out = act
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.time_embed(timestep_embedding(t, self.width))
+        emb = self.time_embed(timestep_embedding(t, self.width, dtype=x.dtype))
         h = self.input(x.flatten(1))
         for block in self.blocks:
             h = block(h, emb)

@@ -132,7 +132,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(nn.GroupNorm(groups, ch), act())
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.time_embed(timestep_embedding(t, self.channels))
+        emb = self.time_embed(timestep_embedding(t, self.channels, dtype=x.dtype))
         h = self.input(x)
         hs = [h]
         for blocks in self.down:

@@ -1,0 +1,57 @@
+"""RiskMetrics' memory check at the real sizes of the shipped configs' datasets, from sizes alone (no data loaded)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch.cli import instantiate_class
+
+from ddpm_signrelu.callbacks import RiskMetrics
+from ddpm_signrelu.errors import ConfigError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+DATASET_SIZES = {"DigitsDataModule": 1797, "ImageFolderDataModule": 202_599}  # CelebA; val_size is held out
+TRAIN_SPLITS = {"MNISTDataModule": 60_000, "FashionMNISTDataModule": 60_000, "CIFAR10DataModule": 50_000}
+
+
+def real_train_size(dm) -> int:
+    """The training split of the real dataset a data module reads, known without its files."""
+    name = type(dm).__name__
+    if name in TRAIN_SPLITS:
+        return TRAIN_SPLITS[name]
+    if name == "GaussianMixtureDataModule":
+        return dm.num_train
+    return DATASET_SIZES[name] - dm.val_size
+
+
+def config_parts(path: Path):
+    """A config's data module (built, its files untouched) and its RiskMetrics callback."""
+    config = yaml.safe_load(path.read_text())
+    risk = next(cb for cb in config["trainer"]["callbacks"] if cb["class_path"].endswith("RiskMetrics"))
+    return instantiate_class((), config["data"]), RiskMetrics(**risk.get("init_args", {}))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_passes_the_memory_check_at_its_real_size(path):
+    dm, risk = config_parts(path)
+    assert dm.train_data is None  # nothing loaded
+    n = real_train_size(dm)
+    risk.check_memory(n, dm.data_shape, dm.storage_dtype, world_size=1)
+    assert risk.memory_bytes(n, dm.data_shape, dm.storage_dtype) <= risk.max_memory_gb * 2**30
+
+
+def test_celeba_estimate_in_numbers_and_the_error_above_the_bound():
+    dm, risk = config_parts(Path(__file__).resolve().parents[1] / "configs" / "celeba64.yaml")
+    assert (dm.data_shape, dm.storage_dtype, dm.hflip, real_train_size(dm)) == ((3, 64, 64), torch.uint8, True, 200_599)
+    stored = 200_599 * 12_288  # one byte a value, no mirror images: D*_n flips chunk by chunk
+    cache = 256 * 17 * 12_288 * 4 * 5  # items x (16 strata + t = 1) x D float32 values x 5 arrays
+    working = 4096 * (1024 + 12_288) * 8  # logits (batch x chunk) and one chunk in float64
+    assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8) == stored + cache + working == 3_970_715_648
+    assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8, world_size=8) == stored + cache // 8 + working
+    # float32 storage, as before the data were held as uint8, would not fit (mirror images aside)
+    with pytest.raises(ConfigError, match=r"would hold 10\.59 GiB per process \(reference set \(200599, 3, 64, 64\) "
+                                          r"float32 for D\*_n, cache of 256 items x 17 points x 12288 values x 5 "
+                                          r"arrays\), above max_memory_gb=4\.0; lower num_items, num_strata or "
+                                          r"batch_size, or raise max_memory_gb"):
+        risk.check_memory(200_599, (3, 64, 64), torch.float32)

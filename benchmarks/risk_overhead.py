@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -124,15 +125,19 @@ def main(argv=None) -> None:
 
 def full_run(config: dict, risk: bool) -> float:
     """Wall time of ``train.py fit`` on ``config``, with or without the risk callback."""
-    config = relocate_run(config, f"runs/risk_overhead/{'with' if risk else 'without'}", wandb=False, csv=True)
+    run_dir = f"runs/risk_overhead/{'with' if risk else 'without'}"
+    shutil.rmtree(run_dir, ignore_errors=True)  # this benchmark's own folder: a new run each time
+    config = relocate_run(config, run_dir, wandb=False, csv=True)
     trainer = config["trainer"]
     trainer["callbacks"] = [cb for cb in trainer["callbacks"] if risk or not cb["class_path"].endswith("RiskMetrics")]
     trainer["enable_progress_bar"] = False
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(config, f)
     start = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", f.name], check=True,
-                   capture_output=True)
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "fit", "--config", f.name], capture_output=True,
+                            text=True)
+    if result.returncode:
+        raise SystemExit(f"train.py failed on {run_dir}:\n{result.stderr[-3000:]}")
     return time.perf_counter() - start
 
 

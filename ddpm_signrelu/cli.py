@@ -19,6 +19,7 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback, instantiate_class
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -47,8 +48,7 @@ def wandb_offline_without_credentials(config) -> None:
     """Log W&B offline (and say so) when a W&B logger is configured but no API key is found and ``WANDB_MODE`` is
     unset, instead of stopping a run at a log-in prompt. ``wandb sync <run folder>/wandb/offline-run-*`` uploads
     such a run later."""
-    loggers = config.get("trainer", {}).get("logger") or []
-    loggers = loggers if isinstance(loggers, list) else [loggers]
+    loggers = _as_list(config.get("trainer", {}).get("logger"))
     if not any(str(getattr(lg, "class_path", "")).endswith("WandbLogger") for lg in loggers):
         return
     if "WANDB_MODE" in os.environ or "WANDB_API_KEY" in os.environ:
@@ -82,24 +82,31 @@ class DiffusionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        interval = config.trainer.val_check_interval
-        if isinstance(interval, (int, float)) and interval <= 0:
-            raise ConfigError(f"trainer.val_check_interval must be > 0 (steps, or a fraction of an epoch), got "
-                              f"{interval}")
+        check_trainer(config.trainer)
+        self.config_as_given = copy.deepcopy(config)  # saved as config.yaml: the run folder stays one setting
         place_run(config.trainer)
         wandb_offline_without_credentials(config)
         self.resume = None
-        if self.subcommand == "fit":
-            config.ckpt_path = resume_path(config.ckpt_path, checkpoint_dirs(config.trainer),
-                                           config.trainer.default_root_dir or ".")
+        if self.subcommand:
+            config.ckpt_path = resume_path(config.ckpt_path, config.trainer, fit=self.subcommand == "fit")
             self.resume = config.ckpt_path and (config.ckpt_path, read_checkpoint(config.ckpt_path))
 
     def after_instantiate_classes(self) -> None:
         super().after_instantiate_classes()
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, LoggedConfig):
+                callback.config = self.config_as_given
         if self.resume:
             path, checkpoint = self.resume
             self.resume = None  # the trainer reads the file again; this copy is not kept
             check_resumable(checkpoint, self.model, path)
+
+
+def check_trainer(trainer) -> None:
+    """Trainer settings that Lightning would take and fail on later, refused here."""
+    interval = trainer.val_check_interval
+    if isinstance(interval, (int, float)) and interval <= 0:
+        raise ConfigError(f"trainer.val_check_interval must be > 0 (steps, or a fraction of an epoch), got {interval}")
 
 
 def _as_list(value) -> list:
@@ -116,13 +123,15 @@ def _is_subclass(class_path: str, base: type) -> bool:
 
 def place_run(trainer) -> None:
     """Put everything a run writes under ``trainer.default_root_dir``: each logger's ``save_dir`` and each
-    checkpoint callback's ``dirpath`` (``<run>/checkpoints``) unless the config sets them."""
+    checkpoint callback's ``dirpath`` (``<run>/checkpoints``) unless the config names a folder (``.`` or nothing
+    means the run folder)."""
     root = trainer.default_root_dir or "."
     for logger in _as_list(trainer.logger):
-        if logger.init_args.get("save_dir") in (None, "."):
+        if "save_dir" in logger.init_args and logger.init_args.save_dir in (None, "."):
             logger.init_args.save_dir = root
     for callback in _as_list(trainer.callbacks):
-        if _is_subclass(callback.class_path, Checkpoint) and callback.init_args.get("dirpath") is None:
+        if _is_subclass(callback.class_path, Checkpoint) and "dirpath" in callback.init_args \
+                and callback.init_args.dirpath is None:
             callback.init_args.dirpath = os.path.join(root, "checkpoints")
 
 
@@ -132,25 +141,31 @@ def checkpoint_dirs(trainer) -> list[Path]:
             if _is_subclass(cb.class_path, Checkpoint) and cb.init_args.get("dirpath")]
 
 
-def resume_path(ckpt_path: str | None, folders: list[Path], run_dir: str) -> str | None:
-    """The checkpoint ``fit`` starts from. ``last``: the checkpoint of highest global step among the run's
-    ``last*.ckpt`` and ``on_exception*.ckpt`` (the newest file on a tie). No ``ckpt_path`` while the run folder
-    already holds checkpoints is refused: continuing or overwriting that run has to be asked for."""
-    if ckpt_path not in (None, "last"):
-        return ckpt_path
-    found = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.ckpt"))]
-    if ckpt_path is None:
-        if found:
-            step = max(checkpoint_step(p) for p in found)
-            raise ConfigError(
-                f"{run_dir} already holds a run (checkpoints up to step {step} in {found[0].parent}): resume it with "
-                f"--ckpt_path last, or start a new run in another folder with --trainer.default_root_dir DIR")
-        return None
-    candidates = [p for p in found if p.stem.startswith(("last", "on_exception"))]
-    if not candidates:
-        raise ConfigError(f"--ckpt_path last: no checkpoint to resume under {run_dir} (looked in "
-                          f"{', '.join(map(str, folders)) or 'no checkpoint folder'}); drop --ckpt_path to start anew")
-    return str(max(candidates, key=lambda p: (checkpoint_step(p), p.stat().st_mtime)))
+def resume_path(ckpt_path: str | None, trainer, fit: bool = True) -> str | None:
+    """The checkpoint a command starts from. ``last``: the one of highest global step (the newest file on a tie)
+    among the run's ``last*.ckpt`` and ``on_exception*.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt``.
+
+    ``fit`` in a run folder that already holds checkpoints continues it only when asked, with ``last`` or one of
+    its own checkpoints; anything else (no ``ckpt_path``, another run's checkpoint) would continue or overwrite it
+    unasked and is refused. A job that SLURM requeued resumes from its HPC checkpoint, as Lightning does."""
+    root = Path(trainer.default_root_dir or ".")
+    found = [p for folder in checkpoint_dirs(trainer) if folder.is_dir() for p in sorted(folder.glob("*.ckpt"))]
+    found += sorted(root.glob("hpc_ckpt_*.ckpt"))
+    if ckpt_path == "last":
+        candidates = [p for p in found if p.stem.startswith(("last", "on_exception", "hpc_ckpt_"))]
+        if not candidates:
+            raise ConfigError(f"--ckpt_path last: no checkpoint to resume under {root}; drop --ckpt_path to start anew")
+        return str(max(candidates, key=lambda p: (checkpoint_step(p), p.stat().st_mtime)))
+    requeued = ckpt_path is None and SLURMEnvironment.detect() and any(p.stem.startswith("hpc_ckpt_") for p in found)
+    own = ckpt_path is not None and Path(ckpt_path).resolve() in {p.resolve() for p in found}
+    if fit and found and not (own or requeued):
+        steps = {p: checkpoint_step(p) for p in found}
+        newest = max(steps, key=steps.get)
+        start = f"from {ckpt_path}" if ckpt_path else "a new run"
+        raise ConfigError(f"{root} already holds a run (checkpoints up to step {steps[newest]} in {newest.parent}): "
+                          f"resume it with --ckpt_path last, or start {start} in another folder with "
+                          f"--trainer.default_root_dir DIR")
+    return ckpt_path
 
 
 def checkpoint_step(path: Path) -> int:
@@ -162,8 +177,8 @@ def check_resumable(checkpoint: dict, model: DiffusionModel, path) -> None:
     """Refuse, naming what differs, a checkpoint whose model settings or weights are not ``model``'s."""
     differ = setting_differences(checkpoint["hyper_parameters"], dict(model.hparams))
     if differ:
-        raise CheckpointError(f"cannot resume from {path} with other model settings: {differ}; resume with the run's "
-                              f"own config (config.yaml in its folder), or start a new run in another folder")
+        raise CheckpointError(f"{path} holds a model with other settings: {differ}; use the run's own config "
+                              f"(config.yaml in its folder), or start a new run in another folder")
     check_weights(checkpoint["state_dict"], model, path)
 
 
@@ -183,13 +198,13 @@ def relocate_run(config: dict, run_dir: str | Path, wandb: bool = True, csv: boo
 
 def user_error(err: BaseException) -> Exception | None:
     """The bad-input error behind ``err``, if any: a :class:`UserError` or Lightning's MisconfigurationException,
-    also where a config parser re-raised it as the cause or context of its own error."""
+    also where a config parser raised its own error from it (``raise ... from``)."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, (UserError, MisconfigurationException)):
             return err
         seen.add(id(err))
-        err = err.__cause__ or err.__context__
+        err = err.__cause__
     return None
 
 
@@ -244,8 +259,10 @@ def sample_main(argv: list[str] | None = None) -> None:
     def main():
         if args.num_samples < 1 or args.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1, got {args.num_samples}, {args.batch_size}")
-        writable_folder(args.output)  # before any sampling: a bad --output must not lose the samples
+        if args.eta < 0:
+            raise ConfigError(f"--eta must be >= 0 (0: deterministic DDIM), got {args.eta}")
         model = load_model(args.ckpt_path, compile=args.compile)
+        writable_folder(args.output)  # before any sampling: a bad --output must not lose the samples
         if args.reference:  # bad FID settings fail before sampling
             reference = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
             load_feature_extractor(args.features, args.inception_weights)
@@ -253,9 +270,12 @@ def sample_main(argv: list[str] | None = None) -> None:
         timestep_grid(model.schedule.num_timesteps, steps)  # a bad --steps fails here, before any process starts
         writer = SampleWriter(args.output, model.hparams.num_levels)
         devices = int(args.devices) if args.devices.isdigit() else args.devices
-        trainer = L.Trainer(accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
-                            precision=args.precision, logger=False, callbacks=[writer], enable_progress_bar=False,
-                            enable_model_summary=False)
+        try:
+            trainer = L.Trainer(accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
+                                precision=args.precision, logger=False, callbacks=[writer], enable_progress_bar=False,
+                                enable_model_summary=False)
+        except ValueError as err:  # the Trainer's check of --precision and the like
+            raise ConfigError(str(err)) from None
         model.sampling = {"sampler": args.sampler, "steps": steps, "eta": args.eta,
                           "progress": partial(_steps_bar, desc=f"{args.sampler}-{steps}")}
         seeds = torch.arange(args.seed, args.seed + args.num_samples)

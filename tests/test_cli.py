@@ -13,11 +13,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from jsonargparse import Namespace
 
 from ddpm_signrelu.cli import relocate_run, resume_path, sample_main, train_main
 from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.io import save_samples, to_uint8
+from ddpm_signrelu.lit import setting_differences
 
 from helpers import synthetic_checkpoint, wandb_records
 
@@ -214,14 +216,24 @@ def test_bad_checkpoints_are_one_line_in_train_and_sample(tmp_path, capsys, resu
     ({"num_timesteps": 100}, "num_timesteps is 50 there but 100 here"),
     ({"network": {**TINY_UNET, "channels": 32}}, "network is {'name': 'unet', 'channels': 16,"),
     ({"loss": "x0_mse"}, "loss is eps_mse there but x0_mse here"),
+    ({"lr": 0.5}, "lr is 0.001 there but 0.5 here"),  # the restored optimizer state would undo it unsaid
 ])
 def test_resuming_with_other_model_settings_is_refused_with_the_keys_named(tmp_path, capsys, resumable, override,
                                                                          message):
     _, good = resumable
-    err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path / "changed", **override)),
-                               "--ckpt_path", str(good)])
-    assert f"error: cannot resume from {good} with other model settings: {message}" in err, err
-    assert "Traceback" not in err
+    for command in ("fit", "validate"):
+        err = train_error(capsys, [command, "--config", str(tiny_config(tmp_path / "changed", **override)),
+                                   "--ckpt_path", str(good)])
+        assert f"error: {good} holds a model with other settings: {message}" in err, err
+        assert "Traceback" not in err
+
+
+def test_evaluation_settings_may_differ_from_the_checkpoints(resumable):
+    config, good = resumable
+    saved = torch.load(good, weights_only=True)["hyper_parameters"]
+    changed = {**saved, "bound_strata": 7, "eval_seed": 3, "clip_denoised": False, "compile": True}
+    assert setting_differences(saved, changed) == ""
+    assert setting_differences(saved, {**changed, "warmup_steps": 1}) == "warmup_steps is 100 there but 1 here"
 
 
 def test_a_folder_that_holds_a_run_is_not_continued_or_overwritten_by_accident(tmp_path, capsys, resumable):
@@ -233,6 +245,9 @@ def test_a_folder_that_holds_a_run_is_not_continued_or_overwritten_by_accident(t
     err = train_error(capsys, ["fit", "--config", str(config), "--model.loss", "min_snr"])
     assert f"error: {tmp_path / 'run'} already holds a run (checkpoints up to step 4 in {folder}): resume it with " \
            f"--ckpt_path last, or start a new run in another folder with --trainer.default_root_dir DIR" in err
+    err = train_error(capsys, ["fit", "--config", str(config), "--ckpt_path", str(good)])  # another run's checkpoint
+    assert f"already holds a run (checkpoints up to step 4 in {folder}): resume it with --ckpt_path last, or start " \
+           f"from {good} in another folder with --trainer.default_root_dir DIR" in err
     assert last.read_bytes() == good.read_bytes()
 
 
@@ -240,13 +255,29 @@ def test_last_is_the_checkpoint_of_highest_step(tmp_path, resumable):
     config, good = resumable
     model, folder = cli_model(config), tmp_path / "checkpoints"
     folder.mkdir()
+    trainer = Namespace(default_root_dir=str(tmp_path), callbacks=[Namespace(
+        class_path="lightning.pytorch.callbacks.ModelCheckpoint", init_args=Namespace(dirpath=str(folder)))])
     for name, step, age in (("last", 4, 30), ("on_exception", 2, 0), ("best-step=4", 4, 0), ("last-v1", 3, 10)):
         path = synthetic_checkpoint(model, folder / f"{name}.ckpt", global_step=step)
         os.utime(path, (path.stat().st_atime, path.stat().st_mtime - age))  # on_exception.ckpt is the newest
-    assert resume_path("last", [folder], "run") == str(folder / "last.ckpt")
-    assert resume_path(str(good), [folder], "run") == str(good)
-    with pytest.raises(ConfigError, match="--ckpt_path last: no checkpoint to resume under run"):
-        resume_path("last", [tmp_path / "empty"], "run")
+    assert resume_path("last", trainer) == str(folder / "last.ckpt")
+    assert resume_path(str(folder / "last-v1.ckpt"), trainer) == str(folder / "last-v1.ckpt")  # one of its own
+    synthetic_checkpoint(model, tmp_path / "hpc_ckpt_1.ckpt", global_step=5)  # Lightning's SLURM checkpoint
+    assert resume_path("last", trainer) == str(tmp_path / "hpc_ckpt_1.ckpt")
+    with pytest.raises(ConfigError, match="--ckpt_path last: no checkpoint to resume under"):
+        resume_path("last", Namespace(default_root_dir=str(tmp_path / "new"), callbacks=[]))
+
+
+def test_the_logger_can_be_swapped_on_the_command_line(tmp_path, capsys):
+    config = tiny_config(tmp_path, wandb=True)
+    settings = yaml.safe_load(config.read_text())
+    settings["trainer"]["logger"] = [lg for lg in settings["trainer"]["logger"] if "Wandb" in lg["class_path"]][0]
+    config.write_text(yaml.safe_dump(settings))  # the shipped configs' logging: one W&B logger
+    train_main(["fit", "--config", str(config), "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+                "--trainer.max_steps", "2"])
+    assert [p.relative_to(tmp_path / "run") for p in (tmp_path / "run").rglob("metrics.csv")] == [
+        Path("digits/version_0/metrics.csv")]
+    assert not (tmp_path / "run" / "wandb").exists()
 
 
 @pytest.mark.parametrize("args,message", [
@@ -282,6 +313,10 @@ def test_sample_refuses_bad_steps_and_outputs_before_sampling(tmp_path, capsys, 
         "error: cannot write to output folder /proc/samples")
     assert "num_samples and batch_size must be >= 1" in sample_error(
         capsys, ["--ckpt_path", str(good), "--num_samples", "0"])
+    assert sample_error(capsys, ["--ckpt_path", str(good), "--eta", "-0.5"]) == \
+        "error: --eta must be >= 0 (0: deterministic DDIM), got -0.5"
+    assert sample_error(capsys, ["--ckpt_path", str(good), "--precision", "bogus", "--output", str(tmp_path / "b")]
+                        ).startswith("error: Precision 'bogus' is invalid")
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)

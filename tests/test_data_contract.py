@@ -1,10 +1,12 @@
 """The data contract: quantized data held as uint8 levels (4x smaller than float32) and converted to float32 in
 [−1, 1] only when served; continuous data held and served as float32."""
 
+import pytest
 import torch
 from sklearn.datasets import load_digits
 
 from ddpm_signrelu.data import DigitsDataModule, GaussianMixtureDataModule, levels_to_unit
+from ddpm_signrelu.errors import ConfigError
 
 
 def test_digits_are_held_as_uint8_levels_and_served_as_floats():
@@ -45,3 +47,16 @@ def test_continuous_data_stay_float():
     assert dm.to_unit(dm.train_data) is dm.train_data
     x, index, *_ = next(iter(dm.train_dataloader()))
     assert torch.equal(x, dm.train_data[index])
+
+
+class FloatDigits(DigitsDataModule):
+    """A data module that follows the old contract: floats in [−1, 1] although its data are quantized."""
+
+    def load(self):
+        return levels_to_unit(super().load(), self.num_levels)
+
+
+def test_quantized_data_loaded_as_floats_are_refused():
+    with pytest.raises(ConfigError, match=r"FloatDigits loaded torch.float32 / torch.float32 data, but data with "
+                                          r"num_levels=17 are held as torch.uint8: return integer levels"):
+        FloatDigits(val_size=10).setup("fit")

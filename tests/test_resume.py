@@ -1,10 +1,13 @@
 """Exact resume: N steps, SIGKILL, ``--ckpt_path last``, N more steps give the weights of 2N steps straight."""
 
+import lightning as L
 import pytest
 import torch
 import yaml
 
-from test_cli import run, tiny_config
+from ddpm_signrelu.callbacks import ExceptionCheckpoint
+from ddpm_signrelu.data import DigitsDataModule
+from test_cli import cli_model, run, tiny_config
 
 
 def config(tmp_path, kill_at=None, crash_at=None):
@@ -79,3 +82,18 @@ def test_a_start_that_fails_before_its_first_step_leaves_no_checkpoint_and_last_
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Restored all states from the checkpoint at {last}" in resumed.stderr
     assert torch.load(last, weights_only=False)["global_step"] == 8
+
+
+def test_the_exception_checkpoint_stays_through_validate_and_goes_after_a_good_fit(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    kept = folder / "on_exception.ckpt"
+    kept.write_bytes(b"a crashed run's newest state")
+    model, data = cli_model(config(tmp_path)), DigitsDataModule(batch_size=16, val_size=16)
+    options = {"default_root_dir": tmp_path, "logger": False, "enable_progress_bar": False,
+               "enable_model_summary": False, "limit_val_batches": 1}
+    L.Trainer(callbacks=[ExceptionCheckpoint()], **options).validate(model, datamodule=data, verbose=False)
+    assert kept.read_bytes() == b"a crashed run's newest state"
+    fresh = cli_model(config(tmp_path))  # validation left the first model's metric states as inference tensors
+    L.Trainer(callbacks=[ExceptionCheckpoint()], max_steps=1, **options).fit(fresh, datamodule=data)
+    assert not kept.exists()

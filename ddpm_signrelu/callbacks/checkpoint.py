@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import Checkpoint
 
 class ExceptionCheckpoint(Checkpoint):
     """Saves ``<dirpath>/<filename>.ckpt`` when training raises, once this run has taken an optimizer step, and
-    removes it when a run ends well (as Lightning's ``OnExceptionCheckpoint``). A start that fails earlier (missing
+    removes it when a fit ends well (as Lightning's ``OnExceptionCheckpoint``). A start that fails earlier (missing
     data, a bad ``--ckpt_path``) has nothing new to keep, and its step-0 file would shadow the run's real checkpoints.
     Resume with ``--ckpt_path last``: the checkpoint of highest global step. ``dirpath`` defaults to
     ``<trainer.default_root_dir>/checkpoints``."""
@@ -29,6 +29,7 @@ class ExceptionCheckpoint(Checkpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.dirpath = self.dirpath or os.path.join(trainer.default_root_dir, "checkpoints")
+        self._start_step = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start_step = trainer.global_step  # after a resume: the checkpoint's step
@@ -38,4 +39,5 @@ class ExceptionCheckpoint(Checkpoint):
             trainer.save_checkpoint(self.ckpt_path)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        trainer.strategy.remove_checkpoint(self.ckpt_path)
+        if stage == "fit":  # called after a fit that ended well; validate, test and predict leave the file alone
+            trainer.strategy.remove_checkpoint(self.ckpt_path)

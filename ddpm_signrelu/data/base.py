@@ -90,7 +90,12 @@ class TensorDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_data is None:
-            self.train_data, self.val_data = self.load_splits()
+            train, held = self.load_splits()
+            if train.dtype != self.storage_dtype or held.dtype != self.storage_dtype:
+                raise ConfigError(f"{type(self).__name__} loaded {train.dtype} / {held.dtype} data, but data with "
+                                  f"num_levels={self.num_levels} are held as {self.storage_dtype}: return integer "
+                                  f"levels 0..L-1 as uint8 for quantized data, float32 values for continuous data")
+            self.train_data, self.val_data = train, held
 
     @property
     def storage_dtype(self) -> torch.dtype:

@@ -54,6 +54,8 @@ def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Te
     d = √(1 − ᾱ_{t'} − σ²), σ = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t))·√β'. All from the schedule's float64 arrays.
     """
     check_choice("sampler", sampler, SAMPLERS)
+    if eta < 0:
+        raise ConfigError(f"DDIM's eta must be >= 0 (0: deterministic, 1: the ancestral step), got {eta}")
     ab, one_minus_ab = schedule.alphas_cumprod, schedule.one_minus_alphas_cumprod
     ratio = ab[t] / ab[t_prev]  # 1 − β'
     beta = 1 - ratio
@@ -79,7 +81,7 @@ def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], see
     check_choice("sampler", sampler, SAMPLERS)
     if len(seeds) < 1:
         raise ConfigError("num_samples must be >= 1")
-    steps = steps or default_steps(sampler, schedule.num_timesteps)
+    steps = default_steps(sampler, schedule.num_timesteps) if steps is None else steps
     grid = timestep_grid(schedule.num_timesteps, steps)
     coefficients = torch.stack(step_coefficients(schedule, grid[:-1], grid[1:], sampler, eta), 1).tolist()
     noise = PerSampleNoise(seeds, shape, device, dtype)

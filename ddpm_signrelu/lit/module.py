@@ -18,6 +18,7 @@ from ddpm_signrelu.nn import build_denoiser, resolve_config
 from ddpm_signrelu.nn.layers import at_least_float32
 
 CHECKPOINT_KEY = "ddpm_signrelu"
+EVALUATION_SETTINGS = ("compile", "clip_denoised", "bound_strata", "eval_seed")  # how the model is run and evaluated
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -206,12 +207,13 @@ def compile_options(compile: bool | dict) -> dict | None:
 
 def setting_differences(saved: dict, current: dict) -> str:
     """The model settings that differ between a checkpoint's hyper-parameters and ``current`` ("" if none), as
-    "key is A there but B here"; ``network`` and ``head`` compared with their defaults filled in. ``compile`` is how
-    to run the network, not the model, and may differ."""
+    "key is A there but B here"; ``network`` and ``head`` compared with their defaults filled in. Every setting of
+    the model and of its training counts (a resumed run would otherwise train on in another way, or have its new
+    lr overwritten by the optimizer state it restores), except :data:`EVALUATION_SETTINGS`."""
     def value(hparams: dict, key: str):
         return _plain(resolve_config(key, hparams[key]) if key in ("network", "head") else hparams[key])
 
-    keys = [k for k in saved if k in current and k != "compile" and not k.startswith("_")]
+    keys = [k for k in saved if k in current and k not in EVALUATION_SETTINGS and not k.startswith("_")]
     return "; ".join(f"{k} is {value(saved, k)} there but {value(current, k)} here" for k in keys
                      if value(saved, k) != value(current, k))
 

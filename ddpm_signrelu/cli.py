@@ -100,6 +100,8 @@ class DiffusionCLI(LightningCLI):
             path, checkpoint = self.resume
             self.resume = None  # the trainer reads the file again; this copy is not kept
             check_resumable(checkpoint, self.model, path)
+        if self.subcommand in ("fit", "validate", "test"):
+            self.datamodule.setup(self.subcommand)  # missing or bad data fail here, before a logger starts a run
 
 
 def check_trainer(trainer) -> None:

@@ -172,7 +172,7 @@ def test_holdout_rule_reports_patience(tmp_path):
     L.seed_everything(0)
     early, report = EarlyStopping(monitor="val/dsm_x0", patience=1, min_delta=10.0), StopReport()
     fit(tmp_path, mixture_model(), mixture_data(), [early, report], max_steps=100, val_every=5)
-    assert report.reason == "holdout_patience" and report.step == 10 and math.isfinite(report.value)
+    assert report.reason == "holdout_patience_exhausted" and report.step == 10 and math.isfinite(report.value)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import math
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities import rank_zero_info
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator
@@ -88,7 +89,9 @@ class DiscrepancyStop(ValidationEvaluator):
 
 class StopReport(Callback):
     """At the end of training, log why and when it stopped: ``stop/step`` and ``stop/value`` as metrics, and
-    ``stop/reason`` ∈ {discrepancy, holdout_patience, max_steps} as a hyper-parameter (it is a string).
+    ``stop/reason`` as a hyper-parameter (it is a string): ``discrepancy``, ``holdout_`` + the stopping reason of
+    Lightning's ``EarlyStopping`` (``holdout_patience_exhausted``, ``holdout_non_finite_metric``, ...), or
+    ``max_steps``.
 
     ``stop/value`` is the monitored value at the stop: the discrepancy loss, or the ``EarlyStopping`` monitor.
     """
@@ -101,13 +104,14 @@ class StopReport(Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         callbacks = trainer.callbacks
         discrepancy = [cb for cb in callbacks if isinstance(cb, DiscrepancyStop) and cb.stopped_step is not None]
-        holdout = [cb for cb in callbacks if isinstance(cb, EarlyStopping)]
+        holdout = sorted((cb for cb in callbacks if isinstance(cb, EarlyStopping)),
+                         key=lambda cb: cb.stopping_reason == EarlyStoppingReason.NOT_STOPPED)  # the one that stopped
         self.step = trainer.global_step
         if discrepancy:
             self.reason, self.value = "discrepancy", discrepancy[0].stopped_value
         else:
-            patience_out = any(cb.wait_count >= cb.patience for cb in holdout) and trainer.global_step < trainer.max_steps
-            self.reason = "holdout_patience" if patience_out else "max_steps"
+            stopped = holdout and holdout[0].stopping_reason != EarlyStoppingReason.NOT_STOPPED
+            self.reason = f"holdout_{holdout[0].stopping_reason.name.lower()}" if stopped else "max_steps"
             monitored = trainer.callback_metrics.get(holdout[0].monitor) if holdout else None
             self.value = math.nan if monitored is None else float(monitored)
         for logger in trainer.loggers:

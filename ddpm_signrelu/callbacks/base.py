@@ -1,11 +1,24 @@
-"""A base for callbacks that evaluate the model once per validation check, with the EMA weights when EMA is on."""
+"""A base for callbacks that evaluate the model once per validation check, with the EMA weights when EMA is on, and
+the data contract they rely on."""
 
 from __future__ import annotations
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, WeightAveraging
 
+from ddpm_signrelu.data import TensorDataModule
 from ddpm_signrelu.errors import ConfigError
+
+
+def diffusion_data(trainer: L.Trainer, user: str) -> TensorDataModule:
+    """The trainer's data module, which evaluators need to be a set-up :class:`TensorDataModule`: stored training and
+    held-out splits (``train_data``, ``val_data``, read through ``to_unit``), ``hflip``, and ``mixture`` where the
+    density is known."""
+    dm = trainer.datamodule
+    if not isinstance(dm, TensorDataModule) or dm.train_data is None:
+        raise ConfigError(f"{user} needs a ddpm_signrelu data module (a TensorDataModule with a training and a held-out "
+                          f"split), got {type(dm).__name__}")
+    return dm
 
 
 class ValidationEvaluator(Callback):

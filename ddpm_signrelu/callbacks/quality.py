@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
-from ddpm_signrelu.callbacks.base import ValidationEvaluator
+from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.callbacks.samples import rank_share
 from ddpm_signrelu.errors import ConfigError, check_choice
 from ddpm_signrelu.io import to_uint8
@@ -43,12 +43,14 @@ class SampleQuality(ValidationEvaluator):
         super().setup(trainer, pl_module, stage)
         if self.distances is not None:
             return
+        if stage == "fit":
+            diffusion_data(trainer, "SampleQuality")  # its reference split: fail before the first step
         features, weights_path, subsets, subset_size = self._options
         extractor = load_feature_extractor(features, weights_path)  # fails before the first step
         self.distances = FeatureDistances(extractor, pl_module.data_shape, subsets, subset_size)
 
     def _add_reference(self, trainer: L.Trainer, pl_module) -> None:
-        dm = trainer.datamodule
+        dm = diffusion_data(trainer, "SampleQuality")
         data = dm.train_data if self.reference == "train" else dm.val_data
         rows = rank_share(trainer, min(len(data), self.max_reference))
         for i in range(rows.start, rows.stop, self.batch_size):

@@ -7,9 +7,9 @@ import math
 import lightning as L
 import torch
 
-from ddpm_signrelu.callbacks.base import ValidationEvaluator
+from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.callbacks.curves import write_curves
-from ddpm_signrelu.diffusion import Strata, draw_for_items, evaluation_points, predict
+from ddpm_signrelu.diffusion import Strata, draw_for_items, evaluation_points, predict, to_bits_per_dim
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.metrics.reference import empirical_bayes_denoiser
 from ddpm_signrelu.metrics.risk import (ColumnStats, excess_true_columns, model_risk_columns,
@@ -47,11 +47,8 @@ class RiskMetrics(ValidationEvaluator):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        dm = trainer.datamodule
-        train, held = getattr(dm, "train_data", None), getattr(dm, "val_data", None)
-        if train is None or held is None or len(held) == 0 or not hasattr(dm, "to_unit"):
-            raise ConfigError("RiskMetrics needs a data module with a training split and a held-out split "
-                              "(train_data and val_data, val_size >= 1); use a ddpm_signrelu data module")
+        dm = diffusion_data(trainer, "RiskMetrics")
+        train, held = dm.train_data, dm.val_data
         m = self.num_items
         if m > len(train) or m > len(held):
             raise ConfigError(f"RiskMetrics num_items={m} exceeds the training split ({len(train)}) or the held-out "
@@ -101,7 +98,7 @@ class RiskMetrics(ValidationEvaluator):
         draws = draw_for_items(self.strata, self.seed, items, shape)
         self.train_points = evaluation_points(schedule, dm.to_unit(dm.train_data[train_rows[items]]).to(device), draws)
         self.held_points = evaluation_points(schedule, dm.to_unit(dm.val_data[held_rows[items]]).to(device), draws)
-        self.mixture = getattr(dm, "mixture", None)
+        self.mixture = dm.mixture
 
         def empirical(x_t, t):
             ab = self.schedule.alphas_cumprod.to(device)[t]
@@ -122,8 +119,7 @@ class RiskMetrics(ValidationEvaluator):
         self.entropy = None
         if self.mixture is not None:
             h, se = self.mixture.entropy(self.entropy_samples, self.seed)
-            scale = 1 / (math.prod(shape) * math.log(2))
-            self.entropy = (h * scale, se * scale)
+            self.entropy = (to_bits_per_dim(h, math.prod(shape)), to_bits_per_dim(se, math.prod(shape)))
         names = ["vlb_train", "vlb_heldout", "approximation", "estimation", "excess"]
         self.stats = ColumnStats(names + (["excess_true"] if self.mixture is not None else []),
                                  len(self.strata) + 2).to(device)

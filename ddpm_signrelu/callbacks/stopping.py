@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities import rank_zero_info
 
-from ddpm_signrelu.callbacks.base import ValidationEvaluator
+from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.diffusion.losses import diffusion_loss, fixed_timesteps_and_noise
 from ddpm_signrelu.errors import ConfigError
 
@@ -47,8 +47,8 @@ class DiscrepancyStop(ValidationEvaluator):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        dm = trainer.datamodule
-        if getattr(dm, "mixture", None) is None:
+        dm = diffusion_data(trainer, "DiscrepancyStop")
+        if dm.mixture is None:
             raise ConfigError("DiscrepancyStop needs data of known density (GaussianMixtureDataModule); on other data "
                               "stop with EarlyStopping on risk/vlb_heldout or val/dsm_x0")
         if self.num_items > len(dm.train_data):

@@ -66,6 +66,7 @@ class TensorDataModule(L.LightningDataModule):
 
     data_shape: tuple[int, ...]
     num_levels: int | None
+    mixture = None  # the data's known density (a GaussianMixture) where there is one: exact D* and population draws
 
     def __init__(self, batch_size: int = 128, val_size: int = 500, seed: int = 0, num_workers: int = 0,
                  hflip: bool = False):

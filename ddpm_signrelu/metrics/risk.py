@@ -7,17 +7,11 @@ estimate; averaging over items gives the metric, and averaging each column gives
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torchmetrics import Metric
 
-from ddpm_signrelu.diffusion.bound import EvalPoints, vlb_columns, weighted_sq_columns
+from ddpm_signrelu.diffusion.bound import EvalPoints, to_bits_per_dim, vlb_columns, weighted_sq_columns
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
-
-
-def _bits(nats: torch.Tensor, dim: int) -> torch.Tensor:
-    return nats / (dim * math.log(2))
 
 
 def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, model_train: torch.Tensor,
@@ -30,9 +24,9 @@ def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoi
     ``model_*``: x̂0_θ at the points, ``ref_train``: D*_n at the S_train points.
     """
     dim = train.x0[0].numel()
-    vlb_train = _bits(vlb_columns(schedule, train, model_train, num_levels), dim)
-    vlb_held = _bits(vlb_columns(schedule, held, model_held, num_levels), dim)
-    approximation = _bits(weighted_sq_columns(schedule, train, model_train, ref_train, num_levels is None), dim)
+    vlb_train = to_bits_per_dim(vlb_columns(schedule, train, model_train, num_levels), dim)
+    vlb_held = to_bits_per_dim(vlb_columns(schedule, held, model_held, num_levels), dim)
+    approximation = to_bits_per_dim(weighted_sq_columns(schedule, train, model_train, ref_train, num_levels is None), dim)
     estimation = vlb_held - vlb_train
     return {"vlb_train": vlb_train, "vlb_heldout": vlb_held, "approximation": approximation,
             "estimation": estimation, "excess": approximation + estimation}
@@ -42,7 +36,7 @@ def excess_true_columns(schedule: NoiseSchedule, held: EvalPoints, model_held: t
                         bayes_held: torch.Tensor, num_levels: int | None) -> dict:
     """``excess_true`` = Σ_t w_t ‖x̂0_θ − D*‖² on S_pop = S_held: the exact excess KL over the Bayes chain (§6.4)."""
     dim = held.x0[0].numel()
-    return {"excess_true": _bits(weighted_sq_columns(schedule, held, model_held, bayes_held, num_levels is None), dim)}
+    return {"excess_true": to_bits_per_dim(weighted_sq_columns(schedule, held, model_held, bayes_held, num_levels is None), dim)}
 
 
 def reference_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, ref_train: torch.Tensor,
@@ -51,11 +45,11 @@ def reference_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoin
     ``vlb_bayes_true`` = VLB(D*; S_pop), ``optimism`` = vlb_bayes_train − vlb_bayes_true and
     ``kernel_ratio_error`` = Σ_t w_t ‖D*_n − D*‖² on S_pop."""
     dim = train.x0[0].numel()
-    out = {"vlb_bayes_train": _bits(vlb_columns(schedule, train, ref_train, num_levels), dim)}
+    out = {"vlb_bayes_train": to_bits_per_dim(vlb_columns(schedule, train, ref_train, num_levels), dim)}
     if bayes_held is not None:
-        out["vlb_bayes_true"] = _bits(vlb_columns(schedule, held, bayes_held, num_levels), dim)
+        out["vlb_bayes_true"] = to_bits_per_dim(vlb_columns(schedule, held, bayes_held, num_levels), dim)
         out["optimism"] = out["vlb_bayes_train"] - out["vlb_bayes_true"]
-        out["kernel_ratio_error"] = _bits(
+        out["kernel_ratio_error"] = to_bits_per_dim(
             weighted_sq_columns(schedule, held, ref_held, bayes_held, num_levels is None), dim)
     return out
 

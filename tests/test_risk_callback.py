@@ -113,8 +113,10 @@ def test_setup_errors_are_clear(tmp_path):
         def train_dataloader(self):
             return torch.utils.data.DataLoader([(torch.zeros(2), 0)])
 
-    with pytest.raises(ConfigError, match="held-out split"):
-        fit(tmp_path, mixture_model(), NoHeldOut(), [RiskMetrics()], max_steps=2, val_every=1)
+    for callback in (RiskMetrics(), DiscrepancyStop()):
+        name = type(callback).__name__
+        with pytest.raises(ConfigError, match=f"{name} needs a ddpm_signrelu data module .*held-out split.*NoHeldOut"):
+            fit(tmp_path, mixture_model(), NoHeldOut(), [callback], max_steps=2, val_every=1)
 
 
 def test_reference_of_flipped_uint8_images_is_the_concatenated_float_set(tmp_path):

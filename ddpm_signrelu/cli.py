@@ -199,11 +199,11 @@ def relocate_run(config: dict, run_dir: str | Path, wandb: bool = True, csv: boo
 
 
 def user_error(err: BaseException) -> Exception | None:
-    """The bad-input error behind ``err``, if any: a :class:`UserError` or Lightning's MisconfigurationException,
-    also where a config parser raised its own error from it (``raise ... from``)."""
+    """The bad-input error behind ``err``, if any: a :class:`UserError`, Lightning's MisconfigurationException or a
+    command-line parser's error, also where the parser raised its own error from it (``raise ... from``)."""
     seen = set()
     while err is not None and id(err) not in seen:
-        if isinstance(err, (UserError, MisconfigurationException)):
+        if isinstance(err, (UserError, MisconfigurationException, argparse.ArgumentError)):
             return err
         seen.add(id(err))
         err = err.__cause__
@@ -218,8 +218,23 @@ def _run(main) -> None:
         cause = user_error(err)
         if cause is None:
             raise
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {one_line(cause)}", file=sys.stderr)
         sys.exit(2)
+
+
+def one_line(err: Exception) -> str:
+    """``err``'s message on one line; a parser's "does not validate against any of the Union subtypes" is cut to the
+    key, what each subtype expected (None aside) and the value given, with a pointer to ``--help``."""
+    message = " ".join(str(err).split())
+    if not isinstance(err, argparse.ArgumentError):
+        return message
+    head, _, problems = message.partition(" Errors: - ")
+    if problems:
+        problems, _, given = problems.partition(" Given value type: ")
+        expected = [p for p in problems.split(" - ") if "NoneType" not in p]
+        value = given.partition(" Given value: ")[2]
+        message = f"{head.partition(': Does not validate')[0]}: {'; or '.join(expected)} (given: {value})"
+    return f"{message}; --help lists the options"
 
 
 def train_main(args: list[str] | None = None) -> None:
@@ -227,7 +242,7 @@ def train_main(args: list[str] | None = None) -> None:
     if args is None and len(sys.argv) == 1:
         args = ["fit", "--config", str(DEFAULT_CONFIG)]
     _run(lambda: DiffusionCLI(DiffusionModel, TensorDataModule, subclass_mode_data=True, args=args,
-                              save_config_kwargs={"overwrite": True}))
+                              save_config_kwargs={"overwrite": True}, parser_kwargs={"exit_on_error": False}))
 
 
 def sample_parser() -> argparse.ArgumentParser:

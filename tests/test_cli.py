@@ -156,9 +156,16 @@ def test_train_config_errors_are_one_line(tmp_path, capsys, override, message):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_unknown_config_key_is_named(tmp_path, capsys):
-    err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path)), "--model.learning_rate", "0.1"])
-    assert "learning_rate" in err
+@pytest.mark.parametrize("args,message", [
+    (["--model.learning_rate", "0.1"], "error: unrecognized arguments: --model.learning_rate 0.1; --help lists the "
+                                       "options"),
+    (["--data.init_args.batch_sise", "3"], "error: Parser key \"data\": Problem with given class_path "
+                                           "'ddpm_signrelu.data.DigitsDataModule': Option 'batch_sise' is not accepted"),
+    (["--trainer.precision", "7"], "error: Parser key \"trainer.precision\": Expected a typing.Literal[64, 32, 16]; or"),
+])
+def test_unknown_keys_and_bad_values_are_named_on_one_line(tmp_path, capsys, args, message):
+    err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path)), *args])
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1, err
 
 
 def sample_error(capsys, args) -> str:

@@ -159,9 +159,14 @@ def test_train_config_errors_are_one_line(tmp_path, capsys, override, message):
 @pytest.mark.parametrize("args,message", [
     (["--model.learning_rate", "0.1"], "error: unrecognized arguments: --model.learning_rate 0.1; --help lists the "
                                        "options"),
-    (["--data.init_args.batch_sise", "3"], "error: Parser key \"data\": Problem with given class_path "
-                                           "'ddpm_signrelu.data.DigitsDataModule': Option 'batch_sise' is not accepted"),
-    (["--trainer.precision", "7"], "error: Parser key \"trainer.precision\": Expected a typing.Literal[64, 32, 16]; or"),
+    (["--data.init_args.batch_sise", "3"],
+     "error: Parser key \"data\": Problem with given class_path 'ddpm_signrelu.data.DigitsDataModule': Option "
+     "'batch_sise' is not accepted"),
+    (["--trainer.precision", "7"],
+     "error: Parser key \"trainer.precision\": Expected a typing.Literal[64, 32, 16]; or"),
+    (["--model.loss", "nope"],
+     "error: Parser key \"model.loss\": Expected a typing.Literal['eps_mse', 'min_snr', 'x0_mse', 'vlb']. Got value: "
+     "nope; --help lists the options"),
 ])
 def test_unknown_keys_and_bad_values_are_named_on_one_line(tmp_path, capsys, args, message):
     err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path)), *args])
@@ -199,7 +204,8 @@ def bad_checkpoints(tmp_path, good: Path) -> list[tuple[Path, str]]:
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     plain = tmp_path / "plain.ckpt"
     torch.save({"weights": torch.zeros(3)}, plain)
-    no_hparams = synthetic_checkpoint(cli_model(tiny_config(tmp_path / "h")), tmp_path / "h.ckpt", hyper_parameters=None)
+    no_hparams = synthetic_checkpoint(cli_model(tiny_config(tmp_path / "h")), tmp_path / "h.ckpt",
+                                      hyper_parameters=None)
     missing = tmp_path / "missing.ckpt"
     torch.save({**state, "state_dict": {k: v for i, (k, v) in enumerate(state["state_dict"].items()) if i}}, missing)
     return [(tmp_path / "nope.ckpt", f"checkpoint not found: {tmp_path / 'nope.ckpt'}"),

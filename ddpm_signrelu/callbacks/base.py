@@ -16,8 +16,8 @@ def diffusion_data(trainer: L.Trainer, user: str) -> TensorDataModule:
     density is known."""
     dm = trainer.datamodule
     if not isinstance(dm, TensorDataModule) or dm.train_data is None:
-        raise ConfigError(f"{user} needs a ddpm_signrelu data module (a TensorDataModule with a training and a held-out "
-                          f"split), got {type(dm).__name__}")
+        raise ConfigError(f"{user} needs a ddpm_signrelu data module (a TensorDataModule with a training and a "
+                          f"held-out split), got {type(dm).__name__}")
     return dm
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import lightning as L
 import torch
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.callbacks.samples import rank_share
+from ddpm_signrelu.diffusion import Sampler
 from ddpm_signrelu.errors import ConfigError, check_choice
 from ddpm_signrelu.io import to_uint8
 from ddpm_signrelu.metrics.fid import FeatureDistances, load_feature_extractor
@@ -25,8 +28,9 @@ class SampleQuality(ValidationEvaluator):
         sampler, steps, eta: the sampler; batch_size: samples and images per extractor call on each process.
     """
 
-    def __init__(self, num_samples: int = 10000, sampler: str = "ddim", steps: int | None = 100, eta: float = 0.0,
-                 seed: int = 0, reference: str = "train", max_reference: int = 50000, features: str = "inception",
+    def __init__(self, num_samples: int = 10000, sampler: Sampler = "ddim", steps: int | None = 100, eta: float = 0.0,
+                 seed: int = 0, reference: Literal["train", "heldout"] = "train", max_reference: int = 50000,
+                 features: str = "inception",
                  weights_path: str | None = None, batch_size: int = 256, kid_subsets: int = 100,
                  kid_subset_size: int = 1000, every_n_val_checks: int = 1):
         super().__init__(every_n_val_checks)

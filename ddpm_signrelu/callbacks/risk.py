@@ -9,7 +9,7 @@ import torch
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.callbacks.curves import write_curves
-from ddpm_signrelu.diffusion import Strata, draw_for_items, evaluation_points, predict, to_bits_per_dim
+from ddpm_signrelu.diffusion import Proposal, Strata, draw_for_items, evaluation_points, predict, to_bits_per_dim
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.metrics.reference import empirical_bayes_denoiser
 from ddpm_signrelu.metrics.risk import (ColumnStats, excess_true_columns, model_risk_columns,
@@ -33,7 +33,7 @@ class RiskMetrics(ValidationEvaluator):
         max_memory_gb: bound on what one rank holds (:meth:`memory_bytes`); set-up fails above it.
     """
 
-    def __init__(self, num_items: int = 256, num_strata: int = 16, proposal: str = "weight",
+    def __init__(self, num_items: int = 256, num_strata: int = 16, proposal: Proposal = "weight",
                  every_n_val_checks: int = 1, batch_size: int = 1024, chunk_size: int = 4096, seed: int = 0,
                  entropy_samples: int = 100_000, max_memory_gb: float = 4.0):
         super().__init__(every_n_val_checks)

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from ddpm_signrelu.diffusion import Sampler
 from ddpm_signrelu.io import save_samples, to_uint8
 
 
@@ -20,7 +21,7 @@ def rank_share(trainer: L.Trainer, count: int) -> range:
     return range(min(count, trainer.global_rank * share), min(count, (trainer.global_rank + 1) * share))
 
 
-def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], sampler: str, steps: int | None,
+def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], sampler: Sampler, steps: int | None,
                           eta: float) -> torch.Tensor:
     """All samples on every process, each process drawing a contiguous share of ``seeds`` (padded to equal
     shares, then gathered): the same images as one process, in a 1/W of its time, and no rank left waiting."""
@@ -75,7 +76,7 @@ class SampleGrid(L.Callback):
     both after the EMA callback has put the averaged weights in place, when it is listed before this one.
     """
 
-    def __init__(self, num_samples: int = 64, sampler: str = "ddim", steps: int | None = 50, eta: float = 0.0,
+    def __init__(self, num_samples: int = 64, sampler: Sampler = "ddim", steps: int | None = 50, eta: float = 0.0,
                  seed: int = 0, every_n_val_checks: int = 0):
         self.num_samples, self.sampler, self.steps, self.eta = num_samples, sampler, steps, eta
         self.seed, self.every_n_val_checks, self._checks = seed, every_n_val_checks, 0

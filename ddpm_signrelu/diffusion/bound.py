@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
@@ -80,7 +81,8 @@ def to_bits_per_dim(nats: torch.Tensor, dim: int) -> torch.Tensor:
     return nats / (dim * math.log(2))
 
 
-PROPOSALS = ("weight", "uniform")
+Proposal = Literal["weight", "uniform"]  # π_k within a stratum: ∝ w_t or uniform
+PROPOSALS = get_args(Proposal)
 
 
 class Strata:
@@ -90,7 +92,7 @@ class Strata:
     K = T − 1 gives singleton strata, and the estimate is then the full sum.
     """
 
-    def __init__(self, schedule: NoiseSchedule, num_strata: int, proposal: str = "weight"):
+    def __init__(self, schedule: NoiseSchedule, num_strata: int, proposal: Proposal = "weight"):
         check_choice("stratum proposal", proposal, PROPOSALS)
         T = schedule.num_timesteps
         if not 1 <= num_strata <= T - 1:

@@ -5,6 +5,8 @@ Each returns one value per example: a mean over the D coordinates, so numbers do
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from ddpm_signrelu.diffusion.bound import item_generator
@@ -12,17 +14,18 @@ from ddpm_signrelu.diffusion.process import eps_from_x0, predict_x0, q_sample, s
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 from ddpm_signrelu.errors import check_choice
 
-LOSSES = ("eps_mse", "min_snr", "x0_mse", "vlb")
+Loss = Literal["eps_mse", "min_snr", "x0_mse", "vlb"]
+LOSSES = get_args(Loss)
 
 
-def sample_timesteps(loss: str, num_timesteps: int, batch: int, generator=None, device=None) -> torch.Tensor:
+def sample_timesteps(loss: Loss, num_timesteps: int, batch: int, generator=None, device=None) -> torch.Tensor:
     """t ~ U{1..T} as indices 0..T−1; the ``vlb`` loss draws t ~ U{2..T} (indices 1..T−1)."""
     low = 1 if loss == "vlb" else 0
     return torch.randint(low, num_timesteps, (batch,), generator=generator, device=device)
 
 
 def diffusion_loss(schedule: NoiseSchedule, model, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                   loss: str = "eps_mse", parameterization: str = "x0", min_snr_gamma: float = 5.0) -> torch.Tensor:
+                   loss: Loss = "eps_mse", parameterization: str = "x0", min_snr_gamma: float = 5.0) -> torch.Tensor:
     """Per-example training loss on x_t = q_sample(x0, t, ε); ``model(x_t, t)`` predicts ``parameterization``.
 
     - ``eps_mse``: (1/D)‖ε − ε̂‖², Ho's L_simple (= SNR_t·(1/D)‖x0 − x̂0‖² for an x0-head).
@@ -48,7 +51,7 @@ def diffusion_loss(schedule: NoiseSchedule, model, x0: torch.Tensor, t: torch.Te
     return (schedule.num_timesteps - 1) * schedule.at("x0_weight", t, 1, x0_err.dtype) * x0_err
 
 
-def fixed_timesteps_and_noise(loss: str, num_timesteps: int, seed: int, indices, shape):
+def fixed_timesteps_and_noise(loss: Loss, num_timesteps: int, seed: int, indices, shape):
     """Per-item (t, ε) for evaluating the loss on fixed draws: item j's depend on (seed, j) alone."""
     low = 1 if loss == "vlb" else 0
     ts, noises = [], []

@@ -10,16 +10,18 @@ sample, so a sample's image depends on its seed alone, not on the batch it was d
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal, get_args
 
 import torch
 
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 from ddpm_signrelu.errors import ConfigError, check_choice
 
-SAMPLERS = ("ddpm", "ddim")
+Sampler = Literal["ddpm", "ddim"]
+SAMPLERS = get_args(Sampler)
 
 
-def default_steps(sampler: str, num_timesteps: int) -> int:
+def default_steps(sampler: Sampler, num_timesteps: int) -> int:
     """Sampling steps when none are given: T for ``ddpm``, min(50, T) for ``ddim``."""
     return num_timesteps if sampler == "ddpm" else min(50, num_timesteps)
 
@@ -44,7 +46,7 @@ class PerSampleNoise:
             self.device)
 
 
-def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Tensor, sampler: str = "ddpm",
+def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Tensor, sampler: Sampler = "ddpm",
                       eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(c_x0, c_xt, σ), float64: one step x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z from indices t to t_prev < t.
 
@@ -71,7 +73,7 @@ def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Te
 
 @torch.no_grad()
 def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], seeds: Sequence[int], device="cpu",
-           sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0, progress: Callable | None = None,
+           sampler: Sampler = "ddpm", steps: int | None = None, eta: float = 0.0, progress: Callable | None = None,
            dtype: torch.dtype = torch.float32):
     """Draw ``len(seeds)`` samples of ``shape`` in ``dtype``; ``denoise(x_t, t)`` returns x̂0 (clip it there if
     wanted). Each step is :func:`step_coefficients`' x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z; the last (to t' = 0) is x̂0.

@@ -9,6 +9,7 @@ them in float64 before any cast: in float32, ᾱ_1 = 1 − β_1 keeps only ~4 di
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 
@@ -28,8 +29,10 @@ def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) 
     return torch.tensor([min(1 - f((i + 1) / T) / f(i / T), max_beta) for i in range(T)], dtype=torch.float64)
 
 
-BETA_SCHEDULES = {"linear": linear_betas, "cosine": cosine_betas}
-VARIANCES = ("small", "large")
+BetaSchedule = Literal["linear", "cosine"]
+BETA_SCHEDULES = dict(zip(get_args(BetaSchedule), (linear_betas, cosine_betas)))
+Variance = Literal["small", "large"]  # the reverse chain's σ_t²: β̃_t or β_t
+VARIANCES = get_args(Variance)
 
 
 class NoiseSchedule:
@@ -42,7 +45,7 @@ class NoiseSchedule:
     σ_1² = β̃_2 in the decoder, as improved-diffusion does.
     """
 
-    def __init__(self, betas: torch.Tensor, variance: str = "small"):
+    def __init__(self, betas: torch.Tensor, variance: Variance = "small"):
         check_choice("variance", variance, VARIANCES)
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.dim() != 1 or len(betas) < 2:
@@ -73,7 +76,7 @@ class NoiseSchedule:
         self._device_cache: dict = {}
 
     @classmethod
-    def from_name(cls, name: str, num_timesteps: int, variance: str = "small") -> "NoiseSchedule":
+    def from_name(cls, name: BetaSchedule, num_timesteps: int, variance: Variance = "small") -> "NoiseSchedule":
         """``linear`` or ``cosine`` with T = ``num_timesteps``."""
         check_choice("beta schedule", name, BETA_SCHEDULES)
         if num_timesteps < 2:

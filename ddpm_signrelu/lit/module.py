@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import inspect
 import math
+from typing import Literal, get_args
 
 import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
 from ddpm_signrelu import __version__
-from ddpm_signrelu.diffusion import (LOSSES, NoiseSchedule, Strata, diffusion_loss, draw_for_items, predict_x0,
-                                     sample, sample_timesteps, to_bits_per_dim, vlb_terms)
+from ddpm_signrelu.diffusion import (LOSSES, BetaSchedule, Loss, NoiseSchedule, Strata, Variance, diffusion_loss,
+                                     draw_for_items, predict_x0, sample, sample_timesteps, to_bits_per_dim, vlb_terms)
 from ddpm_signrelu.diffusion.losses import fixed_timesteps_and_noise
 from ddpm_signrelu.errors import CheckpointError, ConfigError, NonFiniteLossError, check_choice
 from ddpm_signrelu.nn import build_denoiser, resolve_config
@@ -19,7 +20,8 @@ from ddpm_signrelu.nn.layers import at_least_float32
 
 CHECKPOINT_KEY = "ddpm_signrelu"
 EVALUATION_SETTINGS = ("compile", "clip_denoised", "bound_strata", "eval_seed")  # how the model is run and evaluated
-LR_SCHEDULES = ("constant", "cosine")
+LRSchedule = Literal["constant", "cosine"]  # after warm-up
+LR_SCHEDULES = get_args(LRSchedule)
 
 
 class DiffusionModel(L.LightningModule):
@@ -47,9 +49,10 @@ class DiffusionModel(L.LightningModule):
 
     def __init__(self, data_shape: tuple[int, ...] = (1, 8, 8), num_levels: int | None = 17,
                  network: dict | None = None, head: dict | None = None, num_timesteps: int = 1000,
-                 beta_schedule: str = "linear", variance: str = "small", loss: str = "eps_mse",
+                 beta_schedule: BetaSchedule = "linear", variance: Variance = "small", loss: Loss = "eps_mse",
                  min_snr_gamma: float = 5.0, clip_denoised: bool = True, lr: float = 2e-4, weight_decay: float = 0.0,
-                 adam_betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0, lr_schedule: str = "constant",
+                 adam_betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0,
+                 lr_schedule: LRSchedule = "constant",
                  bound_strata: int = 16, eval_seed: int = 0, compile: bool | dict = False):
         super().__init__()
         network = resolve_config("network", network or {"name": "unet"})

@@ -26,7 +26,8 @@ def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoi
     dim = train.x0[0].numel()
     vlb_train = to_bits_per_dim(vlb_columns(schedule, train, model_train, num_levels), dim)
     vlb_held = to_bits_per_dim(vlb_columns(schedule, held, model_held, num_levels), dim)
-    approximation = to_bits_per_dim(weighted_sq_columns(schedule, train, model_train, ref_train, num_levels is None), dim)
+    continuous = num_levels is None
+    approximation = to_bits_per_dim(weighted_sq_columns(schedule, train, model_train, ref_train, continuous), dim)
     estimation = vlb_held - vlb_train
     return {"vlb_train": vlb_train, "vlb_heldout": vlb_held, "approximation": approximation,
             "estimation": estimation, "excess": approximation + estimation}
@@ -36,7 +37,8 @@ def excess_true_columns(schedule: NoiseSchedule, held: EvalPoints, model_held: t
                         bayes_held: torch.Tensor, num_levels: int | None) -> dict:
     """``excess_true`` = Σ_t w_t ‖x̂0_θ − D*‖² on S_pop = S_held: the exact excess KL over the Bayes chain (§6.4)."""
     dim = held.x0[0].numel()
-    return {"excess_true": to_bits_per_dim(weighted_sq_columns(schedule, held, model_held, bayes_held, num_levels is None), dim)}
+    excess = weighted_sq_columns(schedule, held, model_held, bayes_held, num_levels is None)
+    return {"excess_true": to_bits_per_dim(excess, dim)}
 
 
 def reference_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, ref_train: torch.Tensor,

@@ -28,7 +28,8 @@ from ddpm_signrelu.callbacks.samples import SampleWriter
 from ddpm_signrelu.data import TensorDataModule
 from ddpm_signrelu.diffusion.samplers import SAMPLERS, default_steps, timestep_grid
 from ddpm_signrelu.errors import CheckpointError, ConfigError, UserError
-from ddpm_signrelu.io import check_weights, load_model, read_checkpoint, to_uint8, writable_folder
+from ddpm_signrelu.checkpoints import check_weights, load_model, read_checkpoint
+from ddpm_signrelu.images import to_uint8, writable_folder
 from ddpm_signrelu.metrics.fid import image_distances, load_feature_extractor, load_images_npz
 from ddpm_signrelu.lit import DiffusionModel, setting_differences
 

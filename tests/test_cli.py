@@ -18,7 +18,7 @@ from jsonargparse import Namespace
 from ddpm_signrelu.cli import relocate_run, resume_path, sample_main, train_main
 from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.errors import ConfigError
-from ddpm_signrelu.io import save_samples, to_uint8
+from ddpm_signrelu.images import save_samples, to_uint8
 from ddpm_signrelu.lit import setting_differences
 
 from helpers import synthetic_checkpoint, wandb_records

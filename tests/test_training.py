@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
 from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.errors import CheckpointError, NonFiniteLossError
-from ddpm_signrelu.io import load_model
+from ddpm_signrelu.checkpoints import load_model
 from ddpm_signrelu.lit import DiffusionModel
 
 TINY_UNET = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 8,

@@ -11,7 +11,7 @@ from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.callbacks.samples import rank_share
 from ddpm_signrelu.diffusion import Sampler
 from ddpm_signrelu.errors import ConfigError, check_choice
-from ddpm_signrelu.io import to_uint8
+from ddpm_signrelu.images import to_uint8
 from ddpm_signrelu.metrics.fid import FeatureDistances, load_feature_extractor
 
 

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from ddpm_signrelu.diffusion import Sampler
-from ddpm_signrelu.io import save_samples, to_uint8
+from ddpm_signrelu.images import save_samples, to_uint8
 
 
 def rank_share(trainer: L.Trainer, count: int) -> range:

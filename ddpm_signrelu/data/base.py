@@ -7,7 +7,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from ddpm_signrelu.data.sampling import GlobalBatchSampler, LocalBatch
+from ddpm_signrelu.data.batches import GlobalBatchSampler, LocalBatch
 from ddpm_signrelu.errors import ConfigError
 
 
@@ -29,7 +29,7 @@ class IndexedTensorDataset(Dataset):
     draw fixed noise per item.
 
     A :class:`LocalBatch` key gives a whole training batch at once, (x, indices, positions, seed), with its
-    images flipped left-right where the key says so (see :mod:`ddpm_signrelu.data.sampling`).
+    images flipped left-right where the key says so (see :mod:`ddpm_signrelu.data.batches`).
     """
 
     def __init__(self, data: torch.Tensor, num_levels: int | None):
@@ -61,7 +61,7 @@ class TensorDataModule(L.LightningDataModule):
 
     ``batch_size`` is the global batch: each of W processes (devices × nodes) takes ``batch_size / W`` items
     of it, so a config trains the same way on any number of GPUs. ``seed`` fixes the split, the order of the
-    training batches, the flips and the diffusion draws (:mod:`ddpm_signrelu.data.sampling`).
+    training batches, the flips and the diffusion draws (:mod:`ddpm_signrelu.data.batches`).
     """
 
     data_shape: tuple[int, ...]

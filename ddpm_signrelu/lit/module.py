@@ -44,7 +44,7 @@ class DiffusionModel(L.LightningModule):
             names, checkpoints and EMA are unchanged): ``True`` for the defaults or a dict of its options, e.g.
             ``{mode: max-autotune}``. Training, validation, the risk callback and sampling all run the compiled
             network. Needs Triton on GPU and a C++ compiler on CPU. A checkpoint loads uncompiled unless asked
-            (:func:`~ddpm_signrelu.io.load_model`, ``sample.py --compile``).
+            (:func:`~ddpm_signrelu.checkpoints.load_model`, ``sample.py --compile``).
     """
 
     def __init__(self, data_shape: tuple[int, ...] = (1, 8, 8), num_levels: int | None = 17,

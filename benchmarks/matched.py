@@ -64,7 +64,8 @@ def ours(setting: str, size: int | None = None, **overrides) -> DiffusionModel:
 
 def ours_candidate(name: str, setting: str, **overrides) -> Candidate:
     model = ours(setting, **overrides)
-    return Candidate(name, model, lambda x0, t, noise: model.loss_per_example(x0, t, noise).mean())
+    return Candidate(name, model,
+                     lambda x0, t, noise: model.diffusion.loss_per_example(model.model, x0, t, noise).mean())
 
 
 def _eps_candidate(name: str, net: nn.Module, schedule, unwrap=lambda out: out) -> Candidate:
@@ -119,11 +120,11 @@ def candidates(setting: str, anchors: bool = True) -> list[Candidate]:
     for layout, network in OURS_LAYOUTS.get(setting, {}).items():
         found.append(ours_candidate(OURS + layout, setting, network=network))
     if anchors:
-        found.append(_eps_candidate("diffusers UNet2DModel", diffusers_unet(setting), found[0].module.schedule,
-                                    lambda out: out.sample))
+        schedule = found[0].module.diffusion.schedule
+        found.append(_eps_candidate("diffusers UNet2DModel", diffusers_unet(setting), schedule, lambda out: out.sample))
         for layout in LUCIDRAINS_LAYOUTS[setting]:
             found.append(_eps_candidate(f"denoising-diffusion-pytorch Unet{layout}", lucidrains_unet(setting, layout),
-                                        found[0].module.schedule))
+                                        schedule))
     return found
 
 

@@ -20,26 +20,36 @@ callback (same seed, output under runs/risk_overhead/), and prints both wall tim
 from __future__ import annotations
 
 import argparse
-import itertools
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import statistics
 from pathlib import Path
 
 import lightning as L
 import torch
 import yaml
 
-from lightning.pytorch.cli import instantiate_class
-
 from ddpm_signrelu.callbacks import RiskMetrics
-from ddpm_signrelu.cli import relocate_run
-from ddpm_signrelu.lit import DiffusionModel
+from ddpm_signrelu.cli import build_run, relocate_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "digits.yaml"
+
+
+class StepTimes(L.Callback):
+    """Seconds of each training step: forward, backward, gradient clipping and the optimizer step."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+
+    def on_train_batch_start(self, *args) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, *args) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
 
 
 def timed(fn, repeats: int) -> float:
@@ -60,63 +70,44 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=2, help="timed validation checks and risk evaluations")
     p.add_argument("--full", action="store_true", help="also time two full training runs, with and without")
     args = p.parse_args(argv)
-    config = yaml.safe_load(args.config.read_text())
-    risk_args = next(cb["init_args"] for cb in config["trainer"]["callbacks"]
-                     if cb["class_path"].endswith("RiskMetrics"))
-    if args.data_root:
-        config["data"].setdefault("init_args", {})["root"] = args.data_root
-    L.seed_everything(0)
-    data = instantiate_class((), config["data"])
-    data.setup("fit")
-    model = DiffusionModel(data_shape=data.data_shape, num_levels=data.num_levels, **config["model"])
-    model.trainer = L.Trainer(max_steps=config["trainer"]["max_steps"], logger=False)  # for the lr schedule
-    opt = model.configure_optimizers()["optimizer"]
-    model.log = lambda *a, **k: None
-    batches = iter(data.train_dataloader())
-
-    def train_step():
-        nonlocal batches
-        try:
-            batch = next(batches)
-        except StopIteration:
-            batches = iter(data.train_dataloader())
-            batch = next(batches)
-        opt.zero_grad()
-        model.training_step(batch, 0).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-
-    model.train()
-    step = timed(train_step, args.steps)
+    config = ["--config", str(args.config), "--trainer.logger", "false"]
+    config += ["--data.init_args.root", args.data_root] if args.data_root else []
+    configured = build_run(*config).trainer
+    risk = next(cb for cb in configured.callbacks if isinstance(cb, RiskMetrics))
+    max_steps, every = configured.max_steps, configured.val_check_interval
+    with tempfile.TemporaryDirectory() as folder:  # the configured run, with no callbacks or validation during fit
+        run = build_run(*config, "--trainer.callbacks", "[]", "--trainer.default_root_dir", folder,
+                        "--trainer.max_steps", str(args.steps + 1), "--trainer.val_check_interval", str(args.steps + 2),
+                        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_checkpointing", "false",
+                        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
+        model, data, trainer = run.model, run.datamodule, run.trainer
+        timer = StepTimes()
+        trainer.callbacks.append(timer)
+        trainer.fit(model, datamodule=data)
+        step = statistics.mean(timer.seconds[1:])  # after one warm-up step
+        val_batches = len(data.val_dataloader())
+        trainer.limit_val_batches = min(args.val_batches or val_batches, val_batches)
+        val = timed(lambda: trainer.validate(model, datamodule=data, verbose=False), args.repeats)
+        val *= val_batches / trainer.limit_val_batches
     model.eval()
-
-    loader = data.val_dataloader()
-    batches_timed = min(args.val_batches or len(loader), len(loader))
-
-    def validation():
-        with torch.no_grad():
-            for batch in itertools.islice(loader, batches_timed):
-                model.validation_step(batch, 0)
-
-    val = timed(validation, args.repeats) * len(loader) / batches_timed
-    risk = RiskMetrics(**risk_args)
     start = time.perf_counter()
-    risk.prepare(data, model.schedule, data.num_levels, torch.device("cpu"))
+    risk.prepare(data, model.diffusion, torch.device("cpu"))
     setup = time.perf_counter() - start
     evaluation = timed(lambda: risk.evaluate(model.denoise), args.repeats)
-    max_steps, every = config["trainer"]["max_steps"], config["trainer"]["val_check_interval"]
     checks = max_steps // every // risk.every_n_val_checks
     base = max_steps * step + (max_steps // every) * val
     extra = setup + checks * evaluation
-    print(f"{args.config.name}: {max_steps} steps, a validation check every {every}; RiskMetrics {risk_args}")
+    print(f"{args.config.name}: {max_steps} steps, a validation check every {every}; RiskMetrics with "
+          f"{risk.num_items} items, {risk.num_strata} strata, every {risk.every_n_val_checks} check(s)")
     print(f"training step              {step * 1000:8.1f} ms")
-    print(f"validation check (val/*)   {val:8.2f} s   ({batches_timed} of {len(loader)} batches timed)")
+    print(f"validation check (val/*)   {val:8.2f} s   ({trainer.limit_val_batches} of {val_batches} batches timed)")
     print(f"risk set-up (once)         {setup:8.2f} s")
     print(f"risk evaluation (per check){evaluation:8.2f} s   ({checks} checks)")
     print(f"training without risk      {base:8.1f} s (estimated: steps x step + checks x validation)")
     print(f"risk callback              {extra:8.1f} s")
     print(f"overhead                   {100 * extra / base:8.2f} % of training wall time (target: at most 5 %)")
     if args.full:
+        config = yaml.safe_load(args.config.read_text())
         with_risk, without = full_run(config, True), full_run(config, False)
         print(f"train.py with RiskMetrics  {with_risk:8.1f} s")
         print(f"train.py without           {without:8.1f} s")

@@ -18,7 +18,7 @@ import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback, instantiate_class
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
@@ -73,6 +73,10 @@ class DiffusionCLI(LightningCLI):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, save_config_callback=LoggedConfig, **kwargs)
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse the command line (or ``args``) with its ``--config`` files composed by :func:`compose_configs`."""
+        self.config = parser.parse_args(compose_configs(sys.argv[1:] if args is None else list(args)))
+
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
         parser.link_arguments("data.num_levels", "model.num_levels", apply_on="instantiate")
@@ -105,6 +109,45 @@ class DiffusionCLI(LightningCLI):
             self.datamodule.setup(self.subcommand)  # missing or bad data fail here, before a logger starts a run
 
 
+def compose_configs(args: list[str]) -> list[str]:
+    """``args`` with several ``--config`` files composed as a user reads them, and the run folder named after them.
+
+    jsonargparse replaces a dict-typed setting wholesale, so a later file's ``model.network`` would drop the earlier
+    file's network options. Here a ``network`` or ``head`` dict merges into the one before it when it names the same
+    class or none, and replaces it when it names another (as LightningCLI merges a class's ``init_args``); the result
+    is passed after the last file. Where no file sets ``trainer.default_root_dir``, the run folder is
+    ``runs/<stems of the files joined by _>``: ``--config configs/digits.yaml --config configs/silu_eps.yaml`` runs
+    in ``runs/digits_silu_eps``."""
+    at = [i for i, arg in enumerate(args) if arg == "--config" or arg.startswith("--config=")]
+    paths = [args[i + 1] if args[i] == "--config" else args[i].partition("=")[2] for i in at if i + 1 < len(args)
+             or args[i] != "--config"]
+    if not paths:
+        return args
+    model, root = {}, None
+    for path in paths:
+        config = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
+        if not isinstance(config, dict):
+            continue  # not a file of settings: the parser names the problem
+        for key, new in (config.get("model") or {}).items():
+            if key in ("network", "head") and isinstance(new, dict):
+                old = model.get(key, {})
+                model[key] = {**old, **new} if new.get("name", old.get("name")) == old.get("name") else new
+        root = (config.get("trainer") or {}).get("default_root_dir", root)
+    end = at[-1] + (2 if args[at[-1]] == "--config" else 1)
+    composed = [f"--model.{key}={json.dumps(value)}" for key, value in model.items()] if len(paths) > 1 else []
+    if root is None:
+        composed.append(f"--trainer.default_root_dir=runs/{'_'.join(Path(p).stem for p in paths)}")
+    return [*args[:end], *composed, *args[end:]]
+
+
+def build_run(*args: str) -> DiffusionCLI:
+    """The model, data module and trainer (``.model``, ``.datamodule``, ``.trainer``) that ``train.py fit`` builds
+    from these arguments, checked the same way, without running anything: for scripts, benchmarks and tests, e.g.
+    ``build_run("--config", "configs/digits.yaml", "--trainer.logger", "false")``. The data are not loaded."""
+    return DiffusionCLI(DiffusionModel, TensorDataModule, subclass_mode_data=True, args=list(args), run=False,
+                        parser_kwargs={"exit_on_error": False})
+
+
 def check_trainer(trainer) -> None:
     """Trainer settings that Lightning would take and fail on later, refused here."""
     interval = trainer.val_check_interval
@@ -127,11 +170,13 @@ def _is_subclass(class_path: str, base: type) -> bool:
 def place_run(trainer) -> None:
     """Put everything a run writes under ``trainer.default_root_dir``: each logger's ``save_dir`` and each
     checkpoint callback's ``dirpath`` (``<run>/checkpoints``) unless the config names a folder (``.`` or nothing
-    means the run folder)."""
+    means the run folder). A logger's run ``name``, where it takes one and none is given, is the folder's name."""
     root = trainer.default_root_dir or "."
     for logger in _as_list(trainer.logger):
         if "save_dir" in logger.init_args and logger.init_args.save_dir in (None, "."):
             logger.init_args.save_dir = root
+        if "name" in logger.init_args and logger.init_args.name is None:
+            logger.init_args.name = Path(root).resolve().name
     for callback in _as_list(trainer.callbacks):
         if _is_subclass(callback.class_path, Checkpoint) and "dirpath" in callback.init_args \
                 and callback.init_args.dirpath is None:
@@ -284,8 +329,8 @@ def sample_main(argv: list[str] | None = None) -> None:
         if args.reference:  # bad FID settings fail before sampling
             reference = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
             load_feature_extractor(args.features, args.inception_weights)
-        steps = default_steps(args.sampler, model.schedule.num_timesteps) if args.steps is None else args.steps
-        timestep_grid(model.schedule.num_timesteps, steps)  # a bad --steps fails here, before any process starts
+        steps = default_steps(args.sampler, model.diffusion.num_timesteps) if args.steps is None else args.steps
+        timestep_grid(model.diffusion.num_timesteps, steps)  # a bad --steps fails here, before any process starts
         writer = SampleWriter(args.output, model.hparams.num_levels)
         devices = int(args.devices) if args.devices.isdigit() else args.devices
         try:
@@ -313,9 +358,7 @@ def reference_images(source: str, split: str, num_levels: int | None) -> torch.T
     """uint8 images (N, C, H, W) from an .npz, or from the ``split`` of a train config's data module."""
     if not source.endswith((".yaml", ".yml")):
         return load_images_npz(source)
-    if not Path(source).is_file():
-        raise ConfigError(f"config not found: {source}")
-    dm = instantiate_class((), yaml.safe_load(Path(source).read_text())["data"])
+    dm = build_run("--config", source, "--trainer.logger", "false").datamodule
     dm.setup("fit")
     return to_uint8(dm.to_unit(dm.train_data if split == "train" else dm.val_data), num_levels)
 

@@ -7,11 +7,16 @@ import struct
 from pathlib import Path
 
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback
 
 from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.errors import DataError
 from ddpm_signrelu.lit import CHECKPOINT_KEY
+
+CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
+RUN_CONFIGS = [p for p in CONFIGS if "data" in yaml.safe_load(p.read_text())]  # the rest override a run config
+OVERRIDES = [p for p in CONFIGS if p not in RUN_CONFIGS]
 
 
 def gaussian_bayes_denoiser(schedule, mean: float, std: float):

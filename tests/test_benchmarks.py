@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from benchmarks import activation, reference_throughput, risk_overhead, sampling_throughput, train_throughput
+from benchmarks import activation, empirical_bayes_throughput, risk_overhead, sampling_throughput, train_throughput
 from benchmarks.common import OTHER_GROUP, anchors_missing, op_profile, peak_bytes
 from benchmarks.matched import LUCIDRAINS_LAYOUTS, OURS_LAYOUTS, SETTINGS, candidates
 
@@ -82,8 +82,8 @@ def test_train_throughput_sweep_is_relative_to_its_first_point(capsys):
     assert rows[0][4:6] == ["1.00", "1.00"]
 
 
-def test_reference_throughput_reports_both_dtypes_and_the_size_sweep(capsys):
-    reference_throughput.main(["--n", "600", "--dim", "16", "--queries", "8", "--chunk_size", "128",
+def test_empirical_bayes_throughput_reports_both_dtypes_and_the_size_sweep(capsys):
+    empirical_bayes_throughput.main(["--n", "600", "--dim", "16", "--queries", "8", "--chunk_size", "128",
                                "--repeats", "1", "--sizes", "300", "600"])
     out = capsys.readouterr().out
     assert "D*_n float32:" in out and "D*_n float64:" in out

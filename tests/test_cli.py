@@ -15,13 +15,13 @@ import torch
 import yaml
 from jsonargparse import Namespace
 
-from ddpm_signrelu.cli import relocate_run, resume_path, sample_main, train_main
+from ddpm_signrelu.cli import build_run, relocate_run, resume_path, sample_main, train_main
 from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.images import save_samples, to_uint8
 from ddpm_signrelu.lit import setting_differences
 
-from helpers import synthetic_checkpoint, wandb_records
+from helpers import OVERRIDES, RUN_CONFIGS, synthetic_checkpoint, wandb_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,7 +102,7 @@ def test_train_then_sample_as_subprocesses(tmp_path):
 
 
 def test_every_shipped_config_logs_the_risk_metrics():
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+    for path in RUN_CONFIGS:
         callbacks = yaml.safe_load(path.read_text())["trainer"]["callbacks"]
         assert any(cb["class_path"].endswith("RiskMetrics") for cb in callbacks), path.name
 
@@ -289,7 +289,7 @@ def test_the_logger_can_be_swapped_on_the_command_line(tmp_path, capsys):
     train_main(["fit", "--config", str(config), "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
                 "--trainer.max_steps", "2"])
     assert [p.relative_to(tmp_path / "run") for p in (tmp_path / "run").rglob("metrics.csv")] == [
-        Path("digits/version_0/metrics.csv")]
+        Path("lightning_logs/version_0/metrics.csv")]
     assert not (tmp_path / "run" / "wandb").exists()
 
 
@@ -333,21 +333,25 @@ def test_sample_refuses_bad_steps_and_outputs_before_sampling(tmp_path, capsys, 
                         ).startswith("error: Precision 'bogus' is invalid")
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_config_builds_its_model_and_data(path, tmp_path, monkeypatch):
-    from ddpm_signrelu.cli import DiffusionCLI
-    from ddpm_signrelu.data import TensorDataModule
-    from ddpm_signrelu.lit import DiffusionModel
-
+@pytest.mark.parametrize("paths", [(p,) for p in RUN_CONFIGS] + [(p, o) for p in RUN_CONFIGS for o in OVERRIDES],
+                         ids=lambda paths: "+".join(p.stem for p in paths))
+def test_every_config_builds_its_model_and_data(paths, tmp_path, monkeypatch):
+    """Each run config alone and followed by each override file, in its run folder runs/<config names>."""
     monkeypatch.chdir(tmp_path)
-    cli = DiffusionCLI(DiffusionModel, TensorDataModule, subclass_mode_data=True, args=["--config", str(path)],
-                       run=False)
+    cli = build_run(*[arg for p in paths for arg in ("--config", str(p))], "--trainer.logger", "false")
     params = sum(p.numel() for p in cli.model.parameters())
     assert tuple(cli.model.data_shape) == tuple(cli.datamodule.data_shape)
-    if path.stem == "cifar10_silu_eps":  # Ho et al.'s CIFAR-10 U-Net: 35.7M parameters
+    assert cli.trainer.default_root_dir == "runs/" + "_".join(p.stem for p in paths)
+    names = [p.stem for p in paths]
+    if names == ["cifar10", "silu_eps"]:  # Ho et al.'s CIFAR-10 U-Net: 35.7M parameters
         assert round(params / 1e6, 1) == 35.7
-    if path.stem == "cifar10":  # the same U-Net; the ratio head adds its atoms and logits
+    if names == ["cifar10"]:  # the same U-Net; the ratio head adds its atoms and logits
         assert 35.7e6 < params < 36.5e6
+    if "silu_eps" in names:
+        assert cli.model.hparams.network["activation"] == "silu" and cli.model.hparams.head["name"] == "plain"
+        base = build_run("--config", str(paths[0]), "--trainer.logger", "false").model.hparams
+        assert {k: v for k, v in cli.model.hparams.network.items() if k != "activation"} == \
+            {k: v for k, v in base.network.items() if k != "activation"}
 
 
 @pytest.mark.slow
@@ -376,7 +380,7 @@ def test_wandb_run_offline_without_credentials_holds_config_metrics_samples_and_
     assert len(logs) == 1
     records = wandb_records(logs[0])
     run_record = next(r.run for r in records if r.WhichOneof("record_type") == "run")
-    assert run_record.project == "ddpm_signrelu" and run_record.display_name == "digits"
+    assert run_record.project == "ddpm_signrelu" and run_record.display_name == "run"  # the run folder's name
     config_keys = {item.key for r in records if r.WhichOneof("record_type") == "config" for item in r.config.update}
     assert {"config", "lr", "network", "head"} <= config_keys  # the CLI's whole config and the model's
     history = {item.key or "/".join(item.nested_key): item.value_json

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from lightning.pytorch.cli import instantiate_class
 
 from ddpm_signrelu.callbacks import RiskMetrics
+from ddpm_signrelu.cli import build_run
 from ddpm_signrelu.errors import ConfigError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+from helpers import RUN_CONFIGS
+
 DATASET_SIZES = {"DigitsDataModule": 1797, "ImageFolderDataModule": 202_599}  # CelebA; val_size is held out
 TRAIN_SPLITS = {"MNISTDataModule": 60_000, "FashionMNISTDataModule": 60_000, "CIFAR10DataModule": 50_000}
 
@@ -27,12 +27,11 @@ def real_train_size(dm) -> int:
 
 def config_parts(path: Path):
     """A config's data module (built, its files untouched) and its RiskMetrics callback."""
-    config = yaml.safe_load(path.read_text())
-    risk = next(cb for cb in config["trainer"]["callbacks"] if cb["class_path"].endswith("RiskMetrics"))
-    return instantiate_class((), config["data"]), RiskMetrics(**risk.get("init_args", {}))
+    run = build_run("--config", str(path), "--trainer.logger", "false")
+    return run.datamodule, next(cb for cb in run.trainer.callbacks if isinstance(cb, RiskMetrics))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_passes_the_memory_check_at_its_real_size(path):
     dm, risk = config_parts(path)
     assert dm.train_data is None  # nothing loaded
@@ -50,7 +49,7 @@ def test_celeba_estimate_in_numbers_and_the_error_above_the_bound():
     assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8) == stored + cache + working == 3_970_715_648
     assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8, world_size=8) == stored + cache // 8 + working
     # float32 storage, as before the data were held as uint8, would not fit (mirror images aside)
-    with pytest.raises(ConfigError, match=r"would hold 10\.59 GiB per process \(reference set \(200599, 3, 64, 64\) "
+    with pytest.raises(ConfigError, match=r"would hold 10\.59 GiB per process \(training split \(200599, 3, 64, 64\) "
                                           r"float32 for D\*_n, cache of 256 items x 17 points x 12288 values x 5 "
                                           r"arrays\), above max_memory_gb=4\.0; lower num_items, num_strata or "
                                           r"batch_size, or raise max_memory_gb"):

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from ddpm_signrelu.diffusion import NoiseSchedule, predict_x0
 from ddpm_signrelu.errors import ConfigError
-from ddpm_signrelu.metrics.reference import empirical_bayes_denoiser
-from ddpm_signrelu.nn import HEADS, PlainHead, RatioAtomHead, RatioDirectHead, build_denoiser, ratio_combine
+from ddpm_signrelu.metrics.empirical_bayes import empirical_bayes_denoiser
+from ddpm_signrelu.nn import HEADS, PlainHead, RatioAtomHead, RatioDirectHead, build_network, ratio_combine
 
 
 SCHEDULE = NoiseSchedule.from_name("linear", 1000)
@@ -91,7 +91,7 @@ NETWORKS = {"unet": {"name": "unet", "channels": 16, "channel_mult": [1, 2], "nu
 @pytest.mark.parametrize("head", HEADS)
 def test_head_output_shape_on_unet_and_mlp_features(head, network):
     """U-Net features (B, F, H, W) give (B, C, H, W); MLP features (B, F) give (B, C·H·W); the denoiser reshapes."""
-    model = build_denoiser((3, 8, 8), NETWORKS[network], {"name": head})
+    model = build_network((3, 8, 8), NETWORKS[network], {"name": head})
     x, t = torch.randn(2, 3, 8, 8), torch.tensor([0, 999])
     h, emb = model.backbone(x, t)
     assert model.head(h, emb).shape == ((2, 3, 8, 8) if network == "unet" else (2, 192))
@@ -139,7 +139,7 @@ def test_no_nan_for_huge_fp16_logits():
 
 @pytest.mark.parametrize("head", ["ratio_atoms", "ratio_direct"])
 def test_heads_output_fp32_and_finite_under_bf16_autocast(head):
-    model = build_denoiser((3, 8, 8), {"name": "unet", "channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
+    model = build_network((3, 8, 8), {"name": "unet", "channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
                                        "groups": 8}, {"name": head})
     x = torch.randn(2, 3, 8, 8, requires_grad=True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -176,9 +176,9 @@ def test_heads_on_vector_features():
 
 def test_bad_head_configs():
     with pytest.raises(ConfigError, match="unknown head 'softmax'"):
-        build_denoiser((1, 8, 8), {"name": "unet", "channels": 32, "groups": 8}, {"name": "softmax"})
+        build_network((1, 8, 8), {"name": "unet", "channels": 32, "groups": 8}, {"name": "softmax"})
     with pytest.raises(ConfigError, match=r"unknown head option\(s\) \['atoms'\]"):
-        build_denoiser((1, 8, 8), {"name": "unet", "channels": 32, "groups": 8}, {"name": "ratio_atoms", "atoms": 3})
+        build_network((1, 8, 8), {"name": "unet", "channels": 32, "groups": 8}, {"name": "ratio_atoms", "atoms": 3})
     with pytest.raises(ConfigError, match="parameterization"):
         PlainHead(4, 1, 4, parameterization="score")
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ddpm_signrelu.errors import ConfigError
-from ddpm_signrelu.nn import SignReLU, build_denoiser
+from ddpm_signrelu.nn import SignReLU, build_network
 from ddpm_signrelu.nn.layers import timestep_embedding
 
 SMALL = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 8,
@@ -14,27 +14,27 @@ SMALL = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks
 @pytest.mark.parametrize("shape", [(1, 8, 8), (3, 16, 16), (3, 32, 24), (2, 28, 28)])
 @pytest.mark.parametrize("head", ["ratio_atoms", "ratio_direct", "plain"])
 def test_unet_takes_any_compatible_shape(shape, head):
-    model = build_denoiser(shape, {**SMALL, "attention_resolutions": [min(shape[1:]) // 2]}, {"name": head})
+    model = build_network(shape, {**SMALL, "attention_resolutions": [min(shape[1:]) // 2]}, {"name": head})
     x = torch.randn(2, *shape)
     assert model(x, torch.tensor([0, 500])).shape == x.shape
 
 
 def test_unet_uses_configured_activation():
-    model = build_denoiser((1, 8, 8), SMALL, {"name": "plain"})
+    model = build_network((1, 8, 8), SMALL, {"name": "plain"})
     assert any(isinstance(m, SignReLU) for m in model.modules())
-    model = build_denoiser((1, 8, 8), {**SMALL, "activation": "silu"}, {"name": "plain"})
+    model = build_network((1, 8, 8), {**SMALL, "activation": "silu"}, {"name": "plain"})
     assert not any(isinstance(m, SignReLU) for m in model.modules())
 
 
 @pytest.mark.parametrize("shape", [(2,), (64,), (1, 8, 8)])
 def test_mlp_on_vector_and_image_shaped_data(shape):
-    model = build_denoiser(shape, {"name": "mlp", "width": 32, "depth": 2}, {"name": "ratio_atoms"})
+    model = build_network(shape, {"name": "mlp", "width": 32, "depth": 2}, {"name": "ratio_atoms"})
     x = torch.randn(5, *shape)
     assert model(x, torch.arange(5)).shape == x.shape
 
 
 def test_time_conditioning_changes_the_output():
-    model = build_denoiser((1, 8, 8), SMALL, {"name": "ratio_atoms"})
+    model = build_network((1, 8, 8), SMALL, {"name": "ratio_atoms"})
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.1)
     x = torch.randn(1, 1, 8, 8).expand(2, -1, -1, -1)
@@ -44,25 +44,25 @@ def test_time_conditioning_changes_the_output():
 
 def test_image_size_error_names_the_sizes_it_takes():
     with pytest.raises(ConfigError, match=r"image size 28x28 .* divisible by 8 \(8, 16, 24, 32"):
-        build_denoiser((1, 28, 28), {**SMALL, "channel_mult": [1, 2, 2, 2]}, {"name": "plain"})
+        build_network((1, 28, 28), {**SMALL, "channel_mult": [1, 2, 2, 2]}, {"name": "plain"})
 
 
 def test_group_norm_divisibility_error():
     with pytest.raises(ConfigError, match=r"widths \[24, 48\] are not divisible by the GroupNorm groups \(32\)"):
-        build_denoiser((1, 8, 8), {"name": "unet", "channels": 24, "channel_mult": [1, 2]}, {"name": "plain"})
+        build_network((1, 8, 8), {"name": "unet", "channels": 24, "channel_mult": [1, 2]}, {"name": "plain"})
 
 
 def test_other_network_errors():
     with pytest.raises(ConfigError, match="unknown network 'resnet'"):
-        build_denoiser((1, 8, 8), {"name": "resnet"}, {"name": "plain"})
+        build_network((1, 8, 8), {"name": "resnet"}, {"name": "plain"})
     with pytest.raises(ConfigError, match="unknown activation 'tanh'"):
-        build_denoiser((1, 8, 8), {**SMALL, "activation": "tanh"}, {"name": "plain"})
+        build_network((1, 8, 8), {**SMALL, "activation": "tanh"}, {"name": "plain"})
     with pytest.raises(ConfigError, match="attention_resolutions"):
-        build_denoiser((1, 8, 8), {**SMALL, "attention_resolutions": [16]}, {"name": "plain"})
+        build_network((1, 8, 8), {**SMALL, "attention_resolutions": [16]}, {"name": "plain"})
     with pytest.raises(ConfigError, match="needs image data of shape"):
-        build_denoiser((64,), SMALL, {"name": "plain"})
+        build_network((64,), SMALL, {"name": "plain"})
     with pytest.raises(ConfigError, match=r"unknown network option\(s\) \['width'\]"):
-        build_denoiser((1, 8, 8), {**SMALL, "width": 3}, {"name": "plain"})
+        build_network((1, 8, 8), {**SMALL, "width": 3}, {"name": "plain"})
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])

@@ -11,11 +11,11 @@ from helpers import gaussian_bayes_denoiser
 
 from ddpm_signrelu.callbacks import RiskMetrics
 from ddpm_signrelu.data import DigitsDataModule
-from ddpm_signrelu.diffusion import (BETA_SCHEDULES, LOSSES, PROPOSALS, SAMPLERS, VARIANCES, NoiseSchedule,
-                                     diffusion_loss, sample_timesteps, vb_term)
+from ddpm_signrelu.diffusion import (BETA_SCHEDULES, LOSSES, PARAMETERIZATIONS, PROPOSALS, SAMPLERS, VARIANCES,
+                                     DenoisingLoss, Diffusion, NoiseSchedule, vb_term)
 from ddpm_signrelu.lit import DiffusionModel
 from ddpm_signrelu.lit.module import LR_SCHEDULES
-from ddpm_signrelu.nn import ACTIVATIONS, HEADS, LOGITS_MODES, NETWORKS, PARAMETERIZATIONS
+from ddpm_signrelu.nn import ACTIVATIONS, HEADS, LOGITS_MODES, NETWORKS
 
 T = 25
 TINY_NETWORKS = {"unet": {"name": "unet", "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 4,
@@ -76,7 +76,8 @@ def test_min_snr_loss_is_the_clipped_snr_times_the_x0_error():
     s = NoiseSchedule.from_name("linear", 100)
     x0 = torch.linspace(-1, 1, 24, dtype=torch.float64).view(6, 1, 2, 2)
     t = torch.tensor([0, 5, 20, 40, 70, 99])
-    loss = diffusion_loss(s, lambda x, _: torch.zeros_like(x), x0, t, torch.randn_like(x0), "min_snr", "x0", 5.0)
+    diffusion = Diffusion(s, "x0", DenoisingLoss("min_snr", 5.0), None)
+    loss = diffusion.loss_per_example(lambda x, _: torch.zeros_like(x), x0, t, torch.randn_like(x0))
     ab = torch.cumprod(1 - s.betas, 0)[t]
     snr = ab / (1 - ab)
     assert (snr[:2] > 5).all() and (snr[2:] < 5).all()
@@ -96,9 +97,10 @@ def test_vlb_loss_is_unbiased_for_the_bound_less_its_constants():
     exact = ((vb_term(s, zeros, zeros, steps, off, None) - vb_term(s, zeros, zeros, steps, zeros, None)) / dim).sum()
     g = torch.Generator().manual_seed(5)
     x0 = mean + std * torch.randn(n, dim, generator=g, dtype=torch.float64)
-    t = sample_timesteps("vlb", 100, n, generator=g)
+    vlb = DenoisingLoss("vlb")
+    t = vlb.timesteps(100, n, generator=g)
     noise = torch.randn(n, dim, generator=g, dtype=torch.float64)
-    loss = diffusion_loss(s, gaussian_bayes_denoiser(s, mean, std), x0, t, noise, "vlb", "x0")
+    loss = Diffusion(s, "x0", vlb, None).loss_per_example(gaussian_bayes_denoiser(s, mean, std), x0, t, noise)
     se = loss.std().item() / math.sqrt(n)
     assert t.min() == 1 and t.max() == 99
     assert loss.mean().item() == pytest.approx(exact.item(), abs=4 * se)

@@ -6,7 +6,8 @@ import copy
 import pytest
 import torch
 
-from ddpm_signrelu.diffusion import NoiseSchedule, Strata, draw_for_items, sample, step_coefficients, timestep_grid
+from ddpm_signrelu.diffusion import (DenoisingLoss, NoiseSchedule, Strata, draw_for_items, sample, step_coefficients,
+                                     timestep_grid)
 from ddpm_signrelu.diffusion import to_bits_per_dim, vlb_terms
 from ddpm_signrelu.lit import DiffusionModel
 
@@ -31,7 +32,6 @@ def float32_first(schedule: NoiseSchedule) -> NoiseSchedule:
     legacy = copy.deepcopy(schedule)
     ab = schedule.alphas_cumprod.float()
     legacy.sqrt_alphas_cumprod, legacy.sqrt_one_minus_alphas_cumprod = ab.sqrt().double(), (1 - ab).sqrt().double()
-    legacy._device_cache = {}
     return legacy
 
 
@@ -39,7 +39,7 @@ def bound_errors(model: DiffusionModel, schedule: NoiseSchedule, x0: torch.Tenso
     """Per item, bits/dim: the float32 network's bound terms (on ``schedule``) less the float64 network's."""
     reference = copy.deepcopy(model).double()
     with torch.no_grad():
-        exact = vlb_terms(reference.schedule, reference.denoise, x0.double(), draws, None)
+        exact = vlb_terms(reference.diffusion.schedule, reference.denoise, x0.double(), draws, None)
         got = vlb_terms(schedule, model.denoise, x0, draws, None)
     diff = {k: got[k] - exact[k] for k in ("total", "decoder")} | {"L_1": got["strata"][:, 0] - exact["strata"][:, 0]}
     return {k: to_bits_per_dim(v, x0[0].numel()) for k, v in diff.items()}
@@ -53,12 +53,12 @@ def test_float32_bound_is_within_2e5_bits_per_dim_of_float64(network, head):
     model = perturbed_model(network, head)
     g = torch.Generator().manual_seed(1)
     x0 = torch.randint(0, 17, (32, 1, 8, 8), generator=g).float() / 8 - 1
-    draws = draw_for_items(Strata(model.schedule, 16), 1, range(len(x0)), (1, 8, 8))
+    draws = draw_for_items(Strata(model.diffusion.schedule, 16), 1, range(len(x0)), (1, 8, 8))
     assert (draws.t[:, 0] == 1).float().mean() > 0.5  # the first stratum mostly draws t = 2 (index 1): L_1
-    fixed = bound_errors(model, model.schedule, x0, draws)
+    fixed = bound_errors(model, model.diffusion.schedule, x0, draws)
     for name, err in fixed.items():
         assert err.abs().max().item() < 2e-5, name
-    legacy = bound_errors(model, float32_first(model.schedule), x0, draws)
+    legacy = bound_errors(model, float32_first(model.diffusion.schedule), x0, draws)
     assert legacy["total"].mean().abs().item() > 2e-5
     assert legacy["decoder"].mean().abs().item() > 1e-4 and legacy["L_1"].mean().abs().item() > 5e-5
 
@@ -161,11 +161,11 @@ def test_float64_network_runs_in_float64_end_to_end(network, head):
     assert more_than_float32(h) and more_than_float32(emb) and more_than_float32(x0_hat)
     torch.testing.assert_close(float32_model.denoise(x0.float(), t).double(), x0_hat, rtol=1e-4, atol=1e-5)
     for loss in ("eps_mse", "vlb"):
-        model.hparams.loss = loss
-        values = model.loss_per_example(x0, t.clamp(min=1), torch.randn_like(x0))
+        model.diffusion.loss = DenoisingLoss(loss)
+        values = model.diffusion.loss_per_example(model.model, x0, t.clamp(min=1), torch.randn_like(x0))
         assert more_than_float32(values)
     values.sum().backward()
     assert all(p.grad.dtype == torch.float64 for p in model.parameters() if p.grad is not None)
-    draws = draw_for_items(Strata(model.schedule, 4), 0, range(4), (1, 8, 8))
-    assert more_than_float32(vlb_terms(model.schedule, model.denoise, x0, draws, None)["total"])
+    draws = draw_for_items(Strata(model.diffusion.schedule, 4), 0, range(4), (1, 8, 8))
+    assert more_than_float32(vlb_terms(model.diffusion.schedule, model.denoise, x0, draws, None)["total"])
     assert more_than_float32(model.generate([0, 1], "ddim", 5))

@@ -7,11 +7,12 @@ import torch
 
 from ddpm_signrelu.callbacks import RiskMetrics
 from ddpm_signrelu.data import GaussianMixtureDataModule
-from ddpm_signrelu.diffusion import NoiseSchedule, predict
-from ddpm_signrelu.metrics.reference import empirical_bayes_denoiser
-from ddpm_signrelu.metrics.risk import excess_true_columns, model_risk_columns, reference_columns
+from ddpm_signrelu.diffusion import DenoisingLoss, Diffusion, NoiseSchedule, predict
+from ddpm_signrelu.metrics.empirical_bayes import empirical_bayes_denoiser
+from ddpm_signrelu.metrics.risk import excess_true_columns, model_risk_columns, data_columns
 
 SCHEDULE = NoiseSchedule.from_name("linear", 200)
+DIFFUSION = Diffusion(SCHEDULE, "x0", DenoisingLoss(), num_levels=None)
 
 
 def _prepared(num_train=128, val_size=512, num_items=128, shape=(3,), num_strata=12, rank=0, world_size=1):
@@ -19,7 +20,7 @@ def _prepared(num_train=128, val_size=512, num_items=128, shape=(3,), num_strata
                                    spread=0.6, scale=0.25, seed=1)
     dm.setup("fit")
     cb = RiskMetrics(num_items=num_items, num_strata=num_strata, entropy_samples=20_000, seed=4)
-    cb.prepare(dm, SCHEDULE, None, torch.device("cpu"), rank, world_size)
+    cb.prepare(dm, DIFFUSION, torch.device("cpu"), rank, world_size)
     return dm, cb
 
 
@@ -35,10 +36,11 @@ def _perturbed(dm):
 
 def _item_columns(cb, denoise):
     model_train, model_held = predict(denoise, cb.train_points), predict(denoise, cb.held_points)
-    cols = model_risk_columns(SCHEDULE, cb.train_points, cb.held_points, model_train, model_held, cb.ref_train, None)
-    cols |= excess_true_columns(SCHEDULE, cb.held_points, model_held, cb.bayes_held, None)
-    cols |= reference_columns(SCHEDULE, cb.train_points, cb.held_points, cb.ref_train, cb.ref_held, cb.bayes_held,
+    cols = model_risk_columns(SCHEDULE, cb.train_points, cb.held_points, model_train, model_held, cb.empirical_train,
                               None)
+    cols |= excess_true_columns(SCHEDULE, cb.held_points, model_held, cb.bayes_held, None)
+    cols |= data_columns(SCHEDULE, cb.train_points, cb.held_points, cb.empirical_train, cb.empirical_held,
+                         cb.bayes_held, None)
     return {k: v.sum(1) for k, v in cols.items()}
 
 
@@ -69,8 +71,8 @@ def test_known_density_identity():
     cols = _item_columns(cb, model)
     assert cols["excess_true"].mean() > 0.005 and cols["kernel_ratio_error"].mean() > 0.005
     _within_mc_error(cols["excess_true"] - (cols["approximation"] + cols["estimation"] + cols["optimism"]))
-    vlb_ref_pop = model_risk_columns(SCHEDULE, cb.held_points, cb.held_points, cb.ref_held, cb.ref_held, cb.ref_held,
-                                     None)["vlb_train"].sum(1)
+    held, empirical = cb.held_points, cb.empirical_held
+    vlb_ref_pop = model_risk_columns(SCHEDULE, held, held, empirical, empirical, empirical, None)["vlb_train"].sum(1)
     _within_mc_error(cols["kernel_ratio_error"] - (vlb_ref_pop - cols["vlb_bayes_true"]))
     res = cb.evaluate(model)
     assert res["kl_upper"][0] == pytest.approx(res["vlb_heldout"][0] - res["entropy_true"][0])
@@ -86,8 +88,8 @@ def test_metrics_do_not_depend_on_the_split_over_ranks_or_call_size():
     merged = shards[0].stats
     for cb in shards:
         model_train, model_held = predict(model, cb.train_points, 40), predict(model, cb.held_points, 40)
-        cols = model_risk_columns(SCHEDULE, cb.train_points, cb.held_points, model_train, model_held, cb.ref_train,
-                                  None)
+        cols = model_risk_columns(SCHEDULE, cb.train_points, cb.held_points, model_train, model_held,
+                                  cb.empirical_train, None)
         merged.update(cols | excess_true_columns(SCHEDULE, cb.held_points, model_held, cb.bayes_held, None))
     got = merged.compute()
     for name in got:

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ddpm_signrelu.callbacks import DiscrepancyStop, RiskMetrics, StopReport
 from ddpm_signrelu.data import DigitsDataModule, GaussianMixtureDataModule, ImageFolderDataModule
-from ddpm_signrelu.diffusion import NoiseSchedule, predict
+from ddpm_signrelu.diffusion import DenoisingLoss, Diffusion, NoiseSchedule, predict
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.lit import DiffusionModel
 from ddpm_signrelu.metrics import empirical_bayes_denoiser
@@ -130,7 +130,7 @@ def test_reference_of_flipped_uint8_images_is_the_concatenated_float_set(tmp_pat
     dm.setup("fit")
     schedule = NoiseSchedule.from_name("linear", 100)
     risk = RiskMetrics(num_items=6, num_strata=4, chunk_size=3)
-    risk.prepare(dm, schedule, 256, torch.device("cpu"))
+    risk.prepare(dm, Diffusion(schedule, "x0", DenoisingLoss(), num_levels=256), torch.device("cpu"))
     assert dm.train_data.dtype == torch.uint8 and dm.train_data.shape == (10, 3, 5, 5)
     atoms = dm.train_data.double() / 127.5 - 1
     rows = [int(((atoms.float() - x).abs().flatten(1).amax(1) < 1e-6).nonzero()) for x in risk.train_points.x0]
@@ -140,8 +140,8 @@ def test_reference_of_flipped_uint8_images_is_the_concatenated_float_set(tmp_pat
         return predict(lambda x, t: empirical_bayes_denoiser(x, schedule.alphas_cumprod[t], reference).float(),
                        risk.train_points)
 
-    torch.testing.assert_close(risk.ref_train, dense(torch.cat([atoms, atoms.flip(-1)])), rtol=0, atol=1e-6)
-    assert (risk.ref_train - dense(atoms)).abs().max() > 0.05
+    torch.testing.assert_close(risk.empirical_train, dense(torch.cat([atoms, atoms.flip(-1)])), rtol=0, atol=1e-6)
+    assert (risk.empirical_train - dense(atoms)).abs().max() > 0.05
 
 
 def overfitting_run(tmp_path, callbacks, max_steps=1500):
@@ -192,7 +192,7 @@ def test_two_ddp_processes_give_the_single_process_numbers(tmp_path):
     logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("risk/")}
     single = RiskMetrics(num_items=33, num_strata=4, entropy_samples=5000)
     data.setup("fit")
-    single.prepare(data, model.schedule, None, torch.device("cpu"))
+    single.prepare(data, model.diffusion, torch.device("cpu"))
     model.eval()
     expected = single.evaluate(model.denoise)
     assert len(logged) == 2 * len(expected)

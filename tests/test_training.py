@@ -3,11 +3,14 @@
 import math
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
+from ddpm_signrelu.callbacks import SampleGrid
 from ddpm_signrelu.data import DigitsDataModule
+from ddpm_signrelu.images import to_uint8
 from ddpm_signrelu.errors import CheckpointError, NonFiniteLossError
 from ddpm_signrelu.checkpoints import load_model
 from ddpm_signrelu.lit import DiffusionModel
@@ -135,3 +138,30 @@ def test_mixed_precision_trains_with_finite_loss_and_fp32_weights(tmp_path, prec
     assert math.isfinite(float(fit.callback_metrics["train/loss"])) and math.isfinite(fit.callback_metrics["val/bpd"])
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+
+@pytest.mark.parametrize("grid_first", [True, False])
+def test_sample_grids_use_the_ema_weights_whatever_the_callback_order(tmp_path, grid_first):
+    """The grids at a validation check and at the end of training are samples of the averaged weights, whether the
+    grid callback is listed before or after the EMA callback."""
+    class AveragedSamples(L.Callback):  # listed after the EMA callback: its start hook sees the averaged weights
+        def __init__(self):
+            self.images = {}
+
+        def on_validation_epoch_start(self, trainer, pl_module):
+            self.images[trainer.global_step] = grid_images(pl_module)
+
+    def grid_images(model):
+        return to_uint8(model.generate([0, 1, 2], "ddim", 3), 17).permute(0, 2, 3, 1).numpy()
+
+    L.seed_everything(0)
+    model, ema, averaged = tiny_model(), EMAWeightAveraging(decay=0.5), AveragedSamples()
+    grid = SampleGrid(num_samples=3, steps=3, every_n_val_checks=1)
+    callbacks = [grid, ema, averaged] if grid_first else [ema, averaged, grid]
+    trainer(tmp_path, 4, callbacks, val_check_interval=2, limit_val_batches=1).fit(
+        model, datamodule=DigitsDataModule(batch_size=16, val_size=32))
+    folder = tmp_path / "samples"
+    np.testing.assert_array_equal(np.load(folder / "step_0000002_3x8x8x1.npz")["arr_0"], averaged.images[2])
+    model.eval()  # after fit the averaged weights are the model's; the train-end grid is the last step_0000004
+    np.testing.assert_array_equal(np.load(folder / "step_0000004_3x8x8x1.npz")["arr_0"], grid_images(model))
+    assert not np.array_equal(averaged.images[2], grid_images(model))

@@ -22,34 +22,31 @@ def diffusion_data(trainer: L.Trainer, user: str) -> TensorDataModule:
 
 
 class ValidationEvaluator(Callback):
-    """Calls :meth:`evaluate_model` at every ``every_n_val_checks``-th validation check (never the sanity check).
+    """Calls :meth:`evaluate_model` at every ``every_n_val_checks``-th validation check of a fit (never the sanity
+    check; 0: never), with the weights that validation and checkpointing see.
 
-    ``WeightAveraging`` (EMA) swaps the averaged weights in between its validation-epoch start and end hooks, and
-    callbacks run in list order: the evaluation runs at our start hook if an averaging callback comes before us,
-    else at our end hook, so it always sees the weights that validation and checkpointing see.
+    ``WeightAveraging`` (EMA) swaps the averaged weights in at its validation-epoch start hook and out at its end
+    hook, and puts them in for good at its train-end hook; callbacks run in list order. So at set-up an evaluator
+    listed before an averaging callback moves to just after it, and evaluates at the validation-epoch start: after
+    the swap, whatever order the config lists them in. A train-end evaluation (:class:`SampleGrid`) likewise sees
+    the averaged weights.
     """
 
     def __init__(self, every_n_val_checks: int = 1):
-        if every_n_val_checks < 1:
-            raise ConfigError(f"every_n_val_checks must be >= 1, got {every_n_val_checks}")
+        if every_n_val_checks < 0:
+            raise ConfigError(f"every_n_val_checks must be >= 0, got {every_n_val_checks}")
         self.every_n_val_checks = every_n_val_checks
         self._checks = 0
-        self._evaluate_at_start = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        averaging = [i for i, cb in enumerate(trainer.callbacks) if isinstance(cb, WeightAveraging)]
-        self._evaluate_at_start = bool(averaging) and averaging[0] < trainer.callbacks.index(self)
+        averaging = [cb for cb in trainer.callbacks if isinstance(cb, WeightAveraging)]
+        if averaging and trainer.callbacks.index(self) < trainer.callbacks.index(averaging[-1]):
+            others = [cb for cb in trainer.callbacks if cb is not self]
+            after = others.index(averaging[-1]) + 1
+            trainer.callbacks = others[:after] + [self] + others[after:]  # a new list: the running hook loop is intact
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._evaluate_at_start:
-            self._maybe_evaluate(trainer, pl_module)
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._evaluate_at_start:
-            self._maybe_evaluate(trainer, pl_module)
-
-    def _maybe_evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not self.every_n_val_checks:
             return
         self._checks += 1
         if self._checks % self.every_n_val_checks == 0:

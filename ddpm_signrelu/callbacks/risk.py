@@ -9,11 +9,11 @@ import torch
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.callbacks.curves import write_curves
-from ddpm_signrelu.diffusion import Proposal, Strata, draw_for_items, evaluation_points, predict, to_bits_per_dim
+from ddpm_signrelu.diffusion import Diffusion, Proposal, draw_for_items, evaluation_points, predict, to_bits_per_dim
 from ddpm_signrelu.errors import ConfigError
-from ddpm_signrelu.metrics.reference import empirical_bayes_denoiser
+from ddpm_signrelu.metrics.empirical_bayes import empirical_bayes_denoiser
 from ddpm_signrelu.metrics.risk import (ColumnStats, excess_true_columns, model_risk_columns,
-                                        reference_columns)
+                                        data_columns)
 
 
 class RiskMetrics(ValidationEvaluator):
@@ -75,21 +75,20 @@ class RiskMetrics(ValidationEvaluator):
         if need > self.max_memory_gb * 2**30:
             per_rank, k, dim = math.ceil(self.num_items / world_size), self.num_strata + 1, math.prod(item_shape)
             raise ConfigError(
-                f"RiskMetrics would hold {need / 2**30:.2f} GiB per process (reference set {(num_train, *item_shape)} "
+                f"RiskMetrics would hold {need / 2**30:.2f} GiB per process (training split {(num_train, *item_shape)} "
                 f"{str(dtype).removeprefix('torch.')} for D*_n, cache of {per_rank} items x {k} points x {dim} values "
                 f"x 5 arrays), above max_memory_gb={self.max_memory_gb}; lower num_items, num_strata or batch_size, "
                 f"or raise max_memory_gb")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.prepare(trainer.datamodule, pl_module.schedule, pl_module.hparams.num_levels, pl_module.device,
-                     trainer.global_rank, trainer.world_size)
+        self.prepare(trainer.datamodule, pl_module.diffusion, pl_module.device, trainer.global_rank, trainer.world_size)
 
-    def prepare(self, dm, schedule, num_levels: int | None, device, rank: int = 0, world_size: int = 1) -> None:
+    def prepare(self, dm, diffusion: Diffusion, device, rank: int = 0, world_size: int = 1) -> None:
         """Fix S_train, S_held and the draws of this rank's items; cache D*_n (and D*) there; reduce the
         θ-independent metrics. ``dm``: a set-up :class:`~ddpm_signrelu.data.TensorDataModule`; D*_n's atoms are its
-        training split and, under ``hflip``, their mirror images."""
-        self.schedule, self.num_levels = schedule, num_levels
-        self.strata = Strata(schedule, min(self.num_strata, schedule.num_timesteps - 1), self.proposal)
+        training split and, under ``hflip``, their mirror images. ``diffusion``: the model's."""
+        schedule = self.schedule = diffusion.schedule
+        self.num_levels, self.strata = diffusion.num_levels, diffusion.strata(self.num_strata, self.proposal)
         g = torch.Generator().manual_seed(self.seed)
         train_rows = torch.randperm(len(dm.train_data), generator=g)[: self.num_items]
         held_rows = torch.randperm(len(dm.val_data), generator=g)[: self.num_items]
@@ -105,17 +104,17 @@ class RiskMetrics(ValidationEvaluator):
             return empirical_bayes_denoiser(x_t, ab, dm.train_data, self.chunk_size, num_levels=dm.num_levels,
                                             hflip=dm.hflip).float()
 
-        self.ref_train = predict(empirical, self.train_points, self.batch_size)
-        self.ref_held = predict(empirical, self.held_points, self.batch_size)
+        self.empirical_train = predict(empirical, self.train_points, self.batch_size)
+        self.empirical_held = predict(empirical, self.held_points, self.batch_size)
         self.bayes_held = None
         if self.mixture is not None:
             bayes = self.mixture.denoiser_at_steps(schedule.alphas_cumprod)
             self.bayes_held = predict(bayes, self.held_points, self.batch_size)
-        ref = reference_columns(self.schedule, self.train_points, self.held_points, self.ref_train, self.ref_held,
-                                self.bayes_held, self.num_levels)
-        stats = ColumnStats(ref, len(self.strata) + 2).to(device)
-        stats.update(ref)
-        self.reference = stats.compute()
+        fixed = data_columns(schedule, self.train_points, self.held_points, self.empirical_train, self.empirical_held,
+                             self.bayes_held, self.num_levels)
+        stats = ColumnStats(fixed, len(self.strata) + 2).to(device)
+        stats.update(fixed)
+        self.data_metrics = stats.compute()
         self.entropy = None
         if self.mixture is not None:
             h, se = self.mixture.entropy(self.entropy_samples, self.seed)
@@ -136,13 +135,13 @@ class RiskMetrics(ValidationEvaluator):
             rows = slice(i, i + per_call)
             train, held = self.train_points[rows], self.held_points[rows]
             model_train, model_held = predict(denoise, train, self.batch_size), predict(denoise, held, self.batch_size)
-            columns = model_risk_columns(self.schedule, train, held, model_train, model_held, self.ref_train[rows],
-                                         self.num_levels)
+            columns = model_risk_columns(self.schedule, train, held, model_train, model_held,
+                                         self.empirical_train[rows], self.num_levels)
             if self.bayes_held is not None:
                 columns |= excess_true_columns(self.schedule, held, model_held, self.bayes_held[rows],
                                                self.num_levels)
             self.stats.update(columns)
-        results = self.stats.compute() | self.reference
+        results = self.stats.compute() | self.data_metrics
         self.stats.reset()
         if self.entropy is not None:
             (h, h_se), (vlb, vlb_se) = self.entropy, results["vlb_heldout"][:2]

@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from ddpm_signrelu.callbacks.base import ValidationEvaluator
 from ddpm_signrelu.diffusion import Sampler
 from ddpm_signrelu.images import save_samples, to_uint8
 
@@ -68,20 +69,18 @@ class SampleWriter(BasePredictionWriter):
             self.paths = save_samples(images[seeds.argsort()].cpu(), self.output)
 
 
-class SampleGrid(L.Callback):
+class SampleGrid(ValidationEvaluator):
     """Samples ``num_samples`` images with fixed seeds into ``<run dir>/samples/step_<N>.png`` (+ .npz), and to
-    the W&B or TensorBoard logger as an image.
-
-    Runs at the end of training and, if ``every_n_val_checks`` > 0, at the start of every n-th validation:
-    both after the EMA callback has put the averaged weights in place, when it is listed before this one.
+    the W&B or TensorBoard logger as an image: at the end of training and, if ``every_n_val_checks`` > 0, at every
+    n-th validation check; with the EMA weights when EMA is on (see :class:`ValidationEvaluator`).
     """
 
     def __init__(self, num_samples: int = 64, sampler: Sampler = "ddim", steps: int | None = 50, eta: float = 0.0,
                  seed: int = 0, every_n_val_checks: int = 0):
-        self.num_samples, self.sampler, self.steps, self.eta = num_samples, sampler, steps, eta
-        self.seed, self.every_n_val_checks, self._checks = seed, every_n_val_checks, 0
+        super().__init__(every_n_val_checks)
+        self.num_samples, self.sampler, self.steps, self.eta, self.seed = num_samples, sampler, steps, eta, seed
 
-    def write(self, trainer: L.Trainer, pl_module) -> Path | None:
+    def evaluate_model(self, trainer: L.Trainer, pl_module) -> Path | None:
         """Sample on all processes; rank zero saves and logs the grid (the others return None)."""
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank asks
         seeds = range(self.seed, self.seed + self.num_samples)
@@ -97,12 +96,5 @@ class SampleGrid(L.Callback):
                 logger.experiment.add_images("samples", images, trainer.global_step)
         return png
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.sanity_checking or self.every_n_val_checks <= 0:
-            return
-        self._checks += 1
-        if self._checks % self.every_n_val_checks == 0:
-            self.write(trainer, pl_module)
-
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
-        self.write(trainer, pl_module)
+        self.evaluate_model(trainer, pl_module)

@@ -7,6 +7,7 @@ The hold-out rule needs no code of its own: Lightning's ``EarlyStopping`` and ``
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import lightning as L
 import torch
@@ -15,7 +16,6 @@ from lightning.pytorch.callbacks.early_stopping import EarlyStoppingReason
 from lightning.pytorch.utilities import rank_zero_info
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
-from ddpm_signrelu.diffusion.losses import diffusion_loss, fixed_timesteps_and_noise
 from ddpm_signrelu.errors import ConfigError
 
 
@@ -55,12 +55,6 @@ class DiscrepancyStop(ValidationEvaluator):
             raise ConfigError(f"DiscrepancyStop num_items={self.num_items} exceeds the training split "
                               f"({len(dm.train_data)}); lower num_items")
 
-    def _loss(self, pl_module, denoise, x0: torch.Tensor, seed: int) -> torch.Tensor:
-        hp = pl_module.hparams
-        t, noise = fixed_timesteps_and_noise(hp.loss, hp.num_timesteps, seed, range(len(x0)), tuple(x0.shape[1:]))
-        return diffusion_loss(pl_module.schedule, denoise, x0, t.to(x0.device), noise.to(x0.device), hp.loss, "x0",
-                              hp.min_snr_gamma)
-
     @torch.no_grad()
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
@@ -68,13 +62,16 @@ class DiscrepancyStop(ValidationEvaluator):
         items = dm.to_unit(dm.train_data[rows[: self.num_items]]).repeat_interleave(self.draws_per_item, 0)
         self.train_items = items.to(pl_module.device)
         population = dm.population(self.population_samples, seed=self.seed + 1)
-        bayes = dm.mixture.denoiser_at_steps(pl_module.schedule.alphas_cumprod)
-        self.level = mean_and_se(self._loss(pl_module, bayes, population.to(pl_module.device), self.seed + 2))
+        diffusion = pl_module.diffusion
+        bayes = dm.mixture.denoiser_at_steps(diffusion.schedule.alphas_cumprod)
+        population = population.to(pl_module.device)
+        self.level = mean_and_se(diffusion.fixed_loss(bayes, population, self.seed + 2, range(len(population)), "x0"))
 
     @torch.no_grad()
     def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        losses = self._loss(pl_module, lambda x, t: pl_module.denoise(x, t, clip=False), self.train_items,
-                            self.seed + 3)
+        unclipped = partial(pl_module.denoise, clip=False)
+        losses = pl_module.diffusion.fixed_loss(unclipped, self.train_items, self.seed + 3,
+                                                range(len(self.train_items)), "x0")
         loss, se = mean_and_se(losses.view(self.num_items, self.draws_per_item).mean(1))  # SE over items
         nu, nu_se = self.level
         threshold = nu + self.tau * math.hypot(se, nu_se)

@@ -17,8 +17,9 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from ddpm_signrelu.errors import ConfigError
+from ddpm_signrelu.seeding import generator, mix_seed
 
-_SEED_STRIDE = 2**32  # generator seed of (seed, j) is seed·2³² + j: distinct pairs, distinct seeds
+EPOCHS, DRAWS = 0, 1  # the two seeded streams: epoch k's permutation and flips, batch k's diffusion draws
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ class GlobalBatchSampler(DistributedSampler):
     def epoch_keys(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Epoch ``epoch``'s permutation of the items and its left-right flips (kept for the last two epochs)."""
         if epoch not in self._keys:
-            g = torch.Generator().manual_seed(self.seed * _SEED_STRIDE + epoch)
+            g = generator(self.seed, EPOCHS, epoch)
             perm = torch.randperm(self.num_items, generator=g)
             flips = torch.randint(0, 2, (self.num_items,), generator=g, dtype=torch.bool) if self.hflip else \
                 torch.zeros(self.num_items, dtype=torch.bool)
@@ -82,7 +83,7 @@ class GlobalBatchSampler(DistributedSampler):
             perm, epoch_flips = self.epoch_keys(epoch)
             indices[at] = perm[rows[at]]
             flips[at] = epoch_flips[indices[at]]
-        return LocalBatch(number, indices, flips, positions, self.seed * _SEED_STRIDE + number)
+        return LocalBatch(number, indices, flips, positions, mix_seed(self.seed, DRAWS, number))
 
     def __iter__(self) -> Iterator[LocalBatch]:
         number = self.start

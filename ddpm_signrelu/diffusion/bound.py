@@ -15,6 +15,7 @@ import torch
 from ddpm_signrelu.diffusion.process import q_posterior, q_sample
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 from ddpm_signrelu.errors import ConfigError, check_choice
+from ddpm_signrelu.seeding import generator
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
@@ -97,18 +98,18 @@ class Strata:
         T = schedule.num_timesteps
         if not 1 <= num_strata <= T - 1:
             raise ConfigError(f"num_strata must be in 1..T-1 = 1..{T - 1}, got {num_strata}")
-        steps = torch.arange(1, T)
+        steps, log_snr = torch.arange(1, T), schedule.log_snr.cpu()
         if num_strata == T - 1:
             self.members = [steps[i:i + 1] for i in range(T - 1)]
         else:
-            lam = schedule.log_snr[1:]
+            lam = log_snr[1:]
             edges = torch.linspace(lam.max().item(), lam.min().item(), num_strata + 1, dtype=torch.float64)
             bucket = torch.bucketize(-lam, -edges[1:-1])  # λ decreases in t, so buckets are contiguous in t
             self.members = [steps[bucket == k] for k in bucket.unique()]
-        weights = schedule.x0_weight if proposal == "weight" else torch.ones(T, dtype=torch.float64)
+        weights = schedule.x0_weight.cpu() if proposal == "weight" else torch.ones(T, dtype=torch.float64)
         self.probs = [weights[m] / weights[m].sum() for m in self.members]
         self.cdfs = [p.cumsum(0) for p in self.probs]
-        self.log_snr_range = [(schedule.log_snr[m[-1]].item(), schedule.log_snr[m[0]].item()) for m in self.members]
+        self.log_snr_range = [(log_snr[m[-1]].item(), log_snr[m[0]].item()) for m in self.members]
 
     def __len__(self) -> int:
         return len(self.members)
@@ -134,16 +135,12 @@ class Draws:
     eps: torch.Tensor
 
 
-def item_generator(seed: int, index: int) -> torch.Generator:
-    """A CPU generator for item ``index`` under ``seed``: draws depend on neither batch nor world size."""
-    return torch.Generator().manual_seed((seed * 0x9E3779B97F4A7C15 + index) % (2**63))
-
-
 def draw_for_items(strata: Strata, seed: int, indices, shape) -> Draws:
-    """Draws for the items ``indices``, each from its own :func:`item_generator`."""
+    """Draws for the items ``indices``, item j's from the generator of (seed, j): they depend on neither batch nor
+    world size."""
     us, epss = [], []
     for index in indices:
-        g = item_generator(seed, int(index))
+        g = generator(seed, int(index))
         us.append(torch.rand(len(strata), generator=g, dtype=torch.float64))
         epss.append(torch.randn(len(strata) + 1, *shape, generator=g))
     t, pi = strata.draw(torch.stack(us))

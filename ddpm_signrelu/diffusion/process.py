@@ -7,9 +7,14 @@ the schedule's master arrays and cast only then (see :func:`scales`): forming 1 
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
+
+Parameterization = Literal["x0", "eps", "v"]  # what a network predicts: x0, the noise ε, or v = √ᾱ·ε − √(1 − ᾱ)·x0
+PARAMETERIZATIONS = get_args(Parameterization)
 
 
 def scales(schedule: NoiseSchedule, t: torch.Tensor, ndim: int, dtype: torch.dtype):
@@ -57,7 +62,7 @@ def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, a: torch.Tensor, s: torch.Ten
 
 
 def predict_x0(schedule: NoiseSchedule, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-               parameterization: str) -> torch.Tensor:
+               parameterization: Parameterization) -> torch.Tensor:
     """x̂0 from a network output that predicts ``x0``, ``eps`` or ``v``, in the wider dtype of output and x_t."""
     if parameterization == "x0":
         return output

@@ -12,6 +12,7 @@ import math
 from typing import Literal, get_args
 
 import torch
+from torch import nn
 
 from ddpm_signrelu.errors import ConfigError, check_choice
 
@@ -35,17 +36,21 @@ Variance = Literal["small", "large"]  # the reverse chain's σ_t²: β̃_t or β
 VARIANCES = get_args(Variance)
 
 
-class NoiseSchedule:
-    """β_t, ᾱ_t and the posterior coefficients of q(x_{t−1} | x_t, x0), in float64 (theory.md §5).
+class NoiseSchedule(nn.Module):
+    """β_t, ᾱ_t and the posterior coefficients of q(x_{t−1} | x_t, x0), float64 buffers (theory.md §5).
 
     Also 1 − ᾱ_t = −expm1(Σ_{s≤t} log α_s) (``one_minus_alphas_cumprod``, no cancellation), the scales √ᾱ_t and
     √(1 − ᾱ_t) of x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε, SNR_t = ᾱ_t/(1 − ᾱ_t), λ_t = log SNR_t and the x0-form bound
     weight w_t (``x0_weight``).
     ``variance`` picks the reverse chain's fixed σ_t²: ``small`` = β̃_t, ``large`` = β_t (t ≥ 2); both use
     σ_1² = β̃_2 in the decoder, as improved-diffusion does.
+
+    The buffers move with the module to any device but stay float64 whatever dtype the module is cast to; they are
+    not saved in checkpoints (the settings rebuild them).
     """
 
     def __init__(self, betas: torch.Tensor, variance: Variance = "small"):
+        super().__init__()
         check_choice("variance", variance, VARIANCES)
         betas = torch.as_tensor(betas, dtype=torch.float64)
         if betas.dim() != 1 or len(betas) < 2:
@@ -53,27 +58,32 @@ class NoiseSchedule:
         if not ((betas > 0) & (betas < 1)).all():
             raise ConfigError("every beta must lie in (0, 1)")
         self.num_timesteps, self.variance = len(betas), variance
-        self.betas = betas
-        self.alphas = 1 - betas
-        self.alphas_cumprod = torch.cumprod(self.alphas, 0)
-        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
-        self.one_minus_alphas_cumprod = -torch.expm1(torch.cumsum(torch.log1p(-betas), 0))
-        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
-        self.sqrt_one_minus_alphas_cumprod = self.one_minus_alphas_cumprod.sqrt()
-        ab, one_minus_ab = self.alphas_cumprod, self.one_minus_alphas_cumprod
+        alphas = 1 - betas
+        ab = torch.cumprod(alphas, 0)
+        ab_prev = torch.cat([torch.ones(1, dtype=torch.float64), ab[:-1]])
+        one_minus_ab = -torch.expm1(torch.cumsum(torch.log1p(-betas), 0))
         one_minus_ab_prev = torch.cat([torch.zeros(1, dtype=torch.float64), one_minus_ab[:-1]])
-        self.posterior_variance = betas * one_minus_ab_prev / one_minus_ab
-        self.posterior_mean_coef1 = betas * self.alphas_cumprod_prev.sqrt() / one_minus_ab
-        self.posterior_mean_coef2 = one_minus_ab_prev * self.alphas.sqrt() / one_minus_ab
-        small = torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
-        large = torch.cat([self.posterior_variance[1:2], betas[1:]])
-        self.chain_variance = small if variance == "small" else large
-        self.snr = ab / one_minus_ab
-        self.log_snr = torch.log(self.snr)
-        # w_t = coef1_t²/(2σ_t²): L_{t−1} = w_t‖x0 − x̂0‖² + C_t (§5); for σ² = β̃ it is ½(SNR_{t−1} − SNR_t).
-        # At t = 1 it is 1/(2σ_1²), the weight of a continuous Gaussian decoder (§6.4).
-        self.x0_weight = self.posterior_mean_coef1**2 / (2 * self.chain_variance)
-        self._device_cache: dict = {}
+        posterior_variance = betas * one_minus_ab_prev / one_minus_ab
+        small = torch.cat([posterior_variance[1:2], posterior_variance[1:]])
+        large = torch.cat([posterior_variance[1:2], betas[1:]])
+        chain_variance = small if variance == "small" else large
+        coef1 = betas * ab_prev.sqrt() / one_minus_ab
+        snr = ab / one_minus_ab
+        arrays = {
+            "betas": betas, "alphas": alphas, "alphas_cumprod": ab, "alphas_cumprod_prev": ab_prev,
+            "one_minus_alphas_cumprod": one_minus_ab, "sqrt_alphas_cumprod": ab.sqrt(),
+            "sqrt_one_minus_alphas_cumprod": one_minus_ab.sqrt(), "posterior_variance": posterior_variance,
+            "posterior_mean_coef1": coef1, "posterior_mean_coef2": one_minus_ab_prev * alphas.sqrt() / one_minus_ab,
+            "chain_variance": chain_variance, "snr": snr, "log_snr": torch.log(snr),
+            # w_t = coef1_t²/(2σ_t²): L_{t−1} = w_t‖x0 − x̂0‖² + C_t (§5); for σ² = β̃ it is ½(SNR_{t−1} − SNR_t).
+            # At t = 1 it is 1/(2σ_1²), the weight of a continuous Gaussian decoder (§6.4).
+            "x0_weight": coef1**2 / (2 * chain_variance)}
+        for name, array in arrays.items():
+            self.register_buffer(name, array, persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """Follow the module's moves between devices, but keep the float64 master arrays float64."""
+        return super()._apply(lambda x: x.to(fn(x.new_empty(0)).device), recurse)
 
     @classmethod
     def from_name(cls, name: BetaSchedule, num_timesteps: int, variance: Variance = "small") -> "NoiseSchedule":
@@ -88,8 +98,6 @@ class NoiseSchedule:
         return cls(betas, variance)
 
     def at(self, name: str, t: torch.Tensor, ndim: int, dtype=torch.float32) -> torch.Tensor:
-        """``self.<name>[t]`` on t's device, shaped (B, 1, …, 1) with ``ndim`` dims in all."""
-        key = (name, t.device, dtype)
-        if key not in self._device_cache:
-            self._device_cache[key] = getattr(self, name).to(device=t.device, dtype=dtype)
-        return self._device_cache[key][t].view(-1, *([1] * (ndim - 1)))
+        """``self.<name>[t]`` cast to ``dtype`` on t's device, shaped (B, 1, …, 1) with ``ndim`` dims in all."""
+        array = getattr(self, name)
+        return array[t.to(array.device)].to(device=t.device, dtype=dtype).view(-1, *([1] * (ndim - 1)))

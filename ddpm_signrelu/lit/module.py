@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from functools import partial
 from typing import Literal, get_args
 
 import lightning as L
@@ -11,12 +12,11 @@ import torch
 from torchmetrics import MeanMetric
 
 from ddpm_signrelu import __version__
-from ddpm_signrelu.diffusion import (LOSSES, BetaSchedule, Loss, NoiseSchedule, Strata, Variance, diffusion_loss,
-                                     draw_for_items, predict_x0, sample, sample_timesteps, to_bits_per_dim, vlb_terms)
-from ddpm_signrelu.diffusion.losses import fixed_timesteps_and_noise
+from ddpm_signrelu.diffusion import (X0_MSE, BetaSchedule, DenoisingLoss, Diffusion, Loss, NoiseSchedule, Variance,
+                                     sample, to_bits_per_dim)
 from ddpm_signrelu.errors import CheckpointError, ConfigError, NonFiniteLossError, check_choice
-from ddpm_signrelu.nn import build_denoiser, resolve_config
-from ddpm_signrelu.nn.layers import at_least_float32
+from ddpm_signrelu.nn import build_network, resolve_config
+from ddpm_signrelu.seeding import mix_seed
 
 CHECKPOINT_KEY = "ddpm_signrelu"
 EVALUATION_SETTINGS = ("compile", "clip_denoised", "bound_strata", "eval_seed")  # how the model is run and evaluated
@@ -58,7 +58,6 @@ class DiffusionModel(L.LightningModule):
         network = resolve_config("network", network or {"name": "unet"})
         head = resolve_config("head", head or {"name": "ratio_atoms"})
         self.save_hyperparameters()
-        check_choice("loss", loss, LOSSES)
         check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         if num_levels is not None and num_levels < 2:
             raise ConfigError(f"num_levels must be >= 2 or None (continuous data), got {num_levels}")
@@ -66,9 +65,12 @@ class DiffusionModel(L.LightningModule):
             raise ConfigError(f"need lr > 0 and warmup_steps >= 0, got lr={lr}, warmup_steps={warmup_steps}")
         self.compile_options = compile_options(compile)
         self.data_shape = tuple(int(s) for s in data_shape)
-        self.schedule = NoiseSchedule.from_name(beta_schedule, num_timesteps, variance)
-        self.strata = Strata(self.schedule, min(bound_strata, num_timesteps - 1))
-        self.model = build_denoiser(self.data_shape, network, head)
+        self.model = build_network(self.data_shape, network, head)
+        self.diffusion = Diffusion(NoiseSchedule.from_name(beta_schedule, num_timesteps, variance),
+                                   self.model.head.parameterization, DenoisingLoss(loss, min_snr_gamma), num_levels,
+                                   clip_denoised, bound_strata)
+        # identical on every process by construction: DDP need not broadcast the schedule's buffers each step
+        self._ddp_params_and_buffers_to_ignore = [f"diffusion.{name}" for name, _ in self.diffusion.named_buffers()]
         self.val_loss, self.val_bpd, self.val_dsm_x0 = MeanMetric(), MeanMetric(), MeanMetric()
         self._last_loss = torch.zeros(())
         self.sampling: dict = {}  # generate()'s options for predict_step, e.g. set by sample.py
@@ -88,36 +90,28 @@ class DiffusionModel(L.LightningModule):
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, clip: bool | None = None) -> torch.Tensor:
         """x̂0(x_t, t) in at least fp32 (float64 for a float64 network), clamped to [−1, 1] when ``clip`` (default:
         ``clip_denoised``)."""
-        x0_hat = predict_x0(self.schedule, at_least_float32(self.model(x_t, t)), x_t, t, self.model.parameterization)
-        clip = self.hparams.clip_denoised if clip is None else clip
-        return x0_hat.clamp(-1, 1) if clip else x0_hat
-
-    def loss_per_example(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        hp = self.hparams
-        return diffusion_loss(self.schedule, self.model, x0, t, noise, hp.loss, self.model.parameterization,
-                              hp.min_snr_gamma)
+        return self.diffusion.denoise(self.model, x_t, t, clip)
 
     def training_draws(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(t, ε) for a training batch. Batches of :class:`~ddpm_signrelu.data.GlobalBatchSampler` carry their
         rows' positions in the global batch and its seed: the draws of the whole global batch come from that seed
         and each process keeps its rows, so they do not depend on the number of processes or on resuming.
         Other batches, ``(x0, ...)``, draw from the global generator."""
-        x0, hp = batch[0], self.hparams
+        x0, loss, T = batch[0], self.diffusion.loss, self.diffusion.num_timesteps
         if len(batch) < 4:
-            t = sample_timesteps(hp.loss, hp.num_timesteps, len(x0), device=x0.device)
-            return t, torch.randn_like(x0)
+            return loss.timesteps(T, len(x0), device=x0.device), torch.randn_like(x0)
         positions, seed = batch[2], batch[3]
         g = torch.Generator(device=x0.device).manual_seed(seed)
         size = len(x0) * self.trainer.world_size
-        t = sample_timesteps(hp.loss, hp.num_timesteps, size, generator=g, device=x0.device)
+        t = loss.timesteps(T, size, generator=g, device=x0.device)
         noise = torch.randn((size, *x0.shape[1:]), generator=g, device=x0.device, dtype=x0.dtype)
-        torch.manual_seed(seed + self.global_rank)  # dropout: reproducible on resume, one stream per process
+        torch.manual_seed(mix_seed(seed, self.global_rank))  # dropout: reproducible on resume, a stream per process
         return t[positions], noise[positions]
 
     def training_step(self, batch, batch_idx):
         x0 = batch[0]
         t, noise = self.training_draws(batch)
-        loss = self.loss_per_example(x0, t, noise).mean()
+        loss = self.diffusion.loss_per_example(self.model, x0, t, noise).mean()
         self._last_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(x0))
         return loss
@@ -141,17 +135,11 @@ class DiffusionModel(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         """Held-out figures on fixed per-item draws: ``val/loss`` (the training loss), ``val/bpd`` (the stratified
         bound) and ``val/dsm_x0`` = (1/D)‖x0 − x̂0‖² with t ~ U{1..T}, the cheap hold-out stopping monitor (§7)."""
-        x0, index = batch
-        hp = self.hparams
-        t, noise = fixed_timesteps_and_noise(hp.loss, hp.num_timesteps, hp.eval_seed, index.tolist(), self.data_shape)
-        self.val_loss.update(self.loss_per_example(x0, t.to(x0.device), noise.to(x0.device)))
-        t, noise = fixed_timesteps_and_noise("x0_mse", hp.num_timesteps, hp.eval_seed + 2, index.tolist(),
-                                             self.data_shape)
-        self.val_dsm_x0.update(diffusion_loss(self.schedule, lambda x, s: self.denoise(x, s, clip=False), x0,
-                                              t.to(x0.device), noise.to(x0.device), "x0_mse", "x0"))
-        draws = draw_for_items(self.strata, hp.eval_seed + 1, index.tolist(), self.data_shape)
-        terms = vlb_terms(self.schedule, self.denoise, x0, draws, hp.num_levels)
-        self.val_bpd.update(to_bits_per_dim(terms["total"], self.dim).float())
+        x0, items, seed, diffusion = batch[0], batch[1].tolist(), self.hparams.eval_seed, self.diffusion
+        self.val_loss.update(diffusion.fixed_loss(self.model, x0, seed, items))
+        unclipped = partial(self.denoise, clip=False)
+        self.val_dsm_x0.update(diffusion.fixed_loss(unclipped, x0, seed + 2, items, predicts="x0", loss=X0_MSE))
+        self.val_bpd.update(to_bits_per_dim(diffusion.bound(self.denoise, x0, seed + 1, items), self.dim).float())
         self.log("val/loss", self.val_loss, prog_bar=True)
         self.log("val/bpd", self.val_bpd, prog_bar=True)
         self.log("val/dsm_x0", self.val_dsm_x0)
@@ -174,8 +162,8 @@ class DiffusionModel(L.LightningModule):
     def generate(self, seeds, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0, progress=None):
         """Samples in [−1, 1], one per seed (same seed, same image, whatever the batch), in at least fp32 (float64
         for a float64 network)."""
-        return sample(self.denoise, self.schedule, self.data_shape, seeds, self.device, sampler, steps, eta, progress,
-                      torch.promote_types(self.dtype, torch.float32))
+        return sample(self.denoise, self.diffusion.schedule, self.data_shape, seeds, self.device, sampler, steps, eta,
+                      progress, torch.promote_types(self.dtype, torch.float32))
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """Samples for a batch of seeds, with the options in :attr:`sampling` (see :meth:`generate`)."""

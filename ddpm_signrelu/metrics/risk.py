@@ -15,19 +15,19 @@ from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 
 
 def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, model_train: torch.Tensor,
-                       model_held: torch.Tensor, ref_train: torch.Tensor, num_levels: int | None) -> dict:
+                       model_held: torch.Tensor, empirical_train: torch.Tensor, num_levels: int | None) -> dict:
     """θ-dependent metrics on item pairs (item j of S_train and of S_held share their draws).
 
     ``vlb_train`` = VLB(x̂0_θ; S_train); ``vlb_heldout`` = VLB(x̂0_θ; S_held);
     ``approximation`` = Σ_t w_t ‖x̂0_θ − D*_n‖² on S_train (t = 1 included for the continuous decoder);
     ``estimation`` = vlb_heldout − vlb_train; ``excess`` = approximation + estimation.
-    ``model_*``: x̂0_θ at the points, ``ref_train``: D*_n at the S_train points.
+    ``model_*``: x̂0_θ at the points, ``empirical_train``: D*_n at the S_train points.
     """
     dim = train.x0[0].numel()
     vlb_train = to_bits_per_dim(vlb_columns(schedule, train, model_train, num_levels), dim)
     vlb_held = to_bits_per_dim(vlb_columns(schedule, held, model_held, num_levels), dim)
     continuous = num_levels is None
-    approximation = to_bits_per_dim(weighted_sq_columns(schedule, train, model_train, ref_train, continuous), dim)
+    approximation = to_bits_per_dim(weighted_sq_columns(schedule, train, model_train, empirical_train, continuous), dim)
     estimation = vlb_held - vlb_train
     return {"vlb_train": vlb_train, "vlb_heldout": vlb_held, "approximation": approximation,
             "estimation": estimation, "excess": approximation + estimation}
@@ -41,18 +41,18 @@ def excess_true_columns(schedule: NoiseSchedule, held: EvalPoints, model_held: t
     return {"excess_true": to_bits_per_dim(excess, dim)}
 
 
-def reference_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, ref_train: torch.Tensor,
-                      ref_held: torch.Tensor, bayes_held: torch.Tensor | None, num_levels: int | None) -> dict:
+def data_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, empirical_train: torch.Tensor,
+                      empirical_held: torch.Tensor, bayes_held: torch.Tensor | None, num_levels: int | None) -> dict:
     """θ-independent metrics: ``vlb_bayes_train`` = VLB(D*_n; S_train) and, with the true D* (``bayes_held``),
     ``vlb_bayes_true`` = VLB(D*; S_pop), ``optimism`` = vlb_bayes_train − vlb_bayes_true and
     ``kernel_ratio_error`` = Σ_t w_t ‖D*_n − D*‖² on S_pop."""
     dim = train.x0[0].numel()
-    out = {"vlb_bayes_train": to_bits_per_dim(vlb_columns(schedule, train, ref_train, num_levels), dim)}
+    out = {"vlb_bayes_train": to_bits_per_dim(vlb_columns(schedule, train, empirical_train, num_levels), dim)}
     if bayes_held is not None:
         out["vlb_bayes_true"] = to_bits_per_dim(vlb_columns(schedule, held, bayes_held, num_levels), dim)
         out["optimism"] = out["vlb_bayes_train"] - out["vlb_bayes_true"]
         out["kernel_ratio_error"] = to_bits_per_dim(
-            weighted_sq_columns(schedule, held, ref_held, bayes_held, num_levels is None), dim)
+            weighted_sq_columns(schedule, held, empirical_held, bayes_held, num_levels is None), dim)
     return out
 
 

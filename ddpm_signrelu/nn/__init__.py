@@ -1,13 +1,13 @@
 """Networks: SignReLU, the division gate, ratio-form heads, U-Net and MLP backbones."""
 
 from ddpm_signrelu.nn.activations import ACTIVATIONS, SignReLU, init_gain, make_activation, signrelu
-from ddpm_signrelu.nn.denoiser import NETWORKS, Denoiser, build_denoiser, resolve_config
 from ddpm_signrelu.nn.division import division_gate
-from ddpm_signrelu.nn.heads import (HEADS, LOGITS_MODES, PARAMETERIZATIONS, PlainHead, RatioAtomHead, RatioDirectHead,
-                                    gated_ratio, ratio_combine, softmax_ratio)
+from ddpm_signrelu.nn.heads import (HEADS, LOGITS_MODES, PlainHead, RatioAtomHead, RatioDirectHead, gated_ratio,
+                                    ratio_combine, softmax_ratio)
 from ddpm_signrelu.nn.mlp import MLP
+from ddpm_signrelu.nn.network import NETWORKS, ReverseNetwork, build_network, resolve_config
 from ddpm_signrelu.nn.unet import UNet
 
-__all__ = ["ACTIVATIONS", "HEADS", "LOGITS_MODES", "MLP", "NETWORKS", "PARAMETERIZATIONS", "Denoiser", "PlainHead",
-           "RatioAtomHead", "RatioDirectHead", "SignReLU", "UNet", "build_denoiser", "division_gate", "gated_ratio",
-           "init_gain", "make_activation", "ratio_combine", "resolve_config", "signrelu", "softmax_ratio"]
+__all__ = ["ACTIVATIONS", "HEADS", "LOGITS_MODES", "MLP", "NETWORKS", "PlainHead", "RatioAtomHead", "RatioDirectHead",
+           "ReverseNetwork", "SignReLU", "UNet", "build_network", "division_gate", "gated_ratio", "init_gain",
+           "make_activation", "ratio_combine", "resolve_config", "signrelu", "softmax_ratio"]

@@ -1,4 +1,4 @@
-"""Denoiser output heads (theory.md §4).
+"""Output heads of the reverse-process network (theory.md §4).
 
 Every head maps backbone features h (B, F, *spatial) and the time embedding (B, E) to a prediction with
 ``out_channels`` channels. Its ``parameterization`` says what that prediction is: ``x0``, ``eps`` or ``v``.
@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddpm_signrelu.diffusion.process import PARAMETERIZATIONS, Parameterization
 from ddpm_signrelu.errors import ConfigError, check_choice
 from ddpm_signrelu.nn.division import division_gate
 from ddpm_signrelu.nn.layers import Pointwise, at_least_float32, zero_init
 
-PARAMETERIZATIONS = ("x0", "eps", "v")
 LOGITS_MODES = ("pixel", "global")
 
 
@@ -50,7 +50,7 @@ class _RatioHead(nn.Module):
 
     floor = 1.0
 
-    def __init__(self, parameterization: str):
+    def __init__(self, parameterization: Parameterization):
         super().__init__()
         check_choice("ratio-head parameterization", parameterization, PARAMETERIZATIONS)
         self.parameterization = parameterization
@@ -76,7 +76,7 @@ class RatioAtomHead(_RatioHead):
     """
 
     def __init__(self, features: int, out_channels: int, emb_dim: int, num_atoms: int = 8,
-                 logits: str = "pixel", temperature: bool = True, parameterization: str = "v"):
+                 logits: str = "pixel", temperature: bool = True, parameterization: Parameterization = "v"):
         super().__init__(parameterization)
         check_choice("ratio-head logits mode", logits, LOGITS_MODES)
         if num_atoms < 1:
@@ -109,7 +109,7 @@ class RatioDirectHead(_RatioHead):
     """
 
     def __init__(self, features: int, out_channels: int, emb_dim: int, floor: float = 1.0, max_ratio: float = 100.0,
-                 parameterization: str = "v"):
+                 parameterization: Parameterization = "v"):
         super().__init__(parameterization)
         if floor <= 0 or max_ratio <= 1:
             raise ConfigError(f"direct ratio head needs floor > 0 and max_ratio > 1, got {floor}, {max_ratio}")
@@ -125,7 +125,7 @@ class RatioDirectHead(_RatioHead):
 class PlainHead(nn.Module):
     """A linear read-out predicting ε, x0 or v directly: the ablation and baseline head."""
 
-    def __init__(self, features: int, out_channels: int, emb_dim: int, parameterization: str = "eps"):
+    def __init__(self, features: int, out_channels: int, emb_dim: int, parameterization: Parameterization = "eps"):
         super().__init__()
         check_choice("plain-head parameterization", parameterization, PARAMETERIZATIONS)
         self.parameterization = parameterization

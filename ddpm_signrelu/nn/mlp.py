@@ -18,7 +18,8 @@ class MLPBlock(nn.Module):
     def __init__(self, width: int, emb_dim: int, act: nn.Module, gain: float):
         super().__init__()
         self.act = act
-        self.fc1, self.emb, self.fc2 = nn.Linear(width, width), nn.Linear(emb_dim, width), zero_init(nn.Linear(width, width))
+        self.fc1, self.emb = nn.Linear(width, width), nn.Linear(emb_dim, width)
+        self.fc2 = zero_init(nn.Linear(width, width))
         nn.init.normal_(self.fc1.weight, std=gain / math.sqrt(width))
         nn.init.zeros_(self.fc1.bias)
 

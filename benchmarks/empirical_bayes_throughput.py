@@ -1,7 +1,7 @@
 """Throughput of the empirical Bayes denoiser D*_n on a Fashion-MNIST-sized reference set, against a plain matmul.
 
-    python -m benchmarks.reference_throughput            # 60,000 x 784 reference, 256 queries
-    python -m benchmarks.reference_throughput --n 10000  # smaller, quicker
+    python -m benchmarks.empirical_bayes_throughput            # 60,000 x 784 reference, 256 queries
+    python -m benchmarks.empirical_bayes_throughput --n 10000  # smaller, quicker
 
 D*_n's cost is two products with the reference set per chunk (logits and the weighted sum, 2·n·D FLOP each per
 query), streamed with a running log-sum-exp. The baseline is one matmul of shape (B, D) x (D, n) in the same
@@ -21,7 +21,7 @@ import torch
 
 from benchmarks.common import interleaved_medians, machine
 from ddpm_signrelu.diffusion import NoiseSchedule
-from ddpm_signrelu.metrics.reference import empirical_bayes_denoiser
+from ddpm_signrelu.metrics.empirical_bayes import empirical_bayes_denoiser
 
 CPU = torch.device("cpu")
 

@@ -16,13 +16,13 @@ from ddpm_signrelu.nn.unet import UNet
 NETWORKS = {"unet": UNet, "mlp": MLP}
 
 
-class Denoiser(nn.Module):
-    """network(x_t, t) → head → prediction of the data's shape; ``parameterization`` is the head's."""
+class ReverseNetwork(nn.Module):
+    """backbone(x_t, t) → head: the head's raw prediction, of the data's shape. It is x0, ε or v as
+    ``head.parameterization`` says, not x̂0: :class:`~ddpm_signrelu.diffusion.Diffusion` forms x̂0 from it."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
-        self.parameterization = head.parameterization
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         h, emb = self.backbone(x, t)
@@ -49,11 +49,11 @@ def resolve_config(kind: str, config: dict) -> dict:
     return {"name": name, **defaults, **config}
 
 
-def build_denoiser(data_shape, network: dict, head: dict) -> Denoiser:
+def build_network(data_shape, network: dict, head: dict) -> ReverseNetwork:
     """Build e.g. ``network={"name": "unet", "channels": 64}``, ``head={"name": "ratio_atoms", "num_atoms": 8}``."""
     data_shape = tuple(int(s) for s in data_shape)
     network, head = resolve_config("network", network), resolve_config("head", head)
     backbone = NETWORKS[network.pop("name")](data_shape=data_shape, **network)
     out_channels = data_shape[0] if isinstance(backbone, UNet) else math.prod(data_shape)
-    return Denoiser(backbone, HEADS[head.pop("name")](features=backbone.features, out_channels=out_channels,
+    return ReverseNetwork(backbone, HEADS[head.pop("name")](features=backbone.features, out_channels=out_channels,
                                                       emb_dim=backbone.emb_dim, **head))

@@ -22,7 +22,7 @@ def empirical_bayes_denoiser(x_t: torch.Tensor, alpha_bar: torch.Tensor, train: 
     stored), 2n in all. ``alpha_bar``: (B,) ᾱ_t per row of x_t. Per chunk: one product gives the logits (the
     ‖x⁽ⁱ⁾‖² term added as a rank-one update), one the weighted sum. ``dtype`` float64 (the default) is exact to
     ~1e-12; in float32 the logits' rounding error grows like ε_mach·D/(1 − ᾱ_t), O(1) nats at the smallest t, so
-    use it only where 1 − ᾱ_t is not small (``benchmarks/reference_throughput.py`` prints the error).
+    use it only where 1 − ᾱ_t is not small (``benchmarks/empirical_bayes_throughput.py`` prints the error).
     Rows whose chunk logits all lie below the running maximum by more than :func:`underflow_gap` get exactly
     zero weights there (exp underflows), so the chunk's weighted sum is formed for the other rows alone: at
     small t, where the posterior sits on a few items, most of the second product is skipped, exactly.

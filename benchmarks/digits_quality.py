@@ -36,34 +36,41 @@ def split_with_labels(val_size: int, seed: int):
     return x[train], y[train], x[held], y[held]
 
 
+def digits_scores(images: np.ndarray, val_size: int = 500, seed: int = 0) -> dict:
+    """The scores above for uint8 samples (N, 8, 8, 1) as ``sample.py`` writes them: confidence of samples and of
+    held-out digits, class shares, precision and recall of samples and of the real reference, near-copies, n."""
+    samples = torch.from_numpy(np.round(images.astype(np.float64).reshape(-1, 64) * 16 / 255))
+    x_train, y_train, x_held, _ = split_with_labels(val_size, seed)
+    n = min(len(samples), len(x_held))
+    samples, x_held = samples[:n], x_held[:n]
+    svc = SVC(probability=True, random_state=0).fit(x_train.numpy(), y_train.numpy())
+    reference = x_train[torch.randperm(len(x_train), generator=torch.Generator().manual_seed(1))[:n]]
+    p_fake, r_fake = knn_precision_recall(x_held, samples)
+    p_ref, r_ref = knn_precision_recall(x_held, reference)
+    return {"n": n, "conf": svc.predict_proba(samples.numpy()).max(1).mean(),
+            "conf_real": svc.predict_proba(x_held.numpy()).max(1).mean(),
+            "shares": np.bincount(svc.predict(samples.numpy()), minlength=10) / n, "precision": p_fake,
+            "precision_real": p_ref, "recall": r_fake, "recall_real": r_ref,
+            "copies": int(near_copies(samples, x_train).sum())}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", required=True, help=".npz written by sample.py (uint8, NHWC)")
     p.add_argument("--val_size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-
-    samples = np.load(args.samples)["arr_0"].astype(np.float64).reshape(-1, 64) * 16 / 255
-    samples = torch.from_numpy(np.round(samples))
-    x_train, y_train, x_held, _ = split_with_labels(args.val_size, args.seed)
-    n = min(len(samples), len(x_held))
-    samples, x_held = samples[:n], x_held[:n]
-
-    svc = SVC(probability=True, random_state=0).fit(x_train.numpy(), y_train.numpy())
-    conf_fake = svc.predict_proba(samples.numpy()).max(1).mean()
-    conf_real = svc.predict_proba(x_held.numpy()).max(1).mean()
-    shares = np.bincount(svc.predict(samples.numpy()), minlength=10) / n
-    reference = x_train[torch.randperm(len(x_train), generator=torch.Generator().manual_seed(1))[:n]]
-    p_fake, r_fake = knn_precision_recall(x_held, samples)
-    p_ref, r_ref = knn_precision_recall(x_held, reference)
-    copies = int(near_copies(samples, x_train).sum())
-
+    s = digits_scores(np.load(args.samples)["arr_0"], args.val_size, args.seed)
+    n, shares = s["n"], s["shares"]
     print(f"samples: {n} from {args.samples}; held-out real digits: {n}")
-    print(f"SVC confidence: samples {conf_fake:.4f}, held-out {conf_real:.4f}, ratio {conf_fake / conf_real:.3f}")
-    print(f"class shares: min {shares.min():.3f}; " + " ".join(f"{c}:{s:.3f}" for c, s in enumerate(shares)))
-    print(f"precision: samples {p_fake:.3f}, real reference {p_ref:.3f}, ratio {p_fake / p_ref:.3f}")
-    print(f"recall:    samples {r_fake:.3f}, real reference {r_ref:.3f}, ratio {r_fake / r_ref:.3f}")
-    print(f"near-copies of a training digit: {copies} of {n} ({copies / n:.1%})")
+    print(f"SVC confidence: samples {s['conf']:.4f}, held-out {s['conf_real']:.4f}, ratio "
+          f"{s['conf'] / s['conf_real']:.3f}")
+    print(f"class shares: min {shares.min():.3f}; " + " ".join(f"{c}:{v:.3f}" for c, v in enumerate(shares)))
+    print(f"precision: samples {s['precision']:.3f}, real reference {s['precision_real']:.3f}, ratio "
+          f"{s['precision'] / s['precision_real']:.3f}")
+    print(f"recall:    samples {s['recall']:.3f}, real reference {s['recall_real']:.3f}, ratio "
+          f"{s['recall'] / s['recall_real']:.3f}")
+    print(f"near-copies of a training digit: {s['copies']} of {n} ({s['copies'] / n:.1%})")
 
 
 if __name__ == "__main__":

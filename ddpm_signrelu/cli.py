@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from ddpm_signrelu.callbacks.samples import SampleWriter
 from ddpm_signrelu.data import TensorDataModule
-from ddpm_signrelu.diffusion.samplers import SAMPLERS, default_steps, timestep_grid
+from ddpm_signrelu.diffusion.samplers import SAMPLERS, SPACINGS, sampling_plan
 from ddpm_signrelu.errors import CheckpointError, ConfigError, UserError
 from ddpm_signrelu.checkpoints import check_weights, load_model, read_checkpoint
 from ddpm_signrelu.images import to_uint8, writable_folder
@@ -296,8 +296,13 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt_path", required=True, help="checkpoint written by train.py")
     p.add_argument("--num_samples", type=int, default=64)
     p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
-    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: T for ddpm, 50 for ddim)")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise scale η (0: deterministic)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="grid points (default: T for ddpm, 50 for ddim, 20 for the others); heun calls the network "
+                        "2·steps − 1 times, the others once per step")
+    p.add_argument("--spacing", choices=SPACINGS, default=None,
+                   help="the grid: uniform in t, uniform in log-SNR, or Karras et al.'s (rho = 7); default uniform for "
+                        "ddpm and ddim, logsnr for the dpmpp solvers, karras for heun")
+    p.add_argument("--eta", type=float, default=None, help="DDIM's noise scale η (default 0: deterministic)")
     p.add_argument("--seed", type=int, default=0, help="sample j uses seed + j, whatever the devices")
     p.add_argument("--batch_size", type=int, default=256, help="samples per batch on each device")
     p.add_argument("--output", default="samples", help="folder for the PNG grid and the .npz")
@@ -315,22 +320,20 @@ def sample_parser() -> argparse.ArgumentParser:
 
 
 def sample_main(argv: list[str] | None = None) -> None:
-    """``python sample.py --ckpt_path CKPT --num_samples N --sampler ddpm|ddim --steps S --seed K --output DIR``;
+    """``python sample.py --ckpt_path CKPT --num_samples N --sampler NAME --steps S --seed K --output DIR``;
     ``--devices 8`` (or torchrun / SLURM) shares the seeds out over processes with Lightning's DDP."""
     args = sample_parser().parse_args(argv)
 
     def main():
         if args.num_samples < 1 or args.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1, got {args.num_samples}, {args.batch_size}")
-        if args.eta < 0:
-            raise ConfigError(f"--eta must be >= 0 (0: deterministic DDIM), got {args.eta}")
         model = load_model(args.ckpt_path, compile=args.compile)
         writable_folder(args.output)  # before any sampling: a bad --output must not lose the samples
         if args.reference:  # bad FID settings fail before sampling
             reference = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
             load_feature_extractor(args.features, args.inception_weights)
-        steps = default_steps(args.sampler, model.diffusion.num_timesteps) if args.steps is None else args.steps
-        timestep_grid(model.diffusion.num_timesteps, steps)  # a bad --steps fails here, before any process starts
+        sampling = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing}
+        grid, _ = sampling_plan(model.diffusion.schedule, **sampling)  # bad options fail before any process starts
         writer = SampleWriter(args.output, model.hparams.num_levels)
         devices = int(args.devices) if args.devices.isdigit() else args.devices
         try:
@@ -339,8 +342,7 @@ def sample_main(argv: list[str] | None = None) -> None:
                                 enable_model_summary=False)
         except ValueError as err:  # the Trainer's check of --precision and the like
             raise ConfigError(str(err)) from None
-        model.sampling = {"sampler": args.sampler, "steps": steps, "eta": args.eta,
-                          "progress": partial(_steps_bar, desc=f"{args.sampler}-{steps}")}
+        model.sampling = sampling | {"progress": partial(_steps_bar, desc=f"{args.sampler}-{len(grid)}")}
         seeds = torch.arange(args.seed, args.seed + args.num_samples)
         trainer.predict(model, DataLoader(seeds, batch_size=args.batch_size), return_predictions=False)
         if trainer.is_global_zero:

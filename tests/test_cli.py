@@ -17,6 +17,8 @@ from jsonargparse import Namespace
 
 from ddpm_signrelu.cli import build_run, relocate_run, resume_path, sample_main, train_main
 from ddpm_signrelu.data import DigitsDataModule
+from ddpm_signrelu.checkpoints import load_model
+from ddpm_signrelu.diffusion import SAMPLERS
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.images import save_samples, to_uint8
 from ddpm_signrelu.lit import setting_differences
@@ -215,6 +217,17 @@ def bad_checkpoints(tmp_path, good: Path) -> list[tuple[Path, str]]:
             (missing, f"{missing} does not fit the model its settings build: weights missing ['model.")]
 
 
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sample_writes_every_sampler_s_images_as_generate_draws_them(tmp_path, resumable, sampler):
+    """sample.py (Trainer.predict) with each sampler and its default grid: the same images as ``generate``."""
+    _, good = resumable
+    sample_main(["--ckpt_path", str(good), "--num_samples", "3", "--sampler", sampler, "--steps", "4", "--seed", "2",
+                 "--output", str(tmp_path / sampler), "--accelerator", "cpu"])
+    written = np.load(tmp_path / sampler / "samples_3x8x8x1.npz")["arr_0"]
+    expected = to_uint8(load_model(good).generate([2, 3, 4], sampler, 4), 17).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_array_equal(written, expected)
+
+
 def test_bad_checkpoints_are_one_line_in_train_and_sample(tmp_path, capsys, resumable):
     config, good = resumable
     for path, message in bad_checkpoints(tmp_path, good):
@@ -327,8 +340,10 @@ def test_sample_refuses_bad_steps_and_outputs_before_sampling(tmp_path, capsys, 
         "error: cannot write to output folder /proc/samples")
     assert "num_samples and batch_size must be >= 1" in sample_error(
         capsys, ["--ckpt_path", str(good), "--num_samples", "0"])
-    assert sample_error(capsys, ["--ckpt_path", str(good), "--eta", "-0.5"]) == \
-        "error: --eta must be >= 0 (0: deterministic DDIM), got -0.5"
+    assert sample_error(capsys, ["--ckpt_path", str(good), "--sampler", "ddim", "--eta", "-0.5"]) == \
+        "error: eta must be >= 0 (0: deterministic), got -0.5"
+    assert sample_error(capsys, ["--ckpt_path", str(good), "--sampler", "dpmpp_2m", "--eta", "1"]) == \
+        "error: eta applies to ddim alone, not to dpmpp_2m; leave it unset"
     assert sample_error(capsys, ["--ckpt_path", str(good), "--precision", "bogus", "--output", str(tmp_path / "b")]
                         ).startswith("error: Precision 'bogus' is invalid")
 

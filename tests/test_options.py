@@ -11,8 +11,8 @@ from helpers import gaussian_bayes_denoiser
 
 from ddpm_signrelu.callbacks import RiskMetrics
 from ddpm_signrelu.data import DigitsDataModule
-from ddpm_signrelu.diffusion import (BETA_SCHEDULES, LOSSES, PARAMETERIZATIONS, PROPOSALS, SAMPLERS, VARIANCES,
-                                     DenoisingLoss, Diffusion, NoiseSchedule, vb_term)
+from ddpm_signrelu.diffusion import (BETA_SCHEDULES, LOSSES, PARAMETERIZATIONS, PROPOSALS, SAMPLERS, SPACINGS,
+                                     VARIANCES, DenoisingLoss, Diffusion, NoiseSchedule, vb_term)
 from ddpm_signrelu.lit import DiffusionModel
 from ddpm_signrelu.lit.module import LR_SCHEDULES
 from ddpm_signrelu.nn import ACTIVATIONS, HEADS, LOGITS_MODES, NETWORKS
@@ -37,7 +37,8 @@ CASES = [
     *[case(f"beta_schedule={v}", {"beta_schedule": v}) for v in BETA_SCHEDULES],
     *[case(f"variance={v}", {"variance": v}) for v in VARIANCES],
     *[case(f"sampler={s}-eta={eta}", sampling={"sampler": s, "eta": eta}) for s in SAMPLERS
-      for eta in ((0.0, 0.5) if s == "ddim" else (0.0,))],
+      for eta in ((0.0, 0.5) if s == "ddim" else (None,))],
+    *[case(f"spacing={v}", sampling={"sampler": "dpmpp_2m", "steps": 6, "spacing": v}) for v in SPACINGS],
     *[case(f"activation={v}", {"network": {**TINY_NETWORKS["unet"], "activation": v}}) for v in ACTIVATIONS],
     *[case(f"network={v}", {"network": TINY_NETWORKS[v]}) for v in NETWORKS],
     *[case(f"lr_schedule={v}", {"lr_schedule": v}) for v in LR_SCHEDULES],

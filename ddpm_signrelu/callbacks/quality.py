@@ -9,7 +9,7 @@ import torch
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.callbacks.samples import rank_share
-from ddpm_signrelu.diffusion import Sampler
+from ddpm_signrelu.diffusion import Sampler, Spacing, sampling_plan
 from ddpm_signrelu.errors import ConfigError, check_choice
 from ddpm_signrelu.images import to_uint8
 from ddpm_signrelu.metrics.fid import FeatureDistances, load_feature_extractor
@@ -25,19 +25,21 @@ class SampleQuality(ValidationEvaluator):
 
     Args:
         features, weights_path: see :func:`~ddpm_signrelu.metrics.fid.load_feature_extractor`.
-        sampler, steps, eta: the sampler; batch_size: samples and images per extractor call on each process.
+        sampler, steps, eta, spacing: the sampler (see ``DiffusionModel.generate``).
+        batch_size: samples and images per extractor call on each process.
     """
 
-    def __init__(self, num_samples: int = 10000, sampler: Sampler = "ddim", steps: int | None = 100, eta: float = 0.0,
-                 seed: int = 0, reference: Literal["train", "heldout"] = "train", max_reference: int = 50000,
-                 features: str = "inception",
-                 weights_path: str | None = None, batch_size: int = 256, kid_subsets: int = 100,
-                 kid_subset_size: int = 1000, every_n_val_checks: int = 1):
+    def __init__(self, num_samples: int = 10000, sampler: Sampler = "ddim", steps: int | None = 100,
+                 eta: float | None = None, spacing: Spacing | None = None, seed: int = 0,
+                 reference: Literal["train", "heldout"] = "train", max_reference: int = 50000,
+                 features: str = "inception", weights_path: str | None = None, batch_size: int = 256,
+                 kid_subsets: int = 100, kid_subset_size: int = 1000, every_n_val_checks: int = 1):
         super().__init__(every_n_val_checks)
         check_choice("reference", reference, ("train", "heldout"))
         if num_samples < 2 or max_reference < 2 or batch_size < 1:
             raise ConfigError("SampleQuality needs num_samples >= 2, max_reference >= 2 and batch_size >= 1")
-        self.num_samples, self.sampler, self.steps, self.eta, self.seed = num_samples, sampler, steps, eta, seed
+        self.num_samples, self.seed = num_samples, seed
+        self.sampling = {"sampler": sampler, "steps": steps, "eta": eta, "spacing": spacing}
         self.reference, self.max_reference, self.batch_size = reference, max_reference, batch_size
         self.distances: FeatureDistances | None = None  # built in setup, once the image shape is known
         self._options = (features, weights_path, kid_subsets, kid_subset_size)
@@ -45,6 +47,7 @@ class SampleQuality(ValidationEvaluator):
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        sampling_plan(pl_module.diffusion.schedule, **self.sampling)  # bad options fail before the first step
         if self.distances is not None:
             return
         if stage == "fit":
@@ -72,7 +75,7 @@ class SampleQuality(ValidationEvaluator):
         mine = rank_share(trainer, self.num_samples)
         for i in range(mine.start, mine.stop, self.batch_size):
             seeds = range(self.seed + i, self.seed + min(i + self.batch_size, mine.stop))
-            x = pl_module.generate(seeds, self.sampler, self.steps, self.eta)
+            x = pl_module.generate(seeds, **self.sampling)
             self.distances.update(to_uint8(x, pl_module.hparams.num_levels), real=False)
         pl_module.train(was_training)
         for name, value in self.distances.compute().items():

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator
-from ddpm_signrelu.diffusion import Sampler
+from ddpm_signrelu.diffusion import Sampler, Spacing, sampling_plan
 from ddpm_signrelu.images import save_samples, to_uint8
 
 
@@ -22,17 +22,17 @@ def rank_share(trainer: L.Trainer, count: int) -> range:
     return range(min(count, trainer.global_rank * share), min(count, (trainer.global_rank + 1) * share))
 
 
-def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], sampler: Sampler, steps: int | None,
-                          eta: float) -> torch.Tensor:
+def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], sampling: dict) -> torch.Tensor:
     """All samples on every process, each process drawing a contiguous share of ``seeds`` (padded to equal
-    shares, then gathered): the same images as one process, in a 1/W of its time, and no rank left waiting."""
+    shares, then gathered): the same images as one process, in a 1/W of its time, and no rank left waiting.
+    ``sampling``: ``generate``'s options."""
     seeds = list(seeds)
     rows = rank_share(trainer, len(seeds))
     share = math.ceil(len(seeds) / trainer.world_size)
     mine = seeds[rows.start:rows.stop] + [seeds[0]] * (share - len(rows))
     was_training = pl_module.training
     pl_module.eval()
-    x = pl_module.generate(mine, sampler, steps, eta)
+    x = pl_module.generate(mine, **sampling)
     pl_module.train(was_training)
     if trainer.world_size > 1:
         x = pl_module.all_gather(x).flatten(0, 1)
@@ -75,17 +75,22 @@ class SampleGrid(ValidationEvaluator):
     n-th validation check; with the EMA weights when EMA is on (see :class:`ValidationEvaluator`).
     """
 
-    def __init__(self, num_samples: int = 64, sampler: Sampler = "ddim", steps: int | None = 50, eta: float = 0.0,
-                 seed: int = 0, every_n_val_checks: int = 0):
+    def __init__(self, num_samples: int = 64, sampler: Sampler = "ddim", steps: int | None = 50,
+                 eta: float | None = None, spacing: Spacing | None = None, seed: int = 0,
+                 every_n_val_checks: int = 0):
         super().__init__(every_n_val_checks)
-        self.num_samples, self.sampler, self.steps, self.eta, self.seed = num_samples, sampler, steps, eta, seed
+        self.num_samples, self.seed = num_samples, seed
+        self.sampling = {"sampler": sampler, "steps": steps, "eta": eta, "spacing": spacing}
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        sampling_plan(pl_module.diffusion.schedule, **self.sampling)  # bad options fail before the first step
 
     def evaluate_model(self, trainer: L.Trainer, pl_module) -> Path | None:
         """Sample on all processes; rank zero saves and logs the grid (the others return None)."""
         run_dir = Path(trainer.log_dir or trainer.default_root_dir)  # a collective under DDP: every rank asks
         seeds = range(self.seed, self.seed + self.num_samples)
-        images = to_uint8(generate_across_ranks(trainer, pl_module, seeds, self.sampler, self.steps, self.eta),
-                          pl_module.hparams.num_levels)
+        images = to_uint8(generate_across_ranks(trainer, pl_module, seeds, self.sampling), pl_module.hparams.num_levels)
         if not trainer.is_global_zero:
             return None
         png, _ = save_samples(images, run_dir / "samples", prefix=f"step_{trainer.global_step:07d}")

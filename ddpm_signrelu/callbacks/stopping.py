@@ -7,7 +7,6 @@ The hold-out rule needs no code of its own: Lightning's ``EarlyStopping`` and ``
 from __future__ import annotations
 
 import math
-from functools import partial
 
 import lightning as L
 import torch
@@ -69,9 +68,8 @@ class DiscrepancyStop(ValidationEvaluator):
 
     @torch.no_grad()
     def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        unclipped = partial(pl_module.denoise, clip=False)
-        losses = pl_module.diffusion.fixed_loss(unclipped, self.train_items, self.seed + 3,
-                                                range(len(self.train_items)), "x0")
+        items = range(len(self.train_items))
+        losses = pl_module.diffusion.fixed_loss(pl_module.model, self.train_items, self.seed + 3, items)
         loss, se = mean_and_se(losses.view(self.num_items, self.draws_per_item).mean(1))  # SE over items
         nu, nu_se = self.level
         threshold = nu + self.tau * math.hypot(se, nu_se)

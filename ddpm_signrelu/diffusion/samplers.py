@@ -1,10 +1,23 @@
-"""Samplers: ancestral DDPM (σ² = β̃ or β) and DDIM, on the full chain or a strided grid (theory.md §5).
+"""Samplers (theory.md §5): ancestral DDPM, DDIM, DPM-Solver++ (2M, 3M, and the stochastic 2M SDE) and Heun.
 
-A step goes from grid point t to the previous one t' (ᾱ_{t'} = 1 past the first step). With
-β' = 1 − ᾱ_t/ᾱ_{t'} (respacing), the ancestral step is the posterior of the respaced chain, and DDIM is
-x_{t'} = √ᾱ_{t'}·x̂0 + √(1 − ᾱ_{t'} − s²)·ε̂ + s·z, s = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t))·√(1 − ᾱ_t/ᾱ_{t'}).
-DDIM with η = 1 therefore equals the ancestral step with σ² = β̃'. Noise comes from one generator per
-sample, so a sample's image depends on its seed alone, not on the batch it was drawn in.
+Every sampler walks a descending grid of step indices t_0 > … > t_{N−1} = 0 (t = 1), calling the denoiser once per
+grid point (Heun: twice per step but the last), and ends with x̂0 at t_{N−1}, the mean of the last step.
+Notation: α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t), λ_t = log(α_t/σ_t), and σ̃_t = σ_t/α_t, x̃ = x/α_t (the variance-exploding
+coordinates of Karras et al.), in which the probability-flow ODE is dx̃/dσ̃ = (x̃ − x̂0)/σ̃.
+
+- ``ddpm``, ``ddim``: one step x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z (:func:`step_coefficients`).
+- ``dpmpp_2m``, ``dpmpp_3m``: DPM-Solver++ multistep in data-prediction form (Lu et al., arXiv 2211.01095, Alg. 2
+  and its third-order step), with lower orders while the history fills and, on grids of fewer than 15 points, at
+  the penultimate step (as diffusers' ``lower_order_final``).
+- ``dpmpp_2m_sde``: the same multistep scheme for the reverse SDE (SDE-DPM-Solver++(2M), midpoint form, as
+  diffusers' ``sde-dpmsolver++``): fresh noise at every step.
+- ``heun``: Heun's second-order method on the probability-flow ODE (Karras et al., arXiv 2206.00364, Alg. 1).
+(Euler ancestral steps in x̃ are DDIM's steps with the same η, written in other coordinates: ``ddim`` covers them.)
+
+Grids (``spacing``): ``uniform`` in t, ``logsnr`` uniform in λ, ``karras`` σ̃ spaced with ρ = 7; each rounded to
+step indices (points that round together merge). By default ``uniform`` for ``ddpm`` and ``ddim``, ``logsnr`` for
+the DPM-Solvers (their natural variable) and ``karras`` for ``heun`` (its authors' grid). Noise comes from one
+generator per sample, so a sample's image depends on its seed alone, not on the batch it was drawn in.
 """
 
 from __future__ import annotations
@@ -17,20 +30,53 @@ import torch
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 from ddpm_signrelu.errors import ConfigError, check_choice
 
-Sampler = Literal["ddpm", "ddim"]
+Sampler = Literal["ddpm", "ddim", "dpmpp_2m", "dpmpp_3m", "dpmpp_2m_sde", "heun"]
 SAMPLERS = get_args(Sampler)
+Spacing = Literal["uniform", "logsnr", "karras"]
+SPACINGS = get_args(Spacing)
+KARRAS_RHO = 7.0
+
+
+DEFAULT_SPACING = {"ddpm": "uniform", "ddim": "uniform", "heun": "karras"}  # the DPM-Solvers: logsnr
 
 
 def default_steps(sampler: Sampler, num_timesteps: int) -> int:
-    """Sampling steps when none are given: T for ``ddpm``, min(50, T) for ``ddim``."""
-    return num_timesteps if sampler == "ddpm" else min(50, num_timesteps)
+    """Grid points when none are given: T for ``ddpm``, min(50, T) for ``ddim``, min(20, T) for the others."""
+    return num_timesteps if sampler == "ddpm" else min(50 if sampler == "ddim" else 20, num_timesteps)
+
+
+def network_calls(sampler: Sampler, steps: int) -> int:
+    """Denoiser calls (NFE) of a grid of ``steps`` points: 2·steps − 1 for ``heun``, else ``steps``."""
+    return 2 * steps - 1 if sampler == "heun" else steps
 
 
 def timestep_grid(num_timesteps: int, steps: int) -> torch.Tensor:
     """``steps`` evenly spaced step indices in 0..T−1, descending, always ending at 0 (t = 1)."""
+    check_steps(num_timesteps, steps)
+    grid = torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
+    return grid.unique().flip(0)
+
+
+def check_steps(num_timesteps: int, steps: int) -> None:
     if not 1 <= steps <= num_timesteps:
         raise ConfigError(f"sampling steps must be in 1..T = 1..{num_timesteps}, got {steps}")
-    grid = torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
+
+
+def spaced_grid(schedule: NoiseSchedule, steps: int, spacing: Spacing = "uniform") -> torch.Tensor:
+    """Descending step indices ending at 0: :func:`timestep_grid` (``uniform``), or ``steps`` points uniform in
+    λ_t (``logsnr``) or in σ̃_t^{1/ρ} (``karras``, ρ = 7) from t = T to t = 1, each mapped to the nearest index
+    in λ (nearest in log σ̃ is the same)."""
+    check_choice("spacing", spacing, SPACINGS)
+    if spacing == "uniform":
+        return timestep_grid(schedule.num_timesteps, steps)
+    check_steps(schedule.num_timesteps, steps)
+    lam = schedule.log_snr.cpu() / 2  # λ_t = log(α_t/σ_t), decreasing in t
+    if spacing == "logsnr":
+        targets = torch.linspace(lam[-1].item(), lam[0].item(), steps, dtype=torch.float64)
+    else:
+        s_max, s_min = (torch.exp(-lam[i]) ** (1 / KARRAS_RHO) for i in (-1, 0))
+        targets = -torch.log(torch.lerp(s_max, s_min, torch.linspace(0, 1, steps, dtype=torch.float64)) ** KARRAS_RHO)
+    grid = (lam[None] - targets[:, None]).abs().argmin(1)
     return grid.unique().flip(0)
 
 
@@ -48,16 +94,16 @@ class PerSampleNoise:
 
 def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Tensor, sampler: Sampler = "ddpm",
                       eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(c_x0, c_xt, σ), float64: one step x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z from indices t to t_prev < t.
+    """(c_x0, c_xt, σ), float64: one ``ddpm`` or ``ddim`` step x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z from indices t to
+    t_prev < t.
 
     β' = 1 − ᾱ_t/ᾱ_{t'}. ``ddpm``: the posterior of the respaced chain, c_x0 = √ᾱ_{t'}·β'/(1 − ᾱ_t),
     c_xt = √(1 − β')·(1 − ᾱ_{t'})/(1 − ᾱ_t), σ² = β̃' = β'(1 − ᾱ_{t'})/(1 − ᾱ_t) or β' (``schedule.variance``).
     ``ddim``: with ε̂ = (x_t − √ᾱ_t·x̂0)/√(1 − ᾱ_t), c_x0 = √ᾱ_{t'} − d·√ᾱ_t/√(1 − ᾱ_t), c_xt = d/√(1 − ᾱ_t),
-    d = √(1 − ᾱ_{t'} − σ²), σ = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t))·√β'. All from the schedule's float64 arrays.
+    d = √(1 − ᾱ_{t'} − σ²), σ = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t))·√β'. DDIM with η = 1 is the ancestral step with σ² = β̃'.
+    All from the schedule's float64 arrays.
     """
-    check_choice("sampler", sampler, SAMPLERS)
-    if eta < 0:
-        raise ConfigError(f"DDIM's eta must be >= 0 (0: deterministic, 1: the ancestral step), got {eta}")
+    check_choice("sampler", sampler, ("ddpm", "ddim"))
     ab, one_minus_ab = schedule.alphas_cumprod, schedule.one_minus_alphas_cumprod
     ratio = ab[t] / ab[t_prev]  # 1 − β'
     beta = 1 - ratio
@@ -71,29 +117,89 @@ def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Te
     return ab[t_prev].sqrt() - d * ab[t].sqrt() / one_minus_ab[t].sqrt(), d / one_minus_ab[t].sqrt(), sigma
 
 
+def dpmpp_step(x: torch.Tensor, x0_hats: list[torch.Tensor], lams: list[float], alpha: float, sigma: float,
+               sigma_s: float, lam: float, noise: Callable | None = None) -> torch.Tensor:
+    """One DPM-Solver++ step (data prediction) to the point (α_t, σ_t, λ_t) from x at the last of ``lams``, of order
+    len(x0_hats) ∈ {1, 2, 3}: ``x0_hats``/``lams`` hold the latest predictions and their λ, newest last.
+
+    With h = λ_t − λ_{s0}, φ = e^{−h} − 1: order 1, x_t = (σ_t/σ_{s0})·x − α_t·φ·D0; order 2 adds −½α_t·φ·D1 with
+    D1 = (m0 − m1)/r0, r0 = h0/h; order 3 the D1, D2 terms of Lu et al.'s third-order multistep update.
+    With ``noise`` (orders 1, 2), the SDE step: x_t = (σ_t/σ_{s0})e^{−h}·x + α_t(1 − e^{−2h})·(D0 + ½D1)
+    + σ_t√(1 − e^{−2h})·z."""
+    h = lam - lams[-1]
+    phi = torch.expm1(torch.tensor(-h, dtype=torch.float64)).item()
+    if noise is not None:
+        decay = -torch.expm1(torch.tensor(-2 * h, dtype=torch.float64)).item()  # 1 − e^{−2h}
+        drift = x0_hats[-1] if len(x0_hats) == 1 else \
+            x0_hats[-1] + 0.5 * (x0_hats[-1] - x0_hats[-2]) * h / (lams[-1] - lams[-2])
+        return (sigma / sigma_s) * (1 + phi) * x + alpha * decay * drift + sigma * decay**0.5 * noise()
+    out = (sigma / sigma_s) * x - alpha * phi * x0_hats[-1]
+    if len(x0_hats) == 2:
+        r0 = (lams[-1] - lams[-2]) / h
+        out = out - 0.5 * alpha * phi * (x0_hats[-1] - x0_hats[-2]) / r0
+    elif len(x0_hats) == 3:
+        r0, r1 = (lams[-1] - lams[-2]) / h, (lams[-2] - lams[-3]) / h
+        d1_0, d1_1 = (x0_hats[-1] - x0_hats[-2]) / r0, (x0_hats[-2] - x0_hats[-3]) / r1
+        d1, d2 = d1_0 + r0 / (r0 + r1) * (d1_0 - d1_1), (d1_0 - d1_1) / (r0 + r1)
+        out = out + alpha * (phi / h + 1) * d1 - alpha * ((phi + h) / h**2 - 0.5) * d2
+    return out
+
+
+def sampling_plan(schedule: NoiseSchedule, sampler: Sampler = "ddpm", steps: int | None = None,
+                  eta: float | None = None, spacing: Spacing | None = None) -> tuple[torch.Tensor, float]:
+    """The grid and η that :func:`sample` uses for these options, each checked: bad ones fail here, before any
+    sampling. ``steps`` defaults to :func:`default_steps`, ``spacing`` to the sampler's (see above); ``eta``
+    applies to ``ddim`` alone (default 0)."""
+    check_choice("sampler", sampler, SAMPLERS)
+    if eta is not None and sampler != "ddim":
+        raise ConfigError(f"eta applies to ddim alone, not to {sampler}; leave it unset")
+    eta = 0.0 if eta is None else eta
+    if eta < 0:
+        raise ConfigError(f"eta must be >= 0 (0: deterministic), got {eta}")
+    steps = default_steps(sampler, schedule.num_timesteps) if steps is None else steps
+    return spaced_grid(schedule, steps, spacing or DEFAULT_SPACING.get(sampler, "logsnr")), eta
+
+
 @torch.no_grad()
 def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], seeds: Sequence[int], device="cpu",
-           sampler: Sampler = "ddpm", steps: int | None = None, eta: float = 0.0, progress: Callable | None = None,
-           dtype: torch.dtype = torch.float32):
+           sampler: Sampler = "ddpm", steps: int | None = None, eta: float | None = None,
+           progress: Callable | None = None, dtype: torch.dtype = torch.float32, spacing: Spacing | None = None):
     """Draw ``len(seeds)`` samples of ``shape`` in ``dtype``; ``denoise(x_t, t)`` returns x̂0 (clip it there if
-    wanted). Each step is :func:`step_coefficients`' x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z; the last (to t' = 0) is x̂0.
-
-    ``steps`` defaults to T for ``ddpm`` and 50 for ``ddim``; ``progress`` wraps the step iterator (e.g. tqdm).
-    """
-    check_choice("sampler", sampler, SAMPLERS)
+    wanted). ``sampler``, ``steps`` grid points spaced by ``spacing``, and DDIM's ``eta``: see
+    :func:`sampling_plan`. ``progress`` wraps the step iterator (e.g. tqdm)."""
     if len(seeds) < 1:
         raise ConfigError("num_samples must be >= 1")
-    steps = default_steps(sampler, schedule.num_timesteps) if steps is None else steps
-    grid = timestep_grid(schedule.num_timesteps, steps)
-    coefficients = torch.stack(step_coefficients(schedule, grid[:-1], grid[1:], sampler, eta), 1).tolist()
+    grid, eta = sampling_plan(schedule, sampler, steps, eta, spacing)
     noise = PerSampleNoise(seeds, shape, device, dtype)
     x = noise()
-    iterator = progress(range(len(grid))) if progress else range(len(grid))
-    for i in iterator:
-        x0_hat = denoise(x, torch.full((len(seeds),), int(grid[i]), device=device, dtype=torch.long)).to(dtype)
-        if i + 1 == len(grid):
-            x = x0_hat  # the last step (to t' = 0) is the mean, with no noise
-        else:
+
+    def x0_hat(x: torch.Tensor, i: int) -> torch.Tensor:
+        return denoise(x, torch.full((len(seeds),), int(grid[i]), device=device, dtype=torch.long)).to(dtype)
+
+    iterator = progress(range(len(grid) - 1)) if progress else range(len(grid) - 1)
+    if sampler in ("ddpm", "ddim"):
+        coefficients = torch.stack(step_coefficients(schedule, grid[:-1], grid[1:], sampler, eta), 1).tolist()
+        for i in iterator:
             c_x0, c_xt, sigma = coefficients[i]
-            x = c_x0 * x0_hat + c_xt * x + (sigma * noise() if sigma > 0 else 0.0)
-    return x
+            x = c_x0 * x0_hat(x, i) + c_xt * x + (sigma * noise() if sigma > 0 else 0.0)
+        return x0_hat(x, len(grid) - 1)  # the last step (to t' = 0) is the mean, with no noise
+    ab = schedule.alphas_cumprod.cpu()[grid]
+    alpha, sigma = ab.sqrt().tolist(), (1 - ab).sqrt().tolist()
+    lam = (schedule.log_snr.cpu()[grid] / 2).tolist()
+    if sampler.startswith("dpmpp"):
+        order, history = int(sampler[6]), []
+        for i in iterator:
+            history = (history + [(x0_hat(x, i), lam[i])])[-order:]
+            usable = len(history) if len(grid) >= 15 or i < len(grid) - 2 else min(len(history), 2)
+            m, lams = zip(*history[-usable:])
+            x = dpmpp_step(x, list(m), list(lams), alpha[i + 1], sigma[i + 1], sigma[i], lam[i + 1],
+                           noise if sampler.endswith("sde") else None)
+        return x0_hat(x, len(grid) - 1)
+    tilde = [s / a for s, a in zip(sigma, alpha)]  # heun: σ̃ = σ/α; x̃ = x/α
+    for i in iterator:
+        s, s_next, x_tilde = tilde[i], tilde[i + 1], x / alpha[i]
+        d = (x_tilde - x0_hat(x, i)) / s
+        euler = x_tilde + (s_next - s) * d
+        d_next = (euler - x0_hat(euler * alpha[i + 1], i + 1)) / s_next
+        x = (x_tilde + (s_next - s) * (d + d_next) / 2) * alpha[i + 1]
+    return x0_hat(x, len(grid) - 1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from functools import partial
 from typing import Literal, get_args
 
 import lightning as L
@@ -12,8 +11,8 @@ import torch
 from torchmetrics import MeanMetric
 
 from ddpm_signrelu import __version__
-from ddpm_signrelu.diffusion import (X0_MSE, BetaSchedule, DenoisingLoss, Diffusion, Loss, NoiseSchedule, Variance,
-                                     sample, to_bits_per_dim)
+from ddpm_signrelu.diffusion import (X0_MSE, BetaSchedule, DenoisingLoss, Diffusion, Loss, NoiseSchedule, Sampler,
+                                     Spacing, Variance, sample, to_bits_per_dim)
 from ddpm_signrelu.errors import CheckpointError, ConfigError, NonFiniteLossError, check_choice
 from ddpm_signrelu.nn import build_network, resolve_config
 from ddpm_signrelu.seeding import mix_seed
@@ -137,8 +136,7 @@ class DiffusionModel(L.LightningModule):
         bound) and ``val/dsm_x0`` = (1/D)‖x0 − x̂0‖² with t ~ U{1..T}, the cheap hold-out stopping monitor (§7)."""
         x0, items, seed, diffusion = batch[0], batch[1].tolist(), self.hparams.eval_seed, self.diffusion
         self.val_loss.update(diffusion.fixed_loss(self.model, x0, seed, items))
-        unclipped = partial(self.denoise, clip=False)
-        self.val_dsm_x0.update(diffusion.fixed_loss(unclipped, x0, seed + 2, items, predicts="x0", loss=X0_MSE))
+        self.val_dsm_x0.update(diffusion.fixed_loss(self.model, x0, seed + 2, items, loss=X0_MSE))
         self.val_bpd.update(to_bits_per_dim(diffusion.bound(self.denoise, x0, seed + 1, items), self.dim).float())
         self.log("val/loss", self.val_loss, prog_bar=True)
         self.log("val/bpd", self.val_bpd, prog_bar=True)
@@ -159,11 +157,12 @@ class DiffusionModel(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     @torch.no_grad()
-    def generate(self, seeds, sampler: str = "ddpm", steps: int | None = None, eta: float = 0.0, progress=None):
+    def generate(self, seeds, sampler: Sampler = "ddpm", steps: int | None = None, eta: float | None = None,
+                 progress=None, spacing: Spacing | None = None):
         """Samples in [−1, 1], one per seed (same seed, same image, whatever the batch), in at least fp32 (float64
         for a float64 network)."""
         return sample(self.denoise, self.diffusion.schedule, self.data_shape, seeds, self.device, sampler, steps, eta,
-                      progress, torch.promote_types(self.dtype, torch.float32))
+                      progress, torch.promote_types(self.dtype, torch.float32), spacing)
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """Samples for a batch of seeds, with the options in :attr:`sampling` (see :meth:`generate`)."""

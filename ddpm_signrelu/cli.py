@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ddpm_signrelu.callbacks.samples import SampleWriter
 from ddpm_signrelu.data import TensorDataModule
+from ddpm_signrelu.diffusion.analytic import eps_second_moment
 from ddpm_signrelu.diffusion.samplers import SAMPLERS, SPACINGS, sampling_plan
 from ddpm_signrelu.errors import CheckpointError, ConfigError, UserError
 from ddpm_signrelu.checkpoints import check_weights, load_model, read_checkpoint
@@ -303,6 +304,9 @@ def sample_parser() -> argparse.ArgumentParser:
                    help="the grid: uniform in t, uniform in log-SNR, or Karras et al.'s (rho = 7); default uniform for "
                         "ddpm and ddim, logsnr for the dpmpp solvers, karras for heun")
     p.add_argument("--eta", type=float, default=None, help="DDIM's noise scale η (default 0: deterministic)")
+    p.add_argument("--analytic_variance", default=None, metavar="CONFIG",
+                   help="ddpm only: Analytic-DPM's reverse variance, from Γ_t estimated once on 512 training items of "
+                        "CONFIG's data (the run config the model was trained with)")
     p.add_argument("--seed", type=int, default=0, help="sample j uses seed + j, whatever the devices")
     p.add_argument("--batch_size", type=int, default=256, help="samples per batch on each device")
     p.add_argument("--output", default="samples", help="folder for the PNG grid and the .npz")
@@ -334,6 +338,10 @@ def sample_main(argv: list[str] | None = None) -> None:
             load_feature_extractor(args.features, args.inception_weights)
         sampling = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing}
         grid, _ = sampling_plan(model.diffusion.schedule, **sampling)  # bad options fail before any process starts
+        if args.analytic_variance:
+            if args.sampler != "ddpm":
+                raise ConfigError(f"--analytic_variance applies to --sampler ddpm, not to {args.sampler}")
+            sampling["gamma"] = analytic_gamma(model, args.analytic_variance, grid)
         writer = SampleWriter(args.output, model.hparams.num_levels)
         devices = int(args.devices) if args.devices.isdigit() else args.devices
         try:
@@ -354,6 +362,18 @@ def sample_main(argv: list[str] | None = None) -> None:
                 print("  ".join(f"{k} {v:.4f}" for k, v in quality.items()))
 
     _run(main)
+
+
+def analytic_gamma(model: DiffusionModel, config: str, steps: torch.Tensor, num_items: int = 512) -> torch.Tensor:
+    """Γ_t (T,) at the step indices ``steps`` (NaN elsewhere), on ``num_items`` seeded training items of ``config``'s
+    data module (:func:`~ddpm_signrelu.diffusion.analytic.eps_second_moment`)."""
+    dm = build_run("--config", config, "--trainer.logger", "false").datamodule
+    dm.setup("fit")
+    rows = torch.randperm(len(dm.train_data), generator=torch.Generator().manual_seed(0))[:num_items]
+    gamma = torch.full((model.diffusion.num_timesteps,), torch.nan, dtype=torch.float64)
+    gamma[steps] = eps_second_moment(partial(model.denoise, clip=False), model.diffusion.schedule,
+                                     dm.to_unit(dm.train_data[rows]).to(model.device), steps)
+    return gamma
 
 
 def reference_images(source: str, split: str, num_levels: int | None) -> torch.Tensor:

@@ -15,10 +15,10 @@ import torch
 import yaml
 from jsonargparse import Namespace
 
-from ddpm_signrelu.cli import build_run, relocate_run, resume_path, sample_main, train_main
+from ddpm_signrelu.cli import analytic_gamma, build_run, relocate_run, resume_path, sample_main, train_main
 from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.checkpoints import load_model
-from ddpm_signrelu.diffusion import SAMPLERS
+from ddpm_signrelu.diffusion import SAMPLERS, spaced_grid
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.images import save_samples, to_uint8
 from ddpm_signrelu.lit import setting_differences
@@ -226,6 +226,24 @@ def test_sample_writes_every_sampler_s_images_as_generate_draws_them(tmp_path, r
     written = np.load(tmp_path / sampler / "samples_3x8x8x1.npz")["arr_0"]
     expected = to_uint8(load_model(good).generate([2, 3, 4], sampler, 4), 17).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(written, expected)
+
+
+def test_sample_with_the_analytic_variance(tmp_path, capsys, resumable):
+    """--analytic_variance CONFIG: Γ_t estimated on the config's training data at the grid's steps, then the ddpm
+    sampler with Analytic-DPM's variance; other samplers are refused."""
+    config, good = resumable
+    sample_main(["--ckpt_path", str(good), "--num_samples", "3", "--sampler", "ddpm", "--steps", "4", "--seed", "2",
+                 "--analytic_variance", str(config), "--output", str(tmp_path / "analytic"), "--accelerator", "cpu"])
+    model = load_model(good)
+    gamma = analytic_gamma(model, str(config), spaced_grid(model.diffusion.schedule, 4))
+    assert gamma.isnan().sum() == model.diffusion.num_timesteps - 4 and (gamma[~gamma.isnan()] > 0).all()
+    written = np.load(tmp_path / "analytic" / "samples_3x8x8x1.npz")["arr_0"]
+    np.testing.assert_array_equal(written, to_uint8(model.generate([2, 3, 4], "ddpm", 4, gamma=gamma), 17).permute(
+        0, 2, 3, 1).numpy())
+    assert not np.array_equal(written, to_uint8(model.generate([2, 3, 4], "ddpm", 4), 17).permute(0, 2, 3, 1).numpy())
+    capsys.readouterr()  # the progress bars above
+    assert sample_error(capsys, ["--ckpt_path", str(good), "--sampler", "ddim", "--analytic_variance", str(config)]) \
+        == "error: --analytic_variance applies to --sampler ddpm, not to ddim"
 
 
 def test_bad_checkpoints_are_one_line_in_train_and_sample(tmp_path, capsys, resumable):

@@ -7,6 +7,7 @@ import math
 import torch
 
 from ddpm_signrelu.data.base import TensorDataModule
+from ddpm_signrelu.seeding import generator
 from ddpm_signrelu.errors import ConfigError
 
 
@@ -94,8 +95,8 @@ class GaussianMixture:
 
     def entropy(self, num_samples: int = 100_000, seed: int = 0) -> tuple[float, float]:
         """H(p) = −E_p log p(x) in nats by Monte Carlo, and its standard error."""
-        log_p = torch.cat([self.log_prob(self.sample(min(10_000, num_samples - i), torch.Generator().manual_seed(
-            seed * 1_000_003 + i))) for i in range(0, num_samples, 10_000)])
+        log_p = torch.cat([self.log_prob(self.sample(min(10_000, num_samples - i), generator(seed, i)))
+                           for i in range(0, num_samples, 10_000)])
         return -log_p.mean().item(), log_p.std().item() / math.sqrt(num_samples)
 
 

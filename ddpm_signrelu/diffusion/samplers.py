@@ -27,6 +27,7 @@ from typing import Literal, get_args
 
 import torch
 
+from ddpm_signrelu.diffusion.analytic import analytic_variance
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 from ddpm_signrelu.errors import ConfigError, check_choice
 
@@ -93,12 +94,13 @@ class PerSampleNoise:
 
 
 def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Tensor, sampler: Sampler = "ddpm",
-                      eta: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                      eta: float = 0.0, gamma: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """(c_x0, c_xt, σ), float64: one ``ddpm`` or ``ddim`` step x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z from indices t to
     t_prev < t.
 
     β' = 1 − ᾱ_t/ᾱ_{t'}. ``ddpm``: the posterior of the respaced chain, c_x0 = √ᾱ_{t'}·β'/(1 − ᾱ_t),
-    c_xt = √(1 − β')·(1 − ᾱ_{t'})/(1 − ᾱ_t), σ² = β̃' = β'(1 − ᾱ_{t'})/(1 − ᾱ_t) or β' (``schedule.variance``).
+    c_xt = √(1 − β')·(1 − ᾱ_{t'})/(1 − ᾱ_t), σ² = β̃' = β'(1 − ᾱ_{t'})/(1 − ᾱ_t) or β' (``schedule.variance``), or with
+    Γ_t (``gamma``, (T,)) Analytic-DPM's σ*² (:func:`~.analytic.analytic_variance`).
     ``ddim``: with ε̂ = (x_t − √ᾱ_t·x̂0)/√(1 − ᾱ_t), c_x0 = √ᾱ_{t'} − d·√ᾱ_t/√(1 − ᾱ_t), c_xt = d/√(1 − ᾱ_t),
     d = √(1 − ᾱ_{t'} − σ²), σ = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t))·√β'. DDIM with η = 1 is the ancestral step with σ² = β̃'.
     All from the schedule's float64 arrays.
@@ -111,6 +113,8 @@ def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Te
         c_x0 = ab[t_prev].sqrt() * beta / one_minus_ab[t]
         c_xt = ratio.sqrt() * one_minus_ab[t_prev] / one_minus_ab[t]
         var = beta * one_minus_ab[t_prev] / one_minus_ab[t] if schedule.variance == "small" else beta
+        if gamma is not None:
+            var = analytic_variance(schedule, t, t_prev, gamma.cpu()[t]).to(var.device)
         return c_x0, c_xt, var.sqrt()
     sigma = eta * (one_minus_ab[t_prev] / one_minus_ab[t]).sqrt() * beta.sqrt()
     d = (one_minus_ab[t_prev] - sigma**2).clamp(min=0).sqrt()
@@ -163,13 +167,17 @@ def sampling_plan(schedule: NoiseSchedule, sampler: Sampler = "ddpm", steps: int
 @torch.no_grad()
 def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], seeds: Sequence[int], device="cpu",
            sampler: Sampler = "ddpm", steps: int | None = None, eta: float | None = None,
-           progress: Callable | None = None, dtype: torch.dtype = torch.float32, spacing: Spacing | None = None):
+           progress: Callable | None = None, dtype: torch.dtype = torch.float32, spacing: Spacing | None = None,
+           gamma: torch.Tensor | None = None):
     """Draw ``len(seeds)`` samples of ``shape`` in ``dtype``; ``denoise(x_t, t)`` returns x̂0 (clip it there if
     wanted). ``sampler``, ``steps`` grid points spaced by ``spacing``, and DDIM's ``eta``: see
-    :func:`sampling_plan`. ``progress`` wraps the step iterator (e.g. tqdm)."""
+    :func:`sampling_plan`. ``progress`` wraps the step iterator (e.g. tqdm). ``gamma``: the model's Γ_t (T,), for
+    Analytic-DPM's variance in the ``ddpm`` sampler (:mod:`~.analytic`)."""
     if len(seeds) < 1:
         raise ConfigError("num_samples must be >= 1")
     grid, eta = sampling_plan(schedule, sampler, steps, eta, spacing)
+    if gamma is not None and sampler != "ddpm":
+        raise ConfigError(f"the analytic variance applies to the ddpm sampler, not to {sampler}")
     noise = PerSampleNoise(seeds, shape, device, dtype)
     x = noise()
 
@@ -178,7 +186,7 @@ def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], see
 
     iterator = progress(range(len(grid) - 1)) if progress else range(len(grid) - 1)
     if sampler in ("ddpm", "ddim"):
-        coefficients = torch.stack(step_coefficients(schedule, grid[:-1], grid[1:], sampler, eta), 1).tolist()
+        coefficients = torch.stack(step_coefficients(schedule, grid[:-1], grid[1:], sampler, eta, gamma), 1).tolist()
         for i in iterator:
             c_x0, c_xt, sigma = coefficients[i]
             x = c_x0 * x0_hat(x, i) + c_xt * x + (sigma * noise() if sigma > 0 else 0.0)

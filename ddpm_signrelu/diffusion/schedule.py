@@ -8,6 +8,7 @@ them in float64 before any cast: in float32, ᾱ_1 = 1 − β_1 keeps only ~4 di
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal, get_args
 
@@ -96,6 +97,15 @@ class NoiseSchedule(nn.Module):
             raise ConfigError(f"the {name} schedule with T = {num_timesteps} has beta_T = {betas.max():.3g} >= 1; "
                               f"use T >= 21 or the cosine schedule")
         return cls(betas, variance)
+
+    def with_chain_variance(self, variance: torch.Tensor) -> "NoiseSchedule":
+        """A copy whose reverse chain uses σ_t² = ``variance`` (T,) for t ≥ 2 (σ_1² unchanged), e.g. Analytic-DPM's,
+        with the bound weight w_t formed anew."""
+        schedule = copy.deepcopy(self)
+        chain = torch.cat([self.chain_variance[:1].cpu(), variance.double().cpu()[1:]]).to(self.betas.device)
+        schedule.chain_variance = chain
+        schedule.x0_weight = self.posterior_mean_coef1**2 / (2 * chain)
+        return schedule
 
     def at(self, name: str, t: torch.Tensor, ndim: int, dtype=torch.float32) -> torch.Tensor:
         """``self.<name>[t]`` cast to ``dtype`` on t's device, shaped (B, 1, …, 1) with ``ndim`` dims in all."""

@@ -158,11 +158,11 @@ class DiffusionModel(L.LightningModule):
 
     @torch.no_grad()
     def generate(self, seeds, sampler: Sampler = "ddpm", steps: int | None = None, eta: float | None = None,
-                 progress=None, spacing: Spacing | None = None):
+                 progress=None, spacing: Spacing | None = None, gamma: torch.Tensor | None = None):
         """Samples in [−1, 1], one per seed (same seed, same image, whatever the batch), in at least fp32 (float64
-        for a float64 network)."""
+        for a float64 network). Options: :func:`~ddpm_signrelu.diffusion.sample`."""
         return sample(self.denoise, self.diffusion.schedule, self.data_shape, seeds, self.device, sampler, steps, eta,
-                      progress, torch.promote_types(self.dtype, torch.float32), spacing)
+                      progress, torch.promote_types(self.dtype, torch.float32), spacing, gamma)
 
     def predict_step(self, seeds: torch.Tensor, batch_idx: int) -> torch.Tensor:
         """Samples for a batch of seeds, with the options in :attr:`sampling` (see :meth:`generate`)."""

@@ -34,6 +34,7 @@ def gamma_all_steps(model, x0: torch.Tensor, num_steps: int) -> torch.Tensor:
     return torch.from_numpy(np.interp(np.arange(T), steps.numpy(), gamma.numpy()))
 
 
+@torch.no_grad()
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt_path", required=True)
@@ -43,15 +44,15 @@ def main(argv=None) -> None:
     p.add_argument("--steps", nargs="+", type=int, default=[10, 20, 50, 100])
     p.add_argument("--num_samples", type=int, default=500)
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
     model = load_model(args.ckpt_path)
     data = build_run("--config", args.config, "--trainer.logger", "false").datamodule
     data.setup("fit")
     rows = torch.randperm(len(data.train_data), generator=torch.Generator().manual_seed(0))[: args.items]
     start = time.perf_counter()
     gamma = gamma_all_steps(model, data.to_unit(data.train_data[rows]), args.gamma_steps)
+    shown = sorted({0, len(gamma) // 100, len(gamma) // 10, len(gamma) // 2, len(gamma) - 1})
     print(f"Γ_t from {args.items} training items at {args.gamma_steps} steps: {time.perf_counter() - start:.1f} s; "
-          f"Γ at t = 1, 10, 100, 500, 1000: " + ", ".join(f"{gamma[i]:.4f}" for i in (0, 9, 99, 499, -1)))
+          + ", ".join(f"Γ_{i + 1} = {gamma[i]:.4f}" for i in shown))
     d, T = model.diffusion, model.diffusion.num_timesteps
     t = torch.arange(T)
     analytic = Diffusion(d.schedule.with_chain_variance(analytic_variance(d.schedule, t, t - 1, gamma)),

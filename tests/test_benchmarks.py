@@ -118,3 +118,45 @@ def test_risk_overhead_times_every_component_at_a_config(capsys):
     assert re.search(r"\(1 of \d+ batches timed\)", out)
     overhead = float(re.search(r"overhead +(\d+\.\d+) %", out).group(1))
     assert 0 < overhead < 100
+
+
+def tiny_checkpoint(path, **model):
+    from ddpm_signrelu.lit import DiffusionModel
+    from helpers import synthetic_checkpoint
+
+    torch.manual_seed(0)
+    return synthetic_checkpoint(DiffusionModel(num_timesteps=50, bound_strata=3, **model), path)
+
+
+def test_sampler_quality_measures_each_row_once_and_resumes(tmp_path, capsys):
+    """Rows of both data sets are appended as measured; a second run measures nothing again and prints the tables."""
+    from benchmarks import sampler_quality
+
+    digits = tiny_checkpoint(tmp_path / "digits.ckpt", network={"name": "unet", "channels": 8, "channel_mult": [1],
+                                                                 "num_res_blocks": 1, "groups": 4, "head_channels": 8})
+    mixture = tiny_checkpoint(tmp_path / "gmm.ckpt", data_shape=(2,), num_levels=None, clip_denoised=False,
+                              network={"name": "mlp", "width": 16, "depth": 1})
+    args = ["--ckpt_path", str(digits), "--gmm_ckpt_path", str(mixture), "--samplers", "dpmpp_2m", "heun",
+            "--nfe", "5", "1", "--num_samples", "40", "--out", str(tmp_path / "rows.jsonl")]
+    sampler_quality.main(args)
+    rows = sampler_quality.read_rows(tmp_path / "rows.jsonl")
+    assert [(r["data"], r["sampler"], r["nfe"]) for r in rows] == [
+        ("digits", "dpmpp_2m", 5), ("digits", "heun", 5), ("mixture", "dpmpp_2m", 5), ("mixture", "heun", 5)]
+    assert all(0 < r["w2"] and r["cross_entropy"] > 0 for r in rows[2:])  # an untrained model: far from the data
+    capsys.readouterr()
+    sampler_quality.main(args)
+    out = capsys.readouterr().out
+    assert len(sampler_quality.read_rows(tmp_path / "rows.jsonl")) == 4 and "| heun | 5 |" in out
+
+
+def test_analytic_variance_reports_both_bounds_and_samplers(tmp_path, capsys):
+    from benchmarks import analytic_variance
+
+    ckpt = tiny_checkpoint(tmp_path / "digits.ckpt", network={"name": "unet", "channels": 8, "channel_mult": [1],
+                                                              "num_res_blocks": 1, "groups": 4, "head_channels": 8})
+    analytic_variance.main(["--ckpt_path", str(ckpt), "--items", "32", "--gamma_steps", "10", "--steps", "5",
+                            "--num_samples", "30"])
+    out = capsys.readouterr().out
+    bounds = [float(v) for v in re.findall(r"held-out bound, .*: (\d+\.\d+) ±", out)]
+    assert len(bounds) == 2 and bounds[0] != bounds[1]
+    assert "| 5 | small |" in out and "| 5 | analytic |" in out

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from ddpm_signrelu.callbacks import SampleGrid
 from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.images import to_uint8
-from ddpm_signrelu.errors import CheckpointError, NonFiniteLossError
+from ddpm_signrelu.errors import CheckpointError, ConfigError, NonFiniteLossError
 from ddpm_signrelu.checkpoints import load_model
 from ddpm_signrelu.lit import DiffusionModel
 
@@ -165,3 +165,17 @@ def test_sample_grids_use_the_ema_weights_whatever_the_callback_order(tmp_path, 
     model.eval()  # after fit the averaged weights are the model's; the train-end grid is the last step_0000004
     np.testing.assert_array_equal(np.load(folder / "step_0000004_3x8x8x1.npz")["arr_0"], grid_images(model))
     assert not np.array_equal(averaged.images[2], grid_images(model))
+
+
+def test_sample_grid_takes_every_sampler_option_and_checks_them_before_training(tmp_path):
+    L.seed_everything(0)
+    grid = SampleGrid(num_samples=2, sampler="dpmpp_2m_sde", steps=4, spacing="karras")
+    trainer(tmp_path, 2, [grid], limit_val_batches=0).fit(tiny_model(), datamodule=DigitsDataModule(batch_size=16,
+                                                                                                     val_size=32))
+    assert len(list((tmp_path / "samples").glob("step_0000002_2x8x8x1.npz"))) == 1
+    bad = SampleGrid(num_samples=2, sampler="heun", eta=0.5)
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ConfigError, match="eta applies to ddim alone, not to heun"):
+        trainer(tmp_path / "bad", 2, [bad]).fit(model, datamodule=DigitsDataModule(batch_size=16, val_size=32))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # no step was taken

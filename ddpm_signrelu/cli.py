@@ -124,16 +124,20 @@ def compose_configs(args: list[str]) -> list[str]:
              or args[i] != "--config"]
     if not paths:
         return args
-    model, root = {}, None
+    model, root, data = {}, None, any(arg.startswith("--data") for arg in args)
     for path in paths:
         config = yaml.safe_load(Path(path).read_text()) if Path(path).is_file() else None
         if not isinstance(config, dict):
-            continue  # not a file of settings: the parser names the problem
+            return args  # not a file of settings: the parser names the problem
         for key, new in (config.get("model") or {}).items():
             if key in ("network", "head") and isinstance(new, dict):
                 old = model.get(key, {})
                 model[key] = {**old, **new} if new.get("name", old.get("name")) == old.get("name") else new
         root = (config.get("trainer") or {}).get("default_root_dir", root)
+        data = data or "data" in config
+    if not data and not {"-h", "--help"} & set(args):
+        raise ConfigError(f"{' and '.join(paths)} name(s) no data: an override file such as configs/silu_eps.yaml "
+                          f"goes after a run config, e.g. --config configs/digits.yaml --config {paths[-1]}")
     end = at[-1] + (2 if args[at[-1]] == "--config" else 1)
     composed = [f"--model.{key}={json.dumps(value)}" for key, value in model.items()] if len(paths) > 1 else []
     if root is None:

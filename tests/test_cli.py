@@ -366,6 +366,13 @@ def test_sample_refuses_bad_steps_and_outputs_before_sampling(tmp_path, capsys, 
                         ).startswith("error: Precision 'bogus' is invalid")
 
 
+def test_an_override_file_alone_is_refused_with_the_fix(capsys):
+    err = train_error(capsys, ["fit", "--config", str(ROOT / "configs" / "silu_eps.yaml")])
+    assert err.strip() == (f"error: {ROOT / 'configs' / 'silu_eps.yaml'} name(s) no data: an override file such as "
+                           f"configs/silu_eps.yaml goes after a run config, e.g. --config configs/digits.yaml "
+                           f"--config {ROOT / 'configs' / 'silu_eps.yaml'}")
+
+
 @pytest.mark.parametrize("paths", [(p,) for p in RUN_CONFIGS] + [(p, o) for p in RUN_CONFIGS for o in OVERRIDES],
                          ids=lambda paths: "+".join(p.stem for p in paths))
 def test_every_config_builds_its_model_and_data(paths, tmp_path, monkeypatch):

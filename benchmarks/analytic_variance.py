@@ -13,24 +13,24 @@ from __future__ import annotations
 
 import argparse
 import time
-from functools import partial
 
 import numpy as np
 import torch
 
 from benchmarks.digits_quality import digits_scores
 from ddpm_signrelu.checkpoints import load_model
-from ddpm_signrelu.cli import build_run
+from ddpm_signrelu.cli import analytic_gamma, build_run
 from ddpm_signrelu.diffusion import Diffusion, timestep_grid, to_bits_per_dim
-from ddpm_signrelu.diffusion.analytic import analytic_variance, eps_second_moment
+from ddpm_signrelu.diffusion.analytic import analytic_variance
 from ddpm_signrelu.images import to_uint8
 
 
-def gamma_all_steps(model, x0: torch.Tensor, num_steps: int) -> torch.Tensor:
-    """Γ_t at every step index, from estimates at ``num_steps`` evenly spaced ones (linear in between)."""
+def gamma_all_steps(model, config: str, num_items: int, num_steps: int) -> torch.Tensor:
+    """Γ_t at every step index, from ``sample.py --analytic_variance``'s estimates at ``num_steps`` evenly spaced ones
+    (linear in between)."""
     T = model.diffusion.num_timesteps
     steps = timestep_grid(T, num_steps).flip(0)
-    gamma = eps_second_moment(partial(model.denoise, clip=False), model.diffusion.schedule, x0, steps)
+    gamma = analytic_gamma(model, config, steps, num_items)[steps]
     return torch.from_numpy(np.interp(np.arange(T), steps.numpy(), gamma.numpy()))
 
 
@@ -47,9 +47,8 @@ def main(argv=None) -> None:
     model = load_model(args.ckpt_path)
     data = build_run("--config", args.config, "--trainer.logger", "false").datamodule
     data.setup("fit")
-    rows = torch.randperm(len(data.train_data), generator=torch.Generator().manual_seed(0))[: args.items]
     start = time.perf_counter()
-    gamma = gamma_all_steps(model, data.to_unit(data.train_data[rows]), args.gamma_steps)
+    gamma = gamma_all_steps(model, args.config, args.items, args.gamma_steps)
     shown = sorted({0, len(gamma) // 100, len(gamma) // 10, len(gamma) // 2, len(gamma) - 1})
     print(f"Γ_t from {args.items} training items at {args.gamma_steps} steps: {time.perf_counter() - start:.1f} s; "
           + ", ".join(f"Γ_{i + 1} = {gamma[i]:.4f}" for i in shown))

@@ -22,6 +22,7 @@ generator per sample, so a sample's image depends on its seed alone, not on the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
 
@@ -131,9 +132,9 @@ def dpmpp_step(x: torch.Tensor, x0_hats: list[torch.Tensor], lams: list[float], 
     With ``noise`` (orders 1, 2), the SDE step: x_t = (σ_t/σ_{s0})e^{−h}·x + α_t(1 − e^{−2h})·(D0 + ½D1)
     + σ_t√(1 − e^{−2h})·z."""
     h = lam - lams[-1]
-    phi = torch.expm1(torch.tensor(-h, dtype=torch.float64)).item()
+    phi = math.expm1(-h)
     if noise is not None:
-        decay = -torch.expm1(torch.tensor(-2 * h, dtype=torch.float64)).item()  # 1 − e^{−2h}
+        decay = -math.expm1(-2 * h)  # 1 − e^{−2h}
         drift = x0_hats[-1] if len(x0_hats) == 1 else \
             x0_hats[-1] + 0.5 * (x0_hats[-1] - x0_hats[-2]) * h / (lams[-1] - lams[-2])
         return (sigma / sigma_s) * (1 + phi) * x + alpha * decay * drift + sigma * decay**0.5 * noise()

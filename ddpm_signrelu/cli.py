@@ -31,6 +31,7 @@ from ddpm_signrelu.diffusion.samplers import SAMPLERS, SPACINGS, sampling_plan
 from ddpm_signrelu.errors import CheckpointError, ConfigError, UserError
 from ddpm_signrelu.checkpoints import check_weights, load_model, read_checkpoint
 from ddpm_signrelu.images import to_uint8, writable_folder
+from ddpm_signrelu.metrics.domain import fingerprint, fit_domain_classifier, load_classifier
 from ddpm_signrelu.metrics.fid import image_distances, load_feature_extractor, load_images_npz
 from ddpm_signrelu.lit import DiffusionModel, setting_differences
 
@@ -72,6 +73,7 @@ class DiffusionCLI(LightningCLI):
     by accident (:func:`resume_path`) or to resume with other model settings than the checkpoint's."""
 
     def __init__(self, *args, **kwargs):
+        self.builds_only = not kwargs.get("run", True)
         super().__init__(*args, save_config_callback=LoggedConfig, **kwargs)
 
     def parse_arguments(self, parser, args) -> None:
@@ -81,6 +83,9 @@ class DiffusionCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.data_shape", "model.data_shape", apply_on="instantiate")
         parser.link_arguments("data.num_levels", "model.num_levels", apply_on="instantiate")
+        if self.builds_only:  # a run folder's config.yaml also holds fit's own arguments: accepted, unused
+            parser.add_argument("--ckpt_path", type=str | None, default=None)
+            parser.add_argument("--weights_only", type=bool | None, default=None)
 
     def _parse_ckpt_path(self) -> None:
         """LightningCLI would replace the config's model settings by the checkpoint's here, silently; instead they
@@ -322,8 +327,10 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="real images for FID and KID (written to quality.json): an "
                    ".npz (uint8 NHWC, arr_0) or a train config, whose data module's --reference_split is used")
     p.add_argument("--reference_split", choices=("train", "heldout"), default="train")
-    p.add_argument("--features", default="inception", help="FID features: inception or package.module:name")
-    p.add_argument("--inception_weights", default=None, help="local file of FID's Inception weights (offline)")
+    p.add_argument("--features", default="inception", help="FID features: inception, domain (the data set's own "
+                   "classifier, cached next to the data of a --reference config) or package.module:name")
+    p.add_argument("--feature_weights", "--inception_weights", dest="feature_weights", default=None,
+                   help="the features' file: FID's Inception weights (offline), or a domain classifier")
     return p
 
 
@@ -338,8 +345,11 @@ def sample_main(argv: list[str] | None = None) -> None:
         model = load_model(args.ckpt_path, compile=args.compile)
         writable_folder(args.output)  # before any sampling: a bad --output must not lose the samples
         if args.reference:  # bad FID settings fail before sampling
-            reference = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
-            load_feature_extractor(args.features, args.inception_weights)
+            reference, dm = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
+            if args.features == "domain" and args.feature_weights is None and dm is not None:
+                args.feature_weights = dm.classifier_path
+                load_classifier(dm.classifier_path, fingerprint(dm.train_data))
+            load_feature_extractor(args.features, args.feature_weights)
         sampling = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing}
         grid, _ = sampling_plan(model.diffusion.schedule, **sampling)  # bad options fail before any process starts
         if args.analytic_variance:
@@ -361,9 +371,34 @@ def sample_main(argv: list[str] | None = None) -> None:
             print(f"wrote {writer.paths[0]} and {writer.paths[1]}")
             if args.reference:
                 quality = image_distances(load_images_npz(writer.paths[1]), reference, args.features,
-                                          args.inception_weights, model.device)
+                                          args.feature_weights, model.device)
                 Path(args.output, "quality.json").write_text(json.dumps(quality, indent=1))
                 print("  ".join(f"{k} {v:.4f}" for k, v in quality.items()))
+
+    _run(main)
+
+
+def classifier_main(argv: list[str] | None = None) -> None:
+    """``python -m ddpm_signrelu.metrics.domain --config CONFIG``: fit the domain classifier of CONFIG's data set on
+    its training split, print its test accuracy, and cache it next to the data (or at ``--output``)."""
+    p = argparse.ArgumentParser(description="Fit the domain feature extractor (FID, KID, precision/recall, confidence) "
+                                            "of a run config's data set and cache it next to the data.")
+    p.add_argument("--config", action="append", required=True, help="run config(s), as given to train.py fit")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="the file to write (default: next to the data set's files)")
+    p.epilog = "Other options go to the run config as in train.py fit, e.g. --data ddpm_signrelu.data.MNISTDataModule"
+    args, overrides = p.parse_known_args(argv)
+
+    def main():
+        configs = [a for c in args.config for a in ("--config", c)]
+        dm = build_run(*configs, *overrides, "--trainer.logger", "false").datamodule
+        path = Path(args.output or dm.classifier_path)
+        try:
+            writable_folder(path.parent)
+        except ConfigError as err:
+            raise ConfigError(f"{err}; or pass --output with a writable file path") from None
+        fit_domain_classifier(dm, path, args.epochs, args.seed)
 
     _run(main)
 
@@ -380,13 +415,14 @@ def analytic_gamma(model: DiffusionModel, config: str, steps: torch.Tensor, num_
     return gamma
 
 
-def reference_images(source: str, split: str, num_levels: int | None) -> torch.Tensor:
-    """uint8 images (N, C, H, W) from an .npz, or from the ``split`` of a train config's data module."""
+def reference_images(source: str, split: str, num_levels: int | None) -> tuple[torch.Tensor, TensorDataModule | None]:
+    """uint8 images (N, C, H, W) from an .npz, or from the ``split`` of a train config's data module (also
+    returned, set up; None for an .npz)."""
     if not source.endswith((".yaml", ".yml")):
-        return load_images_npz(source)
+        return load_images_npz(source), None
     dm = build_run("--config", source, "--trainer.logger", "false").datamodule
     dm.setup("fit")
-    return to_uint8(dm.to_unit(dm.train_data if split == "train" else dm.val_data), num_levels)
+    return to_uint8(dm.to_unit(dm.train_data if split == "train" else dm.val_data), num_levels), dm
 
 
 def _steps_bar(steps, desc: str):

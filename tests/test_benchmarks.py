@@ -160,3 +160,33 @@ def test_analytic_variance_reports_both_bounds_and_samplers(tmp_path, capsys):
     bounds = [float(v) for v in re.findall(r"held-out bound, .*: (\d+\.\d+) ±", out)]
     assert len(bounds) == 2 and bounds[0] != bounds[1]
     assert "| 5 | small |" in out and "| 5 | analytic |" in out
+
+
+@pytest.mark.slow
+@needs_anchors
+def test_time_to_quality_takes_turns_resumes_and_writes_the_report(tmp_path, capsys):
+    """Two periods of every model on a generated 28×28 set: networks within 10 % of ours in size, each period
+    continuing the last (more steps, more training time), nothing measured twice, and the report written."""
+    from benchmarks import time_to_quality
+    from test_domain import write_data_set
+
+    write_data_set(tmp_path / "data", "FashionMNIST", sizes=(300, 100))
+    args = ["--data_root", str(tmp_path / "data"), "--eval_every", "0.01", "--num_samples", "8", "--reference", "64",
+            "--val_size", "8", "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs"), "--levels", "1e9"]
+    time_to_quality.main(args + ["--budget", "0.01"])
+    time_to_quality.main(args + ["--budget", "0.02"])  # resumes: period 2 of each model from its period-1 checkpoint
+    rows = time_to_quality.read_rows(tmp_path / "out" / "rows.jsonl")
+    assert [(r["model"], r["period"]) for r in rows] == [("real held-out", 0)] + [
+        (m, p) for p in (1, 2) for m in time_to_quality.MODELS]
+    ours = rows[1]["parameters"]
+    for first, second in zip(rows[1:5], rows[5:]):
+        assert abs(first["parameters"] / ours - 1) < 0.1
+        assert second["step"] > first["step"] >= 1 and second["train_seconds"] > first["train_seconds"] >= 0.6
+        assert second["fid"] > 0 and 0 <= second["precision"] <= 1 and second["bpd"] > 0
+    capsys.readouterr()
+    time_to_quality.main(args + ["--budget", "0.02"])  # nothing left to measure
+    assert len(time_to_quality.read_rows(tmp_path / "out" / "rows.jsonl")) == 9
+    doc = (tmp_path / "docs" / "fashion_mnist.md").read_text()
+    assert doc.count(time_to_quality.BEGIN) == 1 and "| 1e+09 | " in doc
+    assert (tmp_path / "docs" / "fashion_mnist_fid.png").is_file()
+    assert (tmp_path / "docs" / "fashion_mnist_ours.png").is_file()

@@ -85,7 +85,7 @@ def test_train_then_sample_as_subprocesses(tmp_path):
                  "--features", "helpers:PixelFeatures")
     assert result.returncode == 0, result.stderr[-3000:]
     quality = json.loads((tmp_path / "out" / "quality.json").read_text())
-    assert quality.keys() == {"fid", "kid", "kid_std"} and quality["fid"] > 0 and math.isfinite(quality["kid"])
+    assert quality.keys() == {"fid", "kid", "kid_std", "precision", "recall"} and quality["fid"] > 0 and math.isfinite(quality["kid"])
     result = run("sample.py", "--ckpt_path", ckpt, "--num_samples", 5, "--sampler", "ddim", "--steps", 4,
                  "--seed", 3, "--output", tmp_path / "out2", "--reference", ROOT / "configs" / "digits.yaml",
                  "--features", "helpers:PixelFeatures")

@@ -100,7 +100,7 @@ def test_bad_idx_file_is_named_with_the_fix(tmp_path, no_network, name, content,
         write_idx(raw / split, rng.integers(0, 256, (n, 28, 28)))
     (raw / name).write_bytes(content)
     with pytest.raises(DataError, match=rf"MNIST/raw/{name} is not a valid IDX image file of shape \(N, 28, 28\): "
-                                        rf"{problem}; delete it so that the images are read from the archive "
+                                        rf"{problem}; delete it so that it is read from the archive "
                                         rf"{name}.gz instead, or replace it"):
         MNISTDataModule(root=str(tmp_path)).setup("fit")
 

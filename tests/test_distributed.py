@@ -55,7 +55,7 @@ def test_two_processes_train_and_log_like_one_on_the_same_global_batch(tmp_path)
     assert distance(ema, start) > 0.1  # the average moved: one stuck at the initial weights is far off
     assert distance(ema, raw) > 0.2 * distance(ema, start)  # and an average equal to the raw weights too
     assert {k for _, k in one_logged} >= {"val/loss", "val/bpd", "risk/vlb_heldout", "risk/estimation", "quality/fid",
-                                          "quality/kid"}
+                                          "quality/kid", "quality/precision", "quality/recall"}
     assert one_logged.keys() == two_logged.keys()
     for key, value in one_logged.items():
         assert two_logged[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key

@@ -1,4 +1,4 @@
-"""FID and KID of samples during training, computed by all processes and reduced by torchmetrics."""
+"""FID, KID and precision / recall of samples during training, computed by all processes and reduced over them."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ from ddpm_signrelu.callbacks.samples import rank_share
 from ddpm_signrelu.diffusion import Sampler, Spacing, sampling_plan
 from ddpm_signrelu.errors import ConfigError, check_choice
 from ddpm_signrelu.images import to_uint8
+from ddpm_signrelu.metrics.domain import fingerprint, load_classifier
 from ddpm_signrelu.metrics.fid import FeatureDistances, load_feature_extractor
 
 
 class SampleQuality(ValidationEvaluator):
-    """Logs ``quality/fid``, ``quality/kid`` and ``quality/kid_std`` every ``every_n_val_checks``-th validation.
+    """Logs ``quality/fid``, ``quality/kid``, ``quality/kid_std``, ``quality/precision`` and ``quality/recall``
+    every ``every_n_val_checks``-th validation; with ``features: domain`` the names end in ``_domain`` and the
+    samples' classifier confidence and class balance are logged too (see :class:`FeatureDistances`).
 
     Samples ``num_samples`` images with seeds ``seed``, ``seed + 1``, ... (each process draws a contiguous share)
     and compares them with the ``reference`` split (``train``, the usual choice for FID, or ``heldout``), at most
@@ -24,7 +27,8 @@ class SampleQuality(ValidationEvaluator):
     (see :class:`ValidationEvaluator`).
 
     Args:
-        features, weights_path: see :func:`~ddpm_signrelu.metrics.fid.load_feature_extractor`.
+        features, weights_path: see :func:`~ddpm_signrelu.metrics.fid.load_feature_extractor`; for ``domain`` the
+            classifier cached next to the data, unless ``weights_path`` names another file.
         sampler, steps, eta, spacing: the sampler (see ``DiffusionModel.generate``).
         batch_size: samples and images per extractor call on each process.
     """
@@ -53,7 +57,11 @@ class SampleQuality(ValidationEvaluator):
         if stage == "fit":
             diffusion_data(trainer, "SampleQuality")  # its reference split: fail before the first step
         features, weights_path, subsets, subset_size = self._options
-        extractor = load_feature_extractor(features, weights_path)  # fails before the first step
+        if features == "domain" and weights_path is None:
+            dm = diffusion_data(trainer, "SampleQuality")
+            extractor = load_classifier(dm.classifier_path, fingerprint(dm.train_data))  # fails before the first step
+        else:
+            extractor = load_feature_extractor(features, weights_path)  # fails before the first step
         self.distances = FeatureDistances(extractor, pl_module.data_shape, subsets, subset_size)
 
     def _add_reference(self, trainer: L.Trainer, pl_module) -> None:
@@ -78,6 +86,7 @@ class SampleQuality(ValidationEvaluator):
             x = pl_module.generate(seeds, **self.sampling)
             self.distances.update(to_uint8(x, pl_module.hparams.num_levels), real=False)
         pl_module.train(was_training)
+        suffix = "_domain" if self._options[0] == "domain" else ""
         for name, value in self.distances.compute().items():
-            pl_module.log(f"quality/{name}", value, batch_size=1)
+            pl_module.log(f"quality/{name}{suffix}", value, batch_size=1)
         self.distances.reset_generated()

@@ -5,8 +5,9 @@ from ddpm_signrelu.data.digits import DigitsDataModule
 from ddpm_signrelu.data.mixture import GaussianMixture, GaussianMixtureDataModule
 from ddpm_signrelu.data.batches import GlobalBatchSampler, LocalBatch
 from ddpm_signrelu.data.vision import (CIFAR10DataModule, FashionMNISTDataModule, ImageFolderDataModule,
-                                      MNISTDataModule, TorchvisionDataModule)
+                                      KMNISTDataModule, MNISTDataModule, TorchvisionDataModule)
 
 __all__ = ["CIFAR10DataModule", "DigitsDataModule", "FashionMNISTDataModule", "GaussianMixture",
-           "GaussianMixtureDataModule", "GlobalBatchSampler", "ImageFolderDataModule", "LocalBatch", "MNISTDataModule",
+           "GaussianMixtureDataModule", "GlobalBatchSampler", "ImageFolderDataModule", "KMNISTDataModule", "LocalBatch",
+           "MNISTDataModule",
            "TensorDataModule", "TorchvisionDataModule", "levels_to_unit"]

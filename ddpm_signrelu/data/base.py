@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -97,6 +99,20 @@ class TensorDataModule(L.LightningDataModule):
                                   f"num_levels={self.num_levels} are held as {self.storage_dtype}: return integer "
                                   f"levels 0..L-1 as uint8 for quantized data, float32 values for continuous data")
             self.train_data, self.val_data = train, held
+
+    def labelled_splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(train images, labels, test images, labels): the whole training and test splits, uint8 and int64, for the
+        domain classifier (:mod:`ddpm_signrelu.metrics.domain`); data sets with class labels implement it."""
+        raise self._no_labels()
+
+    def _no_labels(self) -> ConfigError:
+        return ConfigError(f"{type(self).__name__} has no class labels, so no domain classifier: use another feature "
+                           f"extractor (features: inception)")
+
+    @property
+    def classifier_path(self) -> Path:
+        """Where the domain classifier of this data set is cached: next to its files."""
+        raise self._no_labels()
 
     @property
     def storage_dtype(self) -> torch.dtype:

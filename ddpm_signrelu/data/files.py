@@ -1,4 +1,4 @@
-"""Dataset files read without network access: checksums and IDX images.
+"""Dataset files read without network access: checksums, IDX images and labels.
 
 Each problem raises a :class:`~ddpm_signrelu.errors.DataError` naming the file, what is wrong and the fix.
 """
@@ -24,7 +24,7 @@ def check_md5(path: Path, data: bytes, md5: str, fix: str = REFETCH) -> bytes:
     return data
 
 
-def idx_images(data: bytes, path: Path, size: tuple[int, int], fix: str) -> np.ndarray:
+def idx_images(data: bytes, path: Path, fix: str, size: tuple[int, int]) -> np.ndarray:
     """(N, H, W) uint8 images, (H, W) = ``size``, from the bytes of an IDX file (MNIST's format: the magic
     0x00000803, then N, H, W big-endian, then N·H·W bytes); else a DataError naming ``path``."""
     if len(data) < 16 or data[:4] != b"\x00\x00\x08\x03":
@@ -39,3 +39,15 @@ def idx_images(data: bytes, path: Path, size: tuple[int, int], fix: str) -> np.n
             return np.frombuffer(data, np.uint8, offset=16).reshape(n, h, w).copy()
     raise DataError(f"{path} is not a valid IDX image file of shape (N, {size[0]}, {size[1]}): {problem}; {fix}")
 
+
+
+def idx_labels(data: bytes, path: Path, fix: str) -> np.ndarray:
+    """(N,) uint8 labels from the bytes of an IDX label file (the magic 0x00000801, then N big-endian, then N
+    bytes); else a DataError naming ``path``."""
+    if len(data) < 8 or data[:4] != b"\x00\x00\x08\x01":
+        problem = "its header is not that of uint8 labels in 1 dimension (magic 0x00000801)"
+    elif len(data) != 8 + int.from_bytes(data[4:8], "big"):
+        problem = f"its header gives {int.from_bytes(data[4:8], 'big')} labels but {len(data) - 8} bytes follow"
+    else:
+        return np.frombuffer(data, np.uint8, offset=8).copy()
+    raise DataError(f"{path} is not a valid IDX label file: {problem}; {fix}")

@@ -12,13 +12,14 @@ import io
 import os
 import pickle
 import tarfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ddpm_signrelu.data.base import TensorDataModule
-from ddpm_signrelu.data.files import REFETCH, check_md5, idx_images
+from ddpm_signrelu.data.files import REFETCH, check_md5, idx_images, idx_labels
 from ddpm_signrelu.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
@@ -98,20 +99,39 @@ class MNISTDataModule(TorchvisionDataModule):
         return all((self.folder / name).is_file() or (self.folder / name).with_suffix("").is_file()
                    for name in self.expected_files)
 
-    def read_images(self, archive_name: str) -> torch.Tensor:
-        """(N, 1, 28, 28) uint8 images from the extracted IDX file, or else from its archive."""
+    def read_idx(self, archive_name: str, parse):
+        """``parse(data, path, fix)`` of the extracted IDX file, or else of its archive (MD5 checked)."""
         archive = self.folder / archive_name
         path = archive.with_suffix("")
         if path.is_file():
-            fix = f"delete it so that the images are read from the archive {archive.name} instead, or replace it"
-            data = path.read_bytes()
-        else:
-            md5 = {os.path.basename(url): md5 for url, md5 in self.dataset_class.resources}[archive_name]
-            data, path, fix = gzip.decompress(check_md5(archive, archive.read_bytes(), md5)), archive, REFETCH
-        return torch.from_numpy(idx_images(data, path, self.data_shape[1:], fix))[:, None]
+            fix = f"delete it so that it is read from the archive {archive.name} instead, or replace it"
+            return parse(path.read_bytes(), path, fix)
+        if not archive.is_file():
+            raise DataError(f"{archive} not found (nor {path.name}): copy it there (torchvision's layout), or set "
+                            f"data.init_args.download: true on a machine with internet access")
+        md5 = {os.path.basename(url): md5 for url, md5 in self.dataset_class.resources}[archive_name]
+        return parse(gzip.decompress(check_md5(archive, archive.read_bytes(), md5)), archive, REFETCH)
+
+    def read_images(self, archive_name: str) -> torch.Tensor:
+        """(N, 1, 28, 28) uint8 images from the extracted IDX file, or else from its archive."""
+        return torch.from_numpy(self.read_idx(archive_name, partial(idx_images, size=self.data_shape[1:])))[:, None]
 
     def read_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
         return tuple(map(self.read_images, self.expected_files))
+
+    @property
+    def classifier_path(self) -> Path:
+        return Path(self.root, self.dataset_name, "domain_classifier.pt")
+
+    def labelled_splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not self.have_files() and self.download:
+            self.fetch()
+        if not self.have_files():
+            raise self.missing()
+        train, test = self.read_splits()
+        train_labels, test_labels = (torch.from_numpy(self.read_idx(f"{split}-labels-idx1-ubyte.gz", idx_labels)).long()
+                                     for split in ("train", "t10k"))
+        return train, train_labels, test, test_labels
 
 
 class FashionMNISTDataModule(MNISTDataModule):
@@ -119,6 +139,13 @@ class FashionMNISTDataModule(MNISTDataModule):
     ``root/FashionMNIST/raw``."""
 
     dataset_name = "FashionMNIST"
+
+
+class KMNISTDataModule(MNISTDataModule):
+    """Kuzushiji-MNIST (Clanuwat et al. 2018): 60,000 training and 10,000 test images of cursive Japanese
+    characters, 1×28×28, 10 classes, in MNIST's layout under ``root/KMNIST/raw``."""
+
+    dataset_name = "KMNIST"
 
 
 class CIFAR10DataModule(TorchvisionDataModule):

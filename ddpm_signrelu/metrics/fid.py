@@ -1,14 +1,18 @@
-"""FID and KID (torchmetrics) on features computed once per image, with the standard Inception or any extractor.
+"""FID, KID and precision / recall on features computed once per image, with the standard Inception, the data
+set's own classifier (:mod:`~ddpm_signrelu.metrics.domain`) or any extractor.
 
 FID (Heusel et al., NeurIPS 2017): ‖μ_r − μ_g‖² + Tr(Σ_r + Σ_g − 2(Σ_r Σ_g)^½) between Gaussian fits of the
 features of real and generated images. KID (Bińkowski et al., ICLR 2018): the unbiased MMD² with the cubic
 polynomial kernel, averaged over random subsets (mean and standard deviation). Both are torchmetrics metrics,
-so their sums and feature lists are reduced over DDP processes in ``compute``.
+so their sums and feature lists are reduced over DDP processes in ``compute``. Improved precision and recall
+(Kynkäänniemi et al., NeurIPS 2019) use the same features; an extractor that classifies (``logits``) also gives
+the confidence and the class balance of the samples.
 """
 
 from __future__ import annotations
 
 import importlib
+import math
 import os
 
 import numpy as np
@@ -18,6 +22,11 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ddpm_signrelu.errors import ConfigError
+from ddpm_signrelu.metrics.domain import load_classifier
+from ddpm_signrelu.metrics.sample_quality import knn_precision_recall
+
+
+KNN = 3  # the k of precision and recall, as Kynkäänniemi et al.
 
 
 class _Given(nn.Module):
@@ -37,8 +46,15 @@ def load_feature_extractor(features: str = "inception", weights_path: str | None
     - ``inception``: FID's Inception-v3 (the TF weights of pytorch-fid / torch-fidelity), 2048 pool features.
       Its weights are downloaded on first use, or read from ``weights_path``
       (torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``).
+    - ``domain``: the data set's own classifier (:class:`~ddpm_signrelu.metrics.domain.DomainClassifier`), 128
+      features, read from ``weights_path`` (the callbacks and ``sample.py`` find it next to the data).
     - ``package.module:name``: a custom extractor, ``name`` a Module class or a factory called with no arguments.
     """
+    if features == "domain":
+        if weights_path is None:
+            raise ConfigError("features 'domain' needs the classifier's file (weights_path); fit it with "
+                              "python -m ddpm_signrelu.metrics.domain --config <your train config>")
+        return load_classifier(weights_path)
     if features == "inception":
         if weights_path is not None and not os.path.isfile(weights_path):
             raise ConfigError(f"Inception weights not found: {weights_path}; give the path of the FID Inception "
@@ -65,19 +81,23 @@ def rgb_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 class FeatureDistances(nn.Module):
-    """FID and KID between a fixed reference set (``update(images, real=True)`` once) and generated sets
-    (``update(images, real=False)``, ``compute()``, ``reset_generated()``). Images are uint8 (N, C, H, W).
+    """FID, KID and precision / recall between a fixed reference set (``update(images, real=True)`` once) and
+    generated sets (``update(images, real=False)``, ``compute()``, ``reset_generated()``). Images are uint8
+    (N, C, H, W).
 
     Args:
         extractor: from :func:`load_feature_extractor`.  image_shape: (C, H, W) of the images.
         kid_subsets, kid_subset_size: KID's random subsets (the size is capped by the number of images).
+        max_knn: precision and recall use at most this many real and generated images each, chosen by seed
+            (k-NN costs n²).
     """
 
-    def __init__(self, extractor: nn.Module, image_shape, kid_subsets: int = 100, kid_subset_size: int = 1000):
+    def __init__(self, extractor: nn.Module, image_shape, kid_subsets: int = 100, kid_subset_size: int = 1000,
+                 max_knn: int = 5000):
         super().__init__()
         self.extractor = extractor.eval().requires_grad_(False)
         num_features = self.extractor(rgb_uint8(torch.zeros((2, *image_shape), dtype=torch.uint8))).shape[-1]
-        self.kid_subset_size, self.num_features = kid_subset_size, num_features
+        self.kid_subset_size, self.num_features, self.max_knn = kid_subset_size, num_features, max_knn
         self.fid = FrechetInceptionDistance(feature=_Given(num_features), reset_real_features=False)
         self.kid = KernelInceptionDistance(feature=_Given(num_features), subsets=kid_subsets,
                                            subset_size=kid_subset_size, reset_real_features=False)
@@ -89,7 +109,10 @@ class FeatureDistances(nn.Module):
         self.kid.update(features, real=real)
 
     def compute(self) -> dict[str, float]:
-        """``fid``, ``kid`` and ``kid_std`` (KID's spread over subsets), reduced over all processes."""
+        """``fid``, ``kid``, ``kid_std`` (KID's spread over subsets), ``precision`` and ``recall`` (k = 3, with more
+        than 3 images on each side), over all processes; with a classifying extractor also ``confidence`` (mean top-class probability) of the samples and
+        ``confidence_real`` of the real images, ``class_entropy`` (entropy of the samples' predicted class shares
+        over its maximum, log K: 1 when balanced) and ``min_class_share`` (times K: 1 when balanced)."""
         counts = [int(self.fid.real_features_num_samples), int(self.fid.fake_features_num_samples)]
         counts = self.fid.real_features_num_samples.new_tensor(counts)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -101,10 +124,33 @@ class FeatureDistances(nn.Module):
             parts = getattr(self.kid, name)  # lists breaks when their lengths differ, or when one is empty
             setattr(self.kid, name, [torch.cat(parts) if parts else self.fid.real_features_sum.new_zeros(
                 (0, self.num_features))])
+        with self.kid.sync_context():  # the features of all processes
+            real, fake = (torch.cat(getattr(self.kid, name)) for name in ("real_features", "fake_features"))
         with torch.random.fork_rng(devices=[]):  # KID's subsets: the same on every process and every call
             torch.manual_seed(0)
             kid_mean, kid_std = self.kid.compute()
-        return {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        scores = {"fid": float(self.fid.compute()), "kid": float(kid_mean), "kid_std": float(kid_std)}
+        if min(len(real), len(fake)) > KNN:  # a k-NN radius needs k other points
+            scores["precision"], scores["recall"] = knn_precision_recall(*map(self.subset, (real, fake)), k=KNN)
+        return scores | self.classes(real, fake)
+
+    def subset(self, features: torch.Tensor) -> torch.Tensor:
+        """At most ``max_knn`` rows, a seeded random choice (the same on every process)."""
+        if len(features) <= self.max_knn:
+            return features
+        rows = torch.randperm(len(features), generator=torch.Generator().manual_seed(0))[:self.max_knn]
+        return features[rows.to(features.device)]
+
+    @torch.no_grad()
+    def classes(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, float]:
+        """The class figures of :meth:`compute`, where the extractor classifies its features."""
+        if not hasattr(self.extractor, "logits"):
+            return {}
+        p_real, p_fake = (self.extractor.logits(f).softmax(1).double() for f in (real, fake))
+        shares = torch.bincount(p_fake.argmax(1), minlength=p_fake.shape[1]).double() / len(fake)
+        entropy = -(shares * shares.clamp_min(1e-300).log()).sum() / math.log(len(shares))
+        return {"confidence": p_fake.max(1).values.mean().item(), "confidence_real": p_real.max(1).values.mean().item(),
+                "class_entropy": entropy.item(), "min_class_share": shares.min().item() * len(shares)}
 
     def reset_generated(self) -> None:
         self.fid.reset()
@@ -125,7 +171,7 @@ def load_images_npz(path: str | os.PathLike) -> torch.Tensor:
 @torch.no_grad()
 def image_distances(fake: torch.Tensor, real: torch.Tensor, features: str = "inception",
                     weights_path: str | None = None, device="cpu", batch_size: int = 256) -> dict[str, float]:
-    """FID, KID and its spread between two sets of uint8 images (N, C, H, W)."""
+    """:meth:`FeatureDistances.compute`'s figures between two sets of uint8 images (N, C, H, W)."""
     if fake.shape[1:] != real.shape[1:]:
         raise ConfigError(f"samples are {tuple(fake.shape[1:])} (C, H, W) but the reference is "
                           f"{tuple(real.shape[1:])}")

@@ -110,9 +110,10 @@ class FeatureDistances(nn.Module):
 
     def compute(self) -> dict[str, float]:
         """``fid``, ``kid``, ``kid_std`` (KID's spread over subsets), ``precision`` and ``recall`` (k = 3, with more
-        than 3 images on each side), over all processes; with a classifying extractor also ``confidence`` (mean top-class probability) of the samples and
-        ``confidence_real`` of the real images, ``class_entropy`` (entropy of the samples' predicted class shares
-        over its maximum, log K: 1 when balanced) and ``min_class_share`` (times K: 1 when balanced)."""
+        than 3 images on each side), over all processes; with a classifying extractor also ``confidence`` (mean
+        top-class probability) of the samples and ``confidence_real`` of the real images, ``class_entropy`` (entropy
+        of the samples' predicted class shares over its maximum, log K: 1 when balanced) and ``min_class_share``
+        (times K: 1 when balanced)."""
         counts = [int(self.fid.real_features_num_samples), int(self.fid.fake_features_num_samples)]
         counts = self.fid.real_features_num_samples.new_tensor(counts)
         if torch.distributed.is_available() and torch.distributed.is_initialized():

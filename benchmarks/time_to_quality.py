@@ -110,9 +110,10 @@ class Clock(Callback):
         self.seconds = state["seconds"]
 
 
-def train_until(name: str, seconds: float, args) -> tuple[L.LightningModule, object, int, float]:
-    """Train ``name`` from its last checkpoint to ``seconds`` of training time; (model, data, step, seconds)."""
-    model, dm, ema = build(name, args)
+def train_until(name: str, seconds: float, dm, args) -> tuple[L.LightningModule, int, float]:
+    """Train ``name`` on the set-up data module ``dm`` from its last checkpoint to ``seconds`` of training time;
+    (model, step, seconds)."""
+    model, _, ema = build(name, args)
     path = Path(args.out, f"{name}.ckpt")
     clock = Clock(seconds, path)
     trainer = L.Trainer(max_steps=-1, max_epochs=-1, callbacks=[ema, clock],
@@ -122,7 +123,7 @@ def train_until(name: str, seconds: float, args) -> tuple[L.LightningModule, obj
     trainer.fit(model, dm, ckpt_path=path if path.is_file() else None)
     saved = torch.load(path, map_location="cpu", weights_only=False)
     model.load_state_dict(saved["state_dict"])  # the EMA weights
-    return model.eval(), dm, saved["global_step"], clock.seconds
+    return model.eval(), saved["global_step"], clock.seconds
 
 
 def domain_distances(dm, args) -> FeatureDistances:
@@ -182,7 +183,7 @@ def run(args) -> None:
                 continue
             seconds = min(period * args.eval_every, args.budget) * 60
             print(f"{name}: training to {seconds / 60:.1f} min, period {period} of {periods}", flush=True)
-            model, dm, step, trained = train_until(name, seconds, args)
+            model, step, trained = train_until(name, seconds, dm, args)
             scores, grid = evaluate(model, dm, distances, args)
             row = {"model": name, "period": period, "train_seconds": trained, "step": step,
                    "parameters": sum(p.numel() for p in model.model.parameters()), **scores}

@@ -31,7 +31,7 @@ from ddpm_signrelu.diffusion.samplers import SAMPLERS, SPACINGS, sampling_plan
 from ddpm_signrelu.errors import CheckpointError, ConfigError, UserError
 from ddpm_signrelu.checkpoints import check_weights, load_model, read_checkpoint
 from ddpm_signrelu.images import to_uint8, writable_folder
-from ddpm_signrelu.metrics.domain import fingerprint, fit_domain_classifier, load_classifier
+from ddpm_signrelu.metrics.domain import fingerprint, fit_domain_classifier
 from ddpm_signrelu.metrics.fid import image_distances, load_feature_extractor, load_images_npz
 from ddpm_signrelu.lit import DiffusionModel, setting_differences
 
@@ -346,10 +346,10 @@ def sample_main(argv: list[str] | None = None) -> None:
         writable_folder(args.output)  # before any sampling: a bad --output must not lose the samples
         if args.reference:  # bad FID settings fail before sampling
             reference, dm = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
+            data = None
             if args.features == "domain" and args.feature_weights is None and dm is not None:
-                args.feature_weights = dm.classifier_path
-                load_classifier(dm.classifier_path, fingerprint(dm.train_data))
-            load_feature_extractor(args.features, args.feature_weights)
+                args.feature_weights, data = dm.classifier_path, fingerprint(dm.train_data)
+            load_feature_extractor(args.features, args.feature_weights, data)
         sampling = {"sampler": args.sampler, "steps": args.steps, "eta": args.eta, "spacing": args.spacing}
         grid, _ = sampling_plan(model.diffusion.schedule, **sampling)  # bad options fail before any process starts
         if args.analytic_variance:

@@ -12,7 +12,7 @@ from ddpm_signrelu.callbacks.samples import rank_share
 from ddpm_signrelu.diffusion import Sampler, Spacing, sampling_plan
 from ddpm_signrelu.errors import ConfigError, check_choice
 from ddpm_signrelu.images import to_uint8
-from ddpm_signrelu.metrics.domain import fingerprint, load_classifier
+from ddpm_signrelu.metrics.domain import fingerprint
 from ddpm_signrelu.metrics.fid import FeatureDistances, load_feature_extractor
 
 
@@ -57,11 +57,11 @@ class SampleQuality(ValidationEvaluator):
         if stage == "fit":
             diffusion_data(trainer, "SampleQuality")  # its reference split: fail before the first step
         features, weights_path, subsets, subset_size = self._options
+        data = None
         if features == "domain" and weights_path is None:
             dm = diffusion_data(trainer, "SampleQuality")
-            extractor = load_classifier(dm.classifier_path, fingerprint(dm.train_data))  # fails before the first step
-        else:
-            extractor = load_feature_extractor(features, weights_path)  # fails before the first step
+            weights_path, data = dm.classifier_path, fingerprint(dm.train_data)
+        extractor = load_feature_extractor(features, weights_path, data)  # fails before the first step
         self.distances = FeatureDistances(extractor, pl_module.data_shape, subsets, subset_size)
 
     def _add_reference(self, trainer: L.Trainer, pl_module) -> None:

@@ -9,5 +9,4 @@ from ddpm_signrelu.data.vision import (CIFAR10DataModule, FashionMNISTDataModule
 
 __all__ = ["CIFAR10DataModule", "DigitsDataModule", "FashionMNISTDataModule", "GaussianMixture",
            "GaussianMixtureDataModule", "GlobalBatchSampler", "ImageFolderDataModule", "KMNISTDataModule", "LocalBatch",
-           "MNISTDataModule",
-           "TensorDataModule", "TorchvisionDataModule", "levels_to_unit"]
+           "MNISTDataModule", "TensorDataModule", "TorchvisionDataModule", "levels_to_unit"]

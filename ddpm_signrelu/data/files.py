@@ -40,7 +40,6 @@ def idx_images(data: bytes, path: Path, fix: str, size: tuple[int, int]) -> np.n
     raise DataError(f"{path} is not a valid IDX image file of shape (N, {size[0]}, {size[1]}): {problem}; {fix}")
 
 
-
 def idx_labels(data: bytes, path: Path, fix: str) -> np.ndarray:
     """(N,) uint8 labels from the bytes of an IDX label file (the magic 0x00000801, then N big-endian, then N
     bytes); else a DataError naming ``path``."""

@@ -70,11 +70,15 @@ class TorchvisionDataModule(TensorDataModule):
         except (RuntimeError, OSError) as err:  # URLError is an OSError
             raise DataError(f"{self.missing()} (the download failed: {' '.join(str(err).split())})") from None
 
-    def load_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def ensure_files(self) -> None:
+        """Return if the files are under ``root``; else fetch them (``download: true``) or name what is missing."""
         if not self.have_files():
             if not self.download:
                 raise self.missing()
             self.fetch()
+
+    def load_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.ensure_files()
         train, test = self.read_splits()
         if self.val_size < len(test):
             test = test[torch.randperm(len(test), generator=torch.Generator().manual_seed(self.seed))[: self.val_size]]
@@ -124,10 +128,7 @@ class MNISTDataModule(TorchvisionDataModule):
         return Path(self.root, self.dataset_name, "domain_classifier.pt")
 
     def labelled_splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        if not self.have_files() and self.download:
-            self.fetch()
-        if not self.have_files():
-            raise self.missing()
+        self.ensure_files()
         train, test = self.read_splits()
         train_labels, test_labels = (torch.from_numpy(self.read_idx(f"{split}-labels-idx1-ubyte.gz", idx_labels)).long()
                                      for split in ("train", "t10k"))

@@ -40,21 +40,23 @@ class _Given(nn.Module):
         return features
 
 
-def load_feature_extractor(features: str = "inception", weights_path: str | None = None) -> nn.Module:
+def load_feature_extractor(features: str = "inception", weights_path: str | None = None,
+                           data: str | None = None) -> nn.Module:
     """The image → feature map: uint8 (N, 3, H, W) → (N, F).
 
     - ``inception``: FID's Inception-v3 (the TF weights of pytorch-fid / torch-fidelity), 2048 pool features.
       Its weights are downloaded on first use, or read from ``weights_path``
       (torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``).
     - ``domain``: the data set's own classifier (:class:`~ddpm_signrelu.metrics.domain.DomainClassifier`), 128
-      features, read from ``weights_path`` (the callbacks and ``sample.py`` find it next to the data).
+      features, read from ``weights_path`` (the callbacks and ``sample.py`` find it next to the data) and refused
+      unless ``data``, when given, is the fingerprint of the images it was fitted on.
     - ``package.module:name``: a custom extractor, ``name`` a Module class or a factory called with no arguments.
     """
     if features == "domain":
         if weights_path is None:
             raise ConfigError("features 'domain' needs the classifier's file (weights_path); fit it with "
                               "python -m ddpm_signrelu.metrics.domain --config <your train config>")
-        return load_classifier(weights_path)
+        return load_classifier(weights_path, data)
     if features == "inception":
         if weights_path is not None and not os.path.isfile(weights_path):
             raise ConfigError(f"Inception weights not found: {weights_path}; give the path of the FID Inception "

@@ -1,12 +1,15 @@
-"""Shared by the benchmark scripts: timing, peak memory, the anchors and a one-line machine description."""
+"""Shared by the benchmark scripts: timing, peak memory, the anchors, a one-line machine description, and the rows
+and results blocks of the resumable studies."""
 
 from __future__ import annotations
 
+import json
 import platform
 import statistics
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -149,3 +152,20 @@ def anchors_missing() -> list[str]:
         except ImportError:
             missing.append(package)
     return missing
+
+
+END_OF_RESULTS = "<!-- end of results -->"
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The JSON rows a resumable study has appended to ``path`` (none where it does not exist)."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def write_block(path: Path, marker: str, text: str) -> None:
+    """Replace the text between ``marker`` and the end-of-results marker after it in ``path`` (appended, with the
+    file, where missing)."""
+    old = path.read_text() if path.is_file() else ""
+    head, found, rest = old.partition(marker)
+    tail = rest.partition(END_OF_RESULTS)[2] if found else "\n"
+    path.write_text(f"{head}{marker}\n{text}\n{END_OF_RESULTS}{tail}")

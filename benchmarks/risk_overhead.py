@@ -1,4 +1,5 @@
-"""What the risk callback costs at a shipped config's defaults, as a share of training wall time.
+"""What the measuring callbacks (RiskMetrics, TrajectoryStatistics) cost at a shipped config's defaults, as a share
+of training wall time.
 
     python -m benchmarks.risk_overhead            # configs/digits.yaml, timed components, about a minute
     python -m benchmarks.risk_overhead --full     # also two full `train.py` runs, with and without (~13 min)
@@ -12,9 +13,15 @@ The overhead at the config's schedule is
 
     (set-up + checks x evaluation) / (max_steps x step + checks x validation)
 
-with checks = max_steps / val_check_interval. Components are timed side by side in one process, so the ratio
-does not depend on how fast the machine is. ``--full`` then runs the config end to end twice, with and without the
-callback (same seed, output under runs/risk_overhead/), and prints both wall times.
+with checks = max_steps / val_check_interval. Where the config has ``TrajectoryStatistics``, its parts are timed
+too: the gradient-norm sum at every step, a snapshot (sketch and fixed losses) every ``every_n_steps``, and an
+evaluation (the statistics of a full window and the loss gap) per check:
+
+    (max_steps x sum + max_steps / every_n_steps x snapshot + checks x evaluation) / (the same denominator)
+
+Components are timed side by side in one process, so the ratio does not depend on how fast the machine is.
+``--full`` then runs the config end to end twice, with and without the measuring callbacks (same seed, output
+under runs/risk_overhead/), and prints both wall times.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import lightning as L
 import torch
 import yaml
 
-from ddpm_signrelu.callbacks import RiskMetrics
+from ddpm_signrelu.callbacks import RiskMetrics, TrajectoryStatistics
 from ddpm_signrelu.cli import build_run, relocate_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,21 +113,54 @@ def main(argv=None) -> None:
     print(f"training without risk      {base:8.1f} s (estimated: steps x step + checks x validation)")
     print(f"risk callback              {extra:8.1f} s")
     print(f"overhead                   {100 * extra / base:8.2f} % of training wall time (target: at most 5 %)")
+    trajectory = next((cb for cb in configured.callbacks if isinstance(cb, TrajectoryStatistics)), None)
+    if trajectory is not None:
+        trajectory_overhead(trajectory, trainer, model, base, max_steps, every)
     if args.full:
         config = yaml.safe_load(args.config.read_text())
-        with_risk, without = full_run(config, True), full_run(config, False)
-        print(f"train.py with RiskMetrics  {with_risk:8.1f} s")
+        with_them, without = full_run(config, True), full_run(config, False)
+        print(f"train.py with them         {with_them:8.1f} s")
         print(f"train.py without           {without:8.1f} s")
-        print(f"end-to-end overhead        {100 * (with_risk / without - 1):8.2f} %")
+        print(f"end-to-end overhead        {100 * (with_them / without - 1):8.2f} %")
 
 
-def full_run(config: dict, risk: bool) -> float:
-    """Wall time of ``train.py fit`` on ``config``, with or without the risk callback."""
-    run_dir = f"runs/risk_overhead/{'with' if risk else 'without'}"
+def trajectory_overhead(stats: TrajectoryStatistics, trainer: L.Trainer, model: L.LightningModule, base: float,
+                        max_steps: int, every: int) -> None:
+    """Time and print TrajectoryStatistics' parts on the fitted ``trainer``'s model and data."""
+    stats.on_fit_start(trainer, model)
+    model.train()
+    for p in model.model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer = trainer.optimizers[0]
+    gradient_sum = timed(lambda: stats.on_before_optimizer_step(trainer, model, optimizer), 50)
+    snapshot = timed(lambda: stats.snapshot(model), 5)
+    sketch, losses = stats.snapshot(model)
+    g = torch.Generator().manual_seed(0)
+    for k in range(min(stats.window, max_steps) // stats.every_n_steps):  # a full window of distinct iterates
+        stats.steps.append(k)
+        stats.sketches.append(sketch + 1e-3 * torch.randn(sketch.shape, generator=g))
+        stats.losses.append(losses + 1e-3 * torch.randn(losses.shape, generator=g))
+    model.eval()
+    evaluation = timed(lambda: stats.evaluate(trainer, model), 2)
+    checks = max_steps // every // stats.every_n_val_checks
+    extra = max_steps * gradient_sum + max_steps // stats.every_n_steps * snapshot + checks * evaluation
+    print(f"TrajectoryStatistics: a snapshot every {stats.every_n_steps} steps, {stats.num_items} items, "
+          f"{len(stats.steps)} iterates in the window, sketch of {stats.sketch_dim} values")
+    print(f"gradient-norm sum (a step) {gradient_sum * 1000:8.2f} ms")
+    print(f"snapshot                   {snapshot * 1000:8.1f} ms   ({max_steps // stats.every_n_steps} snapshots)")
+    print(f"evaluation (per check)     {evaluation:8.2f} s   ({checks} checks)")
+    print(f"trajectory callback        {extra:8.1f} s")
+    print(f"overhead                   {100 * extra / base:8.2f} % of training wall time (target: at most 5 %)")
+
+
+def full_run(config: dict, measuring: bool) -> float:
+    """Wall time of ``train.py fit`` on ``config``, with or without the measuring callbacks."""
+    run_dir = f"runs/risk_overhead/{'with' if measuring else 'without'}"
     shutil.rmtree(run_dir, ignore_errors=True)  # this benchmark's own folder: a new run each time
     config = relocate_run(config, run_dir, wandb=False, csv=True)
     trainer = config["trainer"]
-    trainer["callbacks"] = [cb for cb in trainer["callbacks"] if risk or not cb["class_path"].endswith("RiskMetrics")]
+    trainer["callbacks"] = [cb for cb in trainer["callbacks"] if measuring
+                            or not cb["class_path"].endswith(("RiskMetrics", "TrajectoryStatistics"))]
     trainer["enable_progress_bar"] = False
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         yaml.safe_dump(config, f)

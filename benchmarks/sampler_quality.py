@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import read_rows
 from benchmarks.digits_quality import digits_scores
 from ddpm_signrelu.checkpoints import load_model
 from ddpm_signrelu.cli import build_run
@@ -109,10 +110,6 @@ def main(argv=None) -> None:
                   f"{args.num_samples} fresh draws of p to the held-out draws {w2_distance(fresh, data):.4f} "
                   f"(its floor)")
     print_table(read_rows(out))
-
-
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def print_table(rows: list[dict]) -> None:

@@ -12,13 +12,19 @@ constant rate: a cosine decay would need a step count, which a time budget does 
 - ``diffusers``: ``UNet2DModel`` with widths (32, 64, 64), one ResNet block per level, attention at 7×7;
 - ``ddpm_pytorch``: denoising-diffusion-pytorch's ``Unet(dim=28, dim_mults=(1, 2, 2))``, full attention at 7×7.
 
+``--models`` also takes the levers, ``ours`` with one training choice changed and its network and head kept
+(``LEVERS``): ``ours_min_snr`` (Min-SNR-5 loss weighting), ``ours_x0_atoms`` (the ratio head's atoms in x0-space
+instead of v-space) and ``ours_lr_2e-3`` (twice the learning rate).
+
 Every ``--eval_every`` minutes (3) of each model's training time (the steps alone, timed on the machine;
 evaluation is not counted) up to ``--budget`` (9), the EMA weights are scored: the domain FID
 (:mod:`ddpm_signrelu.metrics.domain`, fitted first if missing) of ``--num_samples`` samples of one fixed fast
 sampler against ``--reference`` training images, with KID,
 precision, recall, confidence and class balance in the same features, and the held-out bound in bits/dim. The
 models take turns, one evaluation period each, so a drift of the machine's speed falls on all of them alike. Rows
-go to ``--out/rows.jsonl`` and checkpoints to ``--out``: an interrupted run resumes at the last period saved.
+go to ``--out/rows.jsonl`` and checkpoints to ``--out``: an interrupted run resumes at the last period saved. The
+study is named by its ``--out`` folder: the report replaces that study's block of ``--docs/fashion_mnist.md`` and
+writes ``fashion_mnist_<study>.png`` (the curves) and ``fashion_mnist_<study>_<model>.png`` (the last grids) there.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from torch import nn
 
+from benchmarks.common import read_rows, write_block
 from ddpm_signrelu.cli import build_run
 from ddpm_signrelu.diffusion import to_bits_per_dim
 from ddpm_signrelu.images import save_samples, to_uint8
@@ -44,8 +51,10 @@ from ddpm_signrelu.metrics.fid import FeatureDistances
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG, SILU = str(ROOT / "configs" / "fashion_mnist_small.yaml"), str(ROOT / "configs" / "silu_eps.yaml")
 MODELS = ("ours", "ours_silu_eps", "diffusers", "ddpm_pytorch")
+ANCHORS = ("diffusers", "ddpm_pytorch")
+LEVERS = {"ours_min_snr": ["--model.loss", "min_snr"], "ours_x0_atoms": ["--model.head.parameterization", "x0"],
+          "ours_lr_2e-3": ["--model.lr", "0.002"]}  # config overrides of ours: one training choice each
 SAMPLING = {"sampler": "dpmpp_2m_sde", "steps": 20}
-BEGIN, END = "<!-- time_to_quality results: written by the benchmark -->", "<!-- end of results -->"
 
 
 class Anchor(nn.Module):
@@ -75,12 +84,12 @@ def anchor_network(name: str) -> nn.Module:
 
 def build(name: str, args):
     """(model, data module, the config's EMA callback) of ``name``, the data from ``--data_root``."""
-    configs = ["--config", CONFIG] + (["--config", SILU] if name != "ours" else [])
+    configs = ["--config", CONFIG] + (["--config", SILU] if name in MODELS[1:] else LEVERS.get(name, []))
     held_out = max(args.val_size, args.num_samples)  # the bound's items come first, the floor's images after
     run = build_run(*configs, "--trainer.logger", "false", "--model.lr_schedule", "constant",
                     "--data.root", args.data_root, "--data.val_size", str(held_out))
     model = run.model
-    if name in ("diffusers", "ddpm_pytorch"):
+    if name in ANCHORS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model.model = anchor_network(name)
@@ -162,10 +171,6 @@ def floor_row(dm, distances: FeatureDistances, args) -> dict:
     return {"model": "real held-out", "period": 0, **scores}
 
 
-def read_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +218,9 @@ def time_to_level(rows: list[dict], level: float) -> float | None:
 
 def report(args) -> None:
     rows = read_rows(Path(args.out, "rows.jsonl"))
-    per_model = {m: sorted((r for r in rows if r["model"] == m), key=lambda r: r["period"]) for m in MODELS}
+    per_model = {m: sorted((r for r in rows if r["model"] == m), key=lambda r: r["period"])
+                 for m in MODELS + tuple(LEVERS) if any(r["model"] == m for r in rows)}
+    ours = [m for m in per_model if m == "ours" or m in LEVERS]
     floor = next((r for r in rows if r["model"] == "real held-out"), None)
     lines = ["| model | parameters | period | minutes | steps | FID (domain) | KID | precision | recall | "
              "confidence | class entropy | bits/dim |", "|---" * 12 + "|"]
@@ -226,29 +233,27 @@ def report(args) -> None:
         lines.append(f"| real held-out | | | | | {floor['fid']:.2f} | {floor['kid']:.2f} | "
                      f"{floor['precision']:.3f} | {floor['recall']:.3f} | {floor['confidence']:.3f} | "
                      f"{floor['class_entropy']:.3f} | |")
-    lines += ["", "| FID level | " + " | ".join(MODELS) + " | ours / best anchor |", "|---" * (len(MODELS) + 2) + "|"]
+    lines += ["", "| FID level | " + " | ".join(per_model) + " | " + " | ".join(f"{m} / best anchor" for m in ours)
+              + " |", "|---" * (len(per_model) + len(ours) + 1) + "|"]
     for level in args.levels:
-        times = {m: time_to_level(per_model[m], level) for m in MODELS}
-        anchors = [times[m] for m in ("diffusers", "ddpm_pytorch") if times[m] is not None]
-        ratio = f"{times['ours'] / min(anchors):.2f}" if times["ours"] is not None and anchors else "–"
+        times = {m: time_to_level(mine, level) for m, mine in per_model.items()}
+        best = min((times[m] for m in ANCHORS if times.get(m) is not None), default=None)
+        ratios = ["–" if times[m] is None or best is None else f"{times[m] / best:.2f}" for m in ours]
         lines.append(f"| {level:g} | " + " | ".join("not reached" if t is None else f"{t / 60:.1f} min"
-                                                   for t in times.values()) + f" | {ratio} |")
+                                                   for t in times.values()) + " | " + " | ".join(ratios) + " |")
     print("\n".join(lines))
-    docs = Path(args.docs)
+    docs, study = Path(args.docs), Path(args.out).name
     docs.mkdir(parents=True, exist_ok=True)
-    plot(per_model, floor, docs / "fashion_mnist_fid.png")
-    for name in MODELS:
+    plot(per_model, floor, docs / f"fashion_mnist_{study}.png")
+    for name in per_model:
         if Path(args.out, f"{name}_grid.png").is_file():
-            shutil.copyfile(Path(args.out, f"{name}_grid.png"), docs / f"fashion_mnist_{name}.png")
-    write_block(docs / "fashion_mnist.md", "\n".join(lines))
+            shutil.copyfile(Path(args.out, f"{name}_grid.png"), docs / f"fashion_mnist_{study}_{name}.png")
+    write_block(docs / "fashion_mnist.md", begin(study), "\n".join(lines))
 
 
-def write_block(path: Path, text: str) -> None:
-    """Replace the text between the results markers of ``path`` (appended, with the file, where missing)."""
-    old = path.read_text() if path.is_file() else ""
-    head, found, rest = old.partition(BEGIN)
-    tail = rest.partition(END)[2] if found else "\n"
-    path.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+def begin(study: str) -> str:
+    """The marker before a study's results in the docs page; the study is named by its ``--out`` folder."""
+    return f"<!-- {study} results: written by the benchmark -->"
 
 
 def plot(per_model: dict, floor: dict | None, path: Path) -> None:
@@ -276,7 +281,7 @@ def plot(per_model: dict, floor: dict | None, path: Path) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data_root", default="data", help="the folder holding FashionMNIST/raw")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS + tuple(LEVERS))
     p.add_argument("--budget", type=float, default=9.0, help="training minutes per model")
     p.add_argument("--eval_every", type=float, default=3.0, help="training minutes between evaluations")
     p.add_argument("--num_samples", type=int, default=1000)

@@ -61,6 +61,21 @@ class KillAtStep(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class RankMetrics(Callback):
+    """Write what each process logged with a name under ``prefixes`` to ``folder/rank<r>_step<s>.yaml`` at the end of
+    every validation: the numbers each rank holds, not only rank 0's, which loggers keep."""
+
+    def __init__(self, folder: str, prefixes: list[str]):
+        self.folder, self.prefixes = Path(folder), tuple(prefixes)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(self.prefixes)}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}_step{trainer.global_step}.yaml").write_text(yaml.safe_dump(logged))
+
+
 def wandb_records(path) -> list:
     """The records (protobuf ``Record``s) of a W&B run's transaction log ``run-<id>.wandb``.
 

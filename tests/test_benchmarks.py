@@ -1,7 +1,10 @@
 """The benchmark scripts run, measure what they say, and compare networks of matched size."""
 
+import argparse
+import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -116,8 +119,9 @@ def test_risk_overhead_times_every_component_at_a_config(capsys):
     out = capsys.readouterr().out
     assert "digits.yaml: 1500 steps, a validation check every 500" in out
     assert re.search(r"\(1 of \d+ batches timed\)", out)
-    overhead = float(re.search(r"overhead +(\d+\.\d+) %", out).group(1))
-    assert 0 < overhead < 100
+    overheads = [float(v) for v in re.findall(r"overhead +(\d+\.\d+) %", out)]
+    assert len(overheads) == 2 and all(0 < v < 100 for v in overheads)  # RiskMetrics, then TrajectoryStatistics
+    assert "a snapshot every 10 steps, 32 items, 150 iterates in the window" in out
 
 
 def tiny_checkpoint(path, **model):
@@ -187,6 +191,74 @@ def test_time_to_quality_takes_turns_resumes_and_writes_the_report(tmp_path, cap
     time_to_quality.main(args + ["--budget", "0.02"])  # nothing left to measure
     assert len(time_to_quality.read_rows(tmp_path / "out" / "rows.jsonl")) == 9
     doc = (tmp_path / "docs" / "fashion_mnist.md").read_text()
-    assert doc.count(time_to_quality.BEGIN) == 1 and "| 1e+09 | " in doc
-    assert (tmp_path / "docs" / "fashion_mnist_fid.png").is_file()
-    assert (tmp_path / "docs" / "fashion_mnist_ours.png").is_file()
+    assert doc.count(time_to_quality.begin("out")) == 1 and "| 1e+09 | " in doc
+    assert (tmp_path / "docs" / "fashion_mnist_out.png").is_file()
+    assert (tmp_path / "docs" / "fashion_mnist_out_ours.png").is_file()
+    time_to_quality.main(args + ["--budget", "0.01", "--models", *time_to_quality.LEVERS])  # one period of each lever
+    levers = time_to_quality.read_rows(tmp_path / "out" / "rows.jsonl")[9:]
+    assert [(r["model"], r["period"]) for r in levers] == [(m, 1) for m in time_to_quality.LEVERS]
+    assert all(r["parameters"] == ours and r["step"] >= 1 and r["fid"] > 0 for r in levers)
+    doc = (tmp_path / "docs" / "fashion_mnist.md").read_text()
+    assert all(f"| {m} / best anchor |" in doc and f"| {m} | " in doc for m in ["ours", *time_to_quality.LEVERS])
+
+
+def test_time_to_quality_levers_change_one_training_choice_of_ours(tmp_path):
+    from benchmarks import time_to_quality
+
+    options = argparse.Namespace(data_root=str(tmp_path), val_size=8, num_samples=8)
+    ours = time_to_quality.build("ours", options)[0]
+    changed = {"ours_min_snr": ("loss", "min_snr"), "ours_lr_2e-3": ("lr", 0.002),
+               "ours_x0_atoms": ("head", dict(ours.hparams.head, parameterization="x0"))}
+    assert set(changed) == set(time_to_quality.LEVERS)
+    for name, (key, value) in changed.items():
+        model = time_to_quality.build(name, options)[0]
+        assert model.hparams[key] == value != ours.hparams[key]
+        assert {k: v for k, v in model.hparams.items() if k != key} == {
+            k: v for k, v in ours.hparams.items() if k != key}
+        assert model.model.head.parameterization == ("x0" if key == "head" else "v")
+
+
+def test_kendall_and_spearman_of_a_known_ranking_with_bootstrap_intervals():
+    from benchmarks.generalization_study import kendall_spearman
+
+    x, y = np.array([1.0, 2, 3, 4, 5, 6]), np.array([1.0, 3, 2, 4, 6, 5])
+    c = kendall_spearman(x, y, resamples=200)
+    assert c["tau"] == pytest.approx(11 / 15)  # 13 of 15 pairs agree
+    assert c["rho"] == pytest.approx(1 - 6 * 4 / (6 * 35))  # 1 - 6 sum(d^2) / (n (n^2 - 1))
+    assert c["tau_low"] <= c["tau"] <= c["tau_high"] and c["rho_low"] <= c["rho"] <= c["rho_high"] <= 1
+    assert kendall_spearman(x, -y, resamples=50)["tau"] == pytest.approx(-11 / 15)
+
+
+@pytest.mark.slow
+def test_generalization_study_quick_runs_resumes_and_reports(tmp_path, capsys):
+    """The --quick grid of every task (Fashion-MNIST on a generated set): every run's rows with the trajectory
+    statistics and the measures, nothing run twice on a rerun, the correlations and figures written."""
+    from benchmarks import generalization_study as study
+    from test_domain import write_data_set
+
+    write_data_set(tmp_path / "data", "FashionMNIST", sizes=(300, 100))
+    args = ["--quick", "--data_root", str(tmp_path / "data"), "--val_size", "32", "--fid_samples", "16",
+            "--reference", "64", "--resamples", "50", "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
+    study.main(args + ["--max_minutes", "0"])  # a piece of no time starts nothing
+    assert "stopped after 0.0 minutes" in capsys.readouterr().out
+    study.main(args + ["--tasks", "gmm2"])  # a piece: one task's grid
+    assert len(study.read_rows(tmp_path / "out" / "rows.jsonl")) == 8
+    study.main(args)  # the rest
+    rows = study.read_rows(tmp_path / "out" / "rows.jsonl")
+    runs = [(r["task"], r["lr"], r["batch"]) for r in rows]
+    assert len(rows) == 2 * 12 and len(set(runs)) == 12 and all(runs.count(k) == 2 for k in runs)
+    for r in rows:
+        assert r["step"] in (10, 30) and not r.get("diverged")
+        assert all(math.isfinite(r[k]) for k in study.STATISTICS + ["risk/estimation", "train/dsm"])
+        assert r["topo/num_iterates"] == (5 if r["step"] == 10 else 10)  # every 2 steps, a window of 20
+        assert r["topo/E_alpha_euclid"] > 0 and r["opt/sum_lr_gradnorm2"] > 0
+        assert (r["w2"] > 0 and math.isfinite(r["risk/excess_true"])) if r["task"] != "fashion" else r["fid_domain"] > 0
+    assert (rows[0]["lr"], rows[0]["batch"], rows[0]["step"]) == (1e-4, 16, 10)
+    capsys.readouterr()
+    study.main(args)  # nothing left to run
+    assert len(study.read_rows(tmp_path / "out" / "rows.jsonl")) == 24
+    doc = (tmp_path / "docs" / "generalization.md").read_text()
+    for task in study.TASKS:
+        assert f"### {task}" in doc and (tmp_path / "docs" / f"generalization_{task}.png").is_file()
+    assert "| `topo/E_alpha_euclid` | `w2` | 4 |" in doc and "| `opt/sum_lr_gradnorm2` | `fid_domain` | 4 |" in doc
+    assert doc.count("Best tracker of") == 3

@@ -20,8 +20,12 @@ def train(tmp_path, devices):
     for cb in settings["trainer"]["callbacks"]:
         if cb["class_path"].endswith("EMAWeightAveraging"):
             cb["init_args"]["decay"] = 0.8  # the average lags the weights by a good part of their movement
+        if cb["class_path"].endswith("TrajectoryStatistics"):
+            cb["init_args"].update({"every_n_steps": 1, "window": 6, "num_items": 15})  # odd: gap shards of 8 and 7
     settings["trainer"]["callbacks"].append({"class_path": "ddpm_signrelu.callbacks.SampleQuality", "init_args": {
         "num_samples": 9, "steps": 3, "features": "helpers:PixelFeatures", "batch_size": 4, "kid_subset_size": 5}})
+    settings["trainer"]["callbacks"].append({"class_path": "helpers.RankMetrics", "init_args": {
+        "folder": str(tmp_path / "ranks"), "prefixes": ["topo/", "opt/", "gap/", "hparams/", "train/dsm", "val/dsm"]}})
     settings["trainer"].update({"max_steps": 6, "val_check_interval": 3, "limit_val_batches": None,
                                 "accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto"})
     config.write_text(yaml.safe_dump(settings))
@@ -30,7 +34,8 @@ def train(tmp_path, devices):
     assert len(list((tmp_path / "run" / "wandb").glob("offline-run-*"))) == 1  # one W&B run per job
     with open(tmp_path / "run" / "metrics.csv") as f:
         logged = {(row["step"], k): float(v) for row in csv.DictReader(f) for k, v in row.items()
-                  if v and k.split("/")[0] in ("val", "risk", "quality")}
+                  if v and (k.split("/")[0] in ("val", "risk", "quality", "topo", "opt", "gap", "hparams")
+                            or k == "train/dsm")}
     grid = np.load(next((tmp_path / "run" / "samples").glob("step_0000006_*.npz")))["arr_0"]
     start = cli_model(config).state_dict()  # seed_everything: the initial weights of the run
     return torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False), logged, grid, start
@@ -55,8 +60,16 @@ def test_two_processes_train_and_log_like_one_on_the_same_global_batch(tmp_path)
     assert distance(ema, start) > 0.1  # the average moved: one stuck at the initial weights is far off
     assert distance(ema, raw) > 0.2 * distance(ema, start)  # and an average equal to the raw weights too
     assert {k for _, k in one_logged} >= {"val/loss", "val/bpd", "risk/vlb_heldout", "risk/estimation", "quality/fid",
-                                          "quality/kid", "quality/precision", "quality/recall"}
+                                          "quality/kid", "quality/precision", "quality/recall", "train/dsm",
+                                          "val/dsm", "gap/dsm", "topo/E_alpha_euclid", "topo/E_alpha_rhoS",
+                                          "topo/mag_euclid", "topo/pmag_rhoS", "opt/sum_lr_gradnorm2"}
     assert one_logged.keys() == two_logged.keys()
+    for step in (3, 6):  # the trajectory statistics: computed once, the same numbers on every rank
+        ranks = [yaml.safe_load((tmp_path / "two" / "ranks" / f"rank{r}_step{step}.yaml").read_text()) for r in (0, 1)]
+        assert set(ranks[0]) >= {f"topo/{s}_{m}" for s in ("E_alpha", "mag", "pmag") for m in ("euclid", "rhoS")} | {
+            "topo/num_iterates", "opt/sum_lr_gradnorm2", "gap/dsm", "train/dsm", "val/dsm", "hparams/lr",
+            "hparams/batch_size"}
+        assert ranks[0] == ranks[1]
     for key, value in one_logged.items():
         assert two_logged[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     sampled = {}

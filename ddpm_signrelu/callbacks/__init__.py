@@ -1,10 +1,12 @@
-"""Lightning callbacks: risk metrics, early stopping, sample grids, FID/KID, the exception checkpoint."""
+"""Lightning callbacks: risk metrics, trajectory statistics, early stopping, sample grids, FID/KID, the exception
+checkpoint."""
 
 from ddpm_signrelu.callbacks.checkpoint import ExceptionCheckpoint
 from ddpm_signrelu.callbacks.quality import SampleQuality
 from ddpm_signrelu.callbacks.risk import RiskMetrics
 from ddpm_signrelu.callbacks.samples import SampleGrid, SampleWriter
 from ddpm_signrelu.callbacks.stopping import DiscrepancyStop, StopReport
+from ddpm_signrelu.callbacks.trajectory import TrajectoryStatistics
 
 __all__ = ["DiscrepancyStop", "ExceptionCheckpoint", "RiskMetrics", "SampleGrid", "SampleQuality", "SampleWriter",
-           "StopReport"]
+           "StopReport", "TrajectoryStatistics"]

@@ -1,0 +1,168 @@
+"""The trajectory callback: how far and how intricately the optimiser moved, logged next to the risk split (§8)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import lightning as L
+import torch
+from torchmetrics import MeanMetric
+
+from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
+from ddpm_signrelu.errors import ConfigError
+from ddpm_signrelu.metrics.trajectory import (CountSketch, euclidean_distances, loss_distances, magnitude,
+                                              mst_weight)
+
+
+class TrajectoryStatistics(ValidationEvaluator):
+    """Logs the complexity of the training trajectory and the loss generalisation gap at validation.
+
+    Every ``every_n_steps`` optimizer steps, the current weights θ_k are stored as a :class:`CountSketch` of
+    ``sketch_dim`` values and as their losses ℓ(θ_k, z_j) on ``num_items`` fixed training triples z_j = (x0, t, ε);
+    the last ``window`` steps' iterates W (N = window / every_n_steps points) give, under the Euclidean metric of the
+    sketches (``euclid``) and the loss pseudo-metric ρ_S (``rhoS``):
+
+    - ``topo/E_alpha_{euclid,rhoS}``: E_α(W), the weight of the minimum spanning tree (α = ``alpha``);
+    - ``topo/mag_{euclid,rhoS}``, ``topo/pmag_{euclid,rhoS}``: magnitude and positive magnitude at scale
+      s = ``scale`` (default √n, n the training-set size);
+
+    and, along the whole run, ``opt/sum_lr_gradnorm2`` = Σ_k η_k ‖g_k‖² (the SGLD-type term: per parameter group,
+    gradients as the optimizer gets them, accumulated and unscaled, before clipping). At each evaluation, with the
+    weights validation sees (EMA when on), ``train/dsm`` and ``val/dsm`` are the training loss on ``num_items``
+    training and held-out items with shared fixed draws, and ``gap/dsm`` their difference, the empirical loss gap.
+    ``hparams/lr`` and ``hparams/batch_size`` (the global batch of one optimizer step) label the run.
+
+    Under DDP the trajectory is the same on every process: rank 0 alone stores it and computes the statistics,
+    which are broadcast, so every rank logs the same numbers; the gap's items are sharded and reduced.
+    """
+
+    def __init__(self, every_n_steps: int = 10, window: int = 2000, sketch_dim: int = 2**14, num_items: int = 64,
+                 alpha: float = 1.0, scale: float | None = None, every_n_val_checks: int = 1, seed: int = 0):
+        super().__init__(every_n_val_checks)
+        if every_n_steps < 1 or window < 2 * every_n_steps or sketch_dim < 1 or num_items < 1:
+            raise ConfigError(f"TrajectoryStatistics needs every_n_steps >= 1, window >= 2 x every_n_steps, "
+                              f"sketch_dim >= 1 and num_items >= 1, got {every_n_steps}, {window}, {sketch_dim}, "
+                              f"{num_items}")
+        if scale is not None and scale <= 0:
+            raise ConfigError(f"TrajectoryStatistics scale must be > 0 (or null: the square root of the training-set "
+                              f"size), got {scale}")
+        self.every_n_steps, self.window, self.sketch_dim, self.num_items = every_n_steps, window, sketch_dim, num_items
+        self.alpha, self.scale, self.seed = alpha, scale, seed
+        self.sum_lr_gradnorm2 = torch.zeros((), dtype=torch.float64)
+        self.steps, self.sketches, self.losses = self._buffers()
+
+    def _buffers(self) -> tuple[deque, deque, deque]:
+        size = self.window // self.every_n_steps
+        return deque(maxlen=size), deque(maxlen=size), deque(maxlen=size)
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = diffusion_data(trainer, "TrajectoryStatistics")
+        m = self.num_items
+        if m > len(dm.train_data) or m > len(dm.val_data):
+            raise ConfigError(f"TrajectoryStatistics num_items={m} exceeds the training split ({len(dm.train_data)}) "
+                              f"or the held-out split ({len(dm.val_data)}); lower num_items")
+        super().setup(trainer, pl_module, stage)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm, device = trainer.datamodule, pl_module.device
+        g = torch.Generator().manual_seed(self.seed)
+        train_rows = torch.randperm(len(dm.train_data), generator=g)[: self.num_items]
+        held_rows = torch.randperm(len(dm.val_data), generator=g)[: self.num_items]
+        self.train_x0 = dm.to_unit(dm.train_data[train_rows]).to(device)
+        held_x0 = dm.to_unit(dm.val_data[held_rows]).to(device)
+        mine = slice(trainer.global_rank, None, trainer.world_size)  # the gap's items of this process
+        self.gap_items = (list(range(self.num_items))[mine], self.train_x0[mine], held_x0[mine])
+        self.gap_train, self.gap_held = MeanMetric().to(device), MeanMetric().to(device)
+        self.n = len(dm.train_data)
+        self.batch_size = dm.batch_size * trainer.accumulate_grad_batches
+        self.sketch = CountSketch(self._num_weights(pl_module), self.sketch_dim, self.seed)
+
+    @staticmethod
+    def _weights(pl_module: L.LightningModule) -> list[torch.Tensor]:
+        return [p for p in pl_module.model.parameters() if p.requires_grad]
+
+    def _num_weights(self, pl_module: L.LightningModule) -> int:
+        return sum(p.numel() for p in self._weights(pl_module))
+
+    # ----------------------------------------------------------------------------------------------- training
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        total = torch.zeros((), dtype=torch.float64, device=pl_module.device)
+        for group in optimizer.param_groups:
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            if grads:
+                norm2 = torch.stack(torch._foreach_norm(grads)).double().square().sum()
+                total = total + float(group["lr"]) * torch.where(torch.isfinite(norm2), norm2, 0.0)
+        self.sum_lr_gradnorm2 = self.sum_lr_gradnorm2.to(total.device) + total  # no host sync: read at evaluation
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or step % self.every_n_steps or (self.steps and self.steps[-1] == step):
+            return  # rank 0 stores the trajectory; an accumulation micro-batch leaves the step as it was
+        sketch, losses = self.snapshot(pl_module)
+        self.steps.append(step)
+        self.sketches.append(sketch)
+        self.losses.append(losses)
+
+    def snapshot(self, pl_module: L.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
+        """The current weights' sketch and their losses on the fixed training triples (on the CPU)."""
+        return (self.sketch(self._weights(pl_module)).cpu(),
+                self._fixed_losses(pl_module, self.train_x0, range(self.num_items)).cpu())
+
+    def _fixed_losses(self, pl_module: L.LightningModule, x0: torch.Tensor, items) -> torch.Tensor:
+        """The training loss per item of ``x0`` on the fixed draws of (seed, item), in evaluation mode."""
+        training = pl_module.model.training
+        pl_module.model.eval()
+        try:
+            with pl_module.trainer.precision_plugin.forward_context():
+                return pl_module.diffusion.fixed_loss(pl_module.model, x0, self.seed, list(items)).float()
+        finally:
+            pl_module.model.train(training)
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for name, value in self.evaluate(trainer, pl_module).items():
+            pl_module.log(name, value, batch_size=1)
+
+    @torch.no_grad()
+    def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """The trajectory statistics (rank 0's, on every rank) and the loss gap of the current weights."""
+        items, train_x0, held_x0 = self.gap_items
+        self.gap_train.update(self._fixed_losses(pl_module, train_x0, items))
+        self.gap_held.update(self._fixed_losses(pl_module, held_x0, items))
+        train, held = self.gap_train.compute(), self.gap_held.compute()
+        self.gap_train.reset(), self.gap_held.reset()
+        stats = self.statistics() if trainer.is_global_zero else None
+        stats = trainer.strategy.broadcast(stats, src=0)
+        return stats | {"train/dsm": float(train), "val/dsm": float(held), "gap/dsm": float(held - train),
+                         "hparams/lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
+                         "hparams/batch_size": float(self.batch_size)}
+
+    def statistics(self) -> dict[str, float]:
+        """The trajectory statistics of the stored iterates (NaN where fewer than 2 are stored)."""
+        stats = {"opt/sum_lr_gradnorm2": float(self.sum_lr_gradnorm2), "topo/num_iterates": float(len(self.steps))}
+        scale = math.sqrt(self.n) if self.scale is None else self.scale
+        for metric, distances in (("euclid", lambda: euclidean_distances(torch.stack(list(self.sketches)))),
+                                  ("rhoS", lambda: loss_distances(torch.stack(list(self.losses))))):
+            values = (math.nan,) * 3
+            if len(self.steps) >= 2:
+                d = distances()
+                values = (mst_weight(d, self.alpha), *magnitude(d, scale))
+            stats |= dict(zip((f"topo/E_alpha_{metric}", f"topo/mag_{metric}", f"topo/pmag_{metric}"), values))
+        return stats
+
+    # ----------------------------------------------------------------------------------------------- resumption
+    def state_dict(self) -> dict:
+        return {"sum_lr_gradnorm2": float(self.sum_lr_gradnorm2), "steps": list(self.steps),
+                "sketches": list(self.sketches), "losses": list(self.losses)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sum_lr_gradnorm2 = torch.tensor(state["sum_lr_gradnorm2"], dtype=torch.float64)
+        self.steps, self.sketches, self.losses = self._buffers()
+        for buffer, name in ((self.steps, "steps"), (self.sketches, "sketches"), (self.losses, "losses")):
+            buffer.extend(state[name])

@@ -15,6 +15,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from ddpm_signrelu.metrics.domain import fingerprint, fit_domain_classifier, load_classifier
+from ddpm_signrelu.metrics.fid import FeatureDistances
+
 # Dense bf16 tensor-core peaks (TFLOP/s) for model FLOP utilisation; other devices print no MFU.
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 
@@ -169,3 +172,23 @@ def write_block(path: Path, marker: str, text: str) -> None:
     head, found, rest = old.partition(marker)
     tail = rest.partition(END_OF_RESULTS)[2] if found else "\n"
     path.write_text(f"{head}{marker}\n{text}\n{END_OF_RESULTS}{tail}")
+
+
+def run_or_report(parser, argv, run: Callable, report: Callable) -> None:
+    """Parse ``argv`` with ``parser`` plus ``--report``, then run the study (which reports at its end) or only
+    report from the rows so far."""
+    parser.add_argument("--report", action="store_true", help="only write the report from the rows so far")
+    args = parser.parse_args(argv)
+    (report if args.report else run)(args)
+
+
+def domain_distances(dm, reference: int) -> FeatureDistances:
+    """FID machinery in the domain features of the set-up data module ``dm`` (its classifier fitted first where
+    missing), holding ``reference`` seeded training images as the real side, ready for generated sets."""
+    if not Path(dm.classifier_path).is_file():
+        fit_domain_classifier(dm, dm.classifier_path)
+    distances = FeatureDistances(load_classifier(dm.classifier_path, fingerprint(dm.train_data)), dm.data_shape)
+    rows = torch.randperm(len(dm.train_data), generator=torch.Generator().manual_seed(0))[:reference]
+    for chunk in dm.train_data[rows].split(1000):
+        distances.update(chunk, real=True)
+    return distances

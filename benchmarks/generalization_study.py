@@ -39,14 +39,12 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from benchmarks.common import read_rows, write_block
+from benchmarks.common import domain_distances, read_rows, run_or_report, write_block
 from benchmarks.sampler_quality import w2_distance
 from ddpm_signrelu.callbacks import RiskMetrics, TrajectoryStatistics
 from ddpm_signrelu.cli import build_run
 from ddpm_signrelu.errors import NonFiniteLossError
 from ddpm_signrelu.images import to_uint8
-from ddpm_signrelu.metrics.domain import fingerprint, fit_domain_classifier, load_classifier
-from ddpm_signrelu.metrics.fid import FeatureDistances
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- generalization_study results: written by the benchmark -->"
@@ -114,7 +112,9 @@ def run_one(name: str, task: Task, lr: float, batch: int, seed: int, args) -> li
     trajectory = TrajectoryStatistics(every_n_steps=task.every_n_steps, window=task.window,
                                       num_items=task.num_items, every_n_val_checks=0)
     risk = RiskMetrics(num_items=task.num_items, num_strata=8, every_n_val_checks=0, entropy_samples=20_000)
-    distances = domain_distances(dm, args) if name == "fashion" else None
+    if name == "fashion":
+        dm.setup("fit")
+    distances = domain_distances(dm, args.reference) if name == "fashion" else None
 
     def evaluate(trainer, model) -> dict:
         row = {"task": name, "lr": lr, "batch": batch, "seed": seed, "step": trainer.global_step,
@@ -148,18 +148,6 @@ def run_one(name: str, task: Task, lr: float, batch: int, seed: int, args) -> li
     for row in at_steps.rows:
         row["seconds"] = time.perf_counter() - start
     return at_steps.rows
-
-
-def domain_distances(dm, args) -> FeatureDistances:
-    """Domain features of ``--reference`` seeded training images (the classifier fitted first where missing)."""
-    dm.setup("fit")
-    if not Path(dm.classifier_path).is_file():
-        fit_domain_classifier(dm, dm.classifier_path)
-    distances = FeatureDistances(load_classifier(dm.classifier_path, fingerprint(dm.train_data)), dm.data_shape)
-    rows = torch.randperm(len(dm.train_data), generator=torch.Generator().manual_seed(0))[:args.reference]
-    for chunk in dm.train_data[rows].split(1000):
-        distances.update(chunk, real=True)
-    return distances
 
 
 def run(args) -> None:
@@ -280,7 +268,8 @@ def plot(last: list[dict], task: Task, name: str, path: Path) -> None:
             if cells:
                 ax.errorbar([lr for lr, _ in cells], [np.mean(v) for _, v in cells],
                             yerr=[np.std(v) for _, v in cells], marker="o", capsize=2, label=f"batch {batch}")
-        ax.set(xscale="log", xlabel="learning rate", title=key)
+        positive = all(r[key] > 0 for r in last)  # diverging runs reach 1e4 and more: a log scale keeps the rest
+        ax.set(xscale="log", yscale="log" if positive else "symlog", xlabel="learning rate", title=key)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{name}: step {task.steps[-1]}")
     fig.tight_layout()
@@ -301,12 +290,7 @@ def main(argv=None) -> None:
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the correlations")
     p.add_argument("--out", default="benchmarks/results/generalization")
     p.add_argument("--docs", default="docs")
-    p.add_argument("--report", action="store_true", help="only write the report from the rows so far")
-    args = p.parse_args(argv)
-    if args.report:
-        report(args)
-    else:
-        run(args)
+    run_or_report(p, argv, run, report)
 
 
 if __name__ == "__main__":

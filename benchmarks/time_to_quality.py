@@ -41,11 +41,10 @@ import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from torch import nn
 
-from benchmarks.common import read_rows, write_block
+from benchmarks.common import domain_distances, read_rows, run_or_report, write_block
 from ddpm_signrelu.cli import build_run
 from ddpm_signrelu.diffusion import to_bits_per_dim
 from ddpm_signrelu.images import save_samples, to_uint8
-from ddpm_signrelu.metrics.domain import fingerprint, fit_domain_classifier, load_classifier
 from ddpm_signrelu.metrics.fid import FeatureDistances
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -135,17 +134,6 @@ def train_until(name: str, seconds: float, dm, args) -> tuple[L.LightningModule,
     return model.eval(), saved["global_step"], clock.seconds
 
 
-def domain_distances(dm, args) -> FeatureDistances:
-    """The domain features of ``--reference`` training images (seeded choice), ready for generated sets."""
-    if not Path(dm.classifier_path).is_file():
-        fit_domain_classifier(dm, dm.classifier_path)
-    distances = FeatureDistances(load_classifier(dm.classifier_path, fingerprint(dm.train_data)), dm.data_shape)
-    rows = torch.randperm(len(dm.train_data), generator=torch.Generator().manual_seed(0))[:args.reference]
-    for chunk in dm.train_data[rows].split(1000):
-        distances.update(chunk, real=True)
-    return distances
-
-
 @torch.no_grad()
 def evaluate(model, dm, distances: FeatureDistances, args) -> tuple[dict, torch.Tensor]:
     """The scores of one evaluation, and the first 100 samples (uint8)."""
@@ -179,7 +167,7 @@ def run(args) -> None:
     periods = math.ceil(args.budget / args.eval_every)
     _, dm, _ = build("ours", args)
     dm.setup("fit")
-    distances = domain_distances(dm, args)
+    distances = domain_distances(dm, args.reference)
     if ("real held-out", 0) not in done:
         append(rows_path, floor_row(dm, distances, args))
     for period in range(1, periods + 1):
@@ -290,12 +278,7 @@ def main(argv=None) -> None:
     p.add_argument("--levels", nargs="+", type=float, default=[200.0, 100.0, 60.0, 45.0], help="FID levels timed")
     p.add_argument("--out", default="benchmarks/results/time_to_quality", help="rows, checkpoints, grids")
     p.add_argument("--docs", default="docs", help="where fashion_mnist.md's results and figures are written")
-    p.add_argument("--report", action="store_true", help="only write the report from the rows so far")
-    args = p.parse_args(argv)
-    if args.report:
-        report(args)
-    else:
-        run(args)
+    run_or_report(p, argv, run, report)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the data contract they rely on."""
 from __future__ import annotations
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, WeightAveraging
 
 from ddpm_signrelu.data import TensorDataModule
@@ -19,6 +20,14 @@ def diffusion_data(trainer: L.Trainer, user: str) -> TensorDataModule:
         raise ConfigError(f"{user} needs a ddpm_signrelu data module (a TensorDataModule with a training and a "
                           f"held-out split), got {type(dm).__name__}")
     return dm
+
+
+def evaluation_rows(dm: TensorDataModule, num_items: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed evaluation items: ``num_items`` rows of the training split and as many of the held-out split, drawn
+    without replacement under ``seed`` (the same rows on every rank and in every evaluator with that seed)."""
+    g = torch.Generator().manual_seed(seed)
+    train_rows = torch.randperm(len(dm.train_data), generator=g)[:num_items]
+    return train_rows, torch.randperm(len(dm.val_data), generator=g)[:num_items]
 
 
 class ValidationEvaluator(Callback):

@@ -7,7 +7,7 @@ import math
 import lightning as L
 import torch
 
-from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
+from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data, evaluation_rows
 from ddpm_signrelu.callbacks.curves import write_curves
 from ddpm_signrelu.diffusion import Diffusion, Proposal, draw_for_items, evaluation_points, predict, to_bits_per_dim
 from ddpm_signrelu.errors import ConfigError
@@ -89,9 +89,7 @@ class RiskMetrics(ValidationEvaluator):
         training split and, under ``hflip``, their mirror images. ``diffusion``: the model's."""
         schedule = self.schedule = diffusion.schedule
         self.num_levels, self.strata = diffusion.num_levels, diffusion.strata(self.num_strata, self.proposal)
-        g = torch.Generator().manual_seed(self.seed)
-        train_rows = torch.randperm(len(dm.train_data), generator=g)[: self.num_items]
-        held_rows = torch.randperm(len(dm.val_data), generator=g)[: self.num_items]
+        train_rows, held_rows = evaluation_rows(dm, self.num_items, self.seed)
         items = list(range(rank, self.num_items, world_size))
         shape = tuple(dm.train_data.shape[1:])
         draws = draw_for_items(self.strata, self.seed, items, shape)

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
+from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data, evaluation_rows
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.metrics.trajectory import (CountSketch, euclidean_distances, loss_distances, magnitude,
                                               mst_weight)
@@ -69,9 +69,7 @@ class TrajectoryStatistics(ValidationEvaluator):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm, device = trainer.datamodule, pl_module.device
-        g = torch.Generator().manual_seed(self.seed)
-        train_rows = torch.randperm(len(dm.train_data), generator=g)[: self.num_items]
-        held_rows = torch.randperm(len(dm.val_data), generator=g)[: self.num_items]
+        train_rows, held_rows = evaluation_rows(dm, self.num_items, self.seed)
         self.train_x0 = dm.to_unit(dm.train_data[train_rows]).to(device)
         held_x0 = dm.to_unit(dm.val_data[held_rows]).to(device)
         mine = slice(trainer.global_rank, None, trainer.world_size)  # the gap's items of this process

@@ -63,6 +63,18 @@ def test_other_network_errors():
         build_network((64,), SMALL, {"name": "plain"})
     with pytest.raises(ConfigError, match=r"unknown network option\(s\) \['width'\]"):
         build_network((1, 8, 8), {**SMALL, "width": 3}, {"name": "plain"})
+    with pytest.raises(ConfigError, match="option width must be of type int"):
+        build_network((4,), {"name": "mlp", "width": "2.5"}, {"name": "plain"})
+
+
+def test_command_line_options_are_read_as_their_defaults_types():
+    """``--model.network.width 16`` reaches the dict-typed network option as text: it builds what 16 builds."""
+    from ddpm_signrelu.cli import build_run
+
+    run = build_run("--config", "configs/gmm2d.yaml", "--trainer.logger", "false", "--model.network.width", "16",
+                    "--model.head.temperature", "false", "--model.head.num_atoms", "3")
+    assert run.model.hparams.network["width"] == 16 and run.model.hparams.head["num_atoms"] == 3
+    assert run.model.model.backbone.input.out_features == 16 and run.model.model.head.temperature is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])

@@ -57,6 +57,7 @@ class DiffusionModel(L.LightningModule):
         network = resolve_config("network", network or {"name": "unet"})
         head = resolve_config("head", head or {"name": "ratio_atoms"})
         self.save_hyperparameters()
+        self.hparams.update(network=network, head=head)  # the resolved forms: typed, with every default filled in
         check_choice("lr_schedule", lr_schedule, LR_SCHEDULES)
         if num_levels is not None and num_levels < 2:
             raise ConfigError(f"num_levels must be >= 2 or None (continuous data), got {num_levels}")

@@ -6,6 +6,7 @@ import inspect
 import math
 
 import torch
+import yaml
 from torch import nn
 
 from ddpm_signrelu.errors import ConfigError, check_choice
@@ -46,7 +47,23 @@ def resolve_config(kind: str, config: dict) -> dict:
     if unknown:
         raise ConfigError(f"unknown {kind} option(s) {sorted(unknown)} for {name!r}; valid: {sorted(params)}")
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    config = {k: _typed(kind, k, v, defaults.get(k)) for k, v in config.items()}
     return {"name": name, **defaults, **config}
+
+
+def _typed(kind: str, key: str, value, default):
+    """An option given on the command line (``--model.network.width 256``) arrives as text: read it as its default's
+    type is written in YAML (numbers, booleans, lists)."""
+    if not isinstance(value, str) or default is None or isinstance(default, str):
+        return value
+    try:
+        parsed = float(value) if isinstance(default, float) else yaml.safe_load(value)
+    except (ValueError, yaml.YAMLError):
+        parsed = value
+    if not isinstance(parsed, type(default)) or isinstance(parsed, bool) != isinstance(default, bool):
+        raise ConfigError(f"{kind} option {key} must be of type {type(default).__name__}, as its default {default!r} is, "
+                          f"got {value!r}")
+    return parsed
 
 
 def build_network(data_shape, network: dict, head: dict) -> ReverseNetwork:

@@ -61,8 +61,8 @@ def _typed(kind: str, key: str, value, default):
     except (ValueError, yaml.YAMLError):
         parsed = value
     if not isinstance(parsed, type(default)) or isinstance(parsed, bool) != isinstance(default, bool):
-        raise ConfigError(f"{kind} option {key} must be of type {type(default).__name__}, as its default {default!r} is, "
-                          f"got {value!r}")
+        raise ConfigError(f"{kind} option {key} must be of type {type(default).__name__}, as its default "
+                          f"{default!r} is, got {value!r}")
     return parsed
 
 

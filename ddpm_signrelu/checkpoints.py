@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ddpm_signrelu.data.table import TableCodec
 from ddpm_signrelu.errors import CheckpointError
 from ddpm_signrelu.lit import CHECKPOINT_KEY, DiffusionModel
 
@@ -54,3 +55,9 @@ def load_model(ckpt_path: str | os.PathLike, map_location="cpu", compile: bool |
     check_weights(checkpoint["state_dict"], model, ckpt_path)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(map_location).eval()
+
+
+def table_codec(ckpt_path: str | os.PathLike) -> TableCodec | None:
+    """The table codec a tabular run's data module saved in its checkpoint (None for image and mixture models)."""
+    states = [v for v in read_checkpoint(ckpt_path).values() if isinstance(v, dict) and "table_codec" in v]
+    return TableCodec.from_state(states[0]["table_codec"]) if states else None

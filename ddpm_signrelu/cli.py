@@ -24,12 +24,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ddpm_signrelu.callbacks.samples import SampleWriter
+from ddpm_signrelu.callbacks.samples import SampleWriter, TableWriter
 from ddpm_signrelu.data import TensorDataModule
 from ddpm_signrelu.diffusion.analytic import eps_second_moment
 from ddpm_signrelu.diffusion.samplers import SAMPLERS, SPACINGS, sampling_plan
 from ddpm_signrelu.errors import CheckpointError, ConfigError, UserError
-from ddpm_signrelu.checkpoints import check_weights, load_model, read_checkpoint
+from ddpm_signrelu.checkpoints import check_weights, load_model, read_checkpoint, table_codec
 from ddpm_signrelu.images import to_uint8, writable_folder
 from ddpm_signrelu.metrics.domain import fingerprint, fit_domain_classifier
 from ddpm_signrelu.metrics.fid import image_distances, load_feature_extractor, load_images_npz
@@ -302,7 +302,8 @@ def train_main(args: list[str] | None = None) -> None:
 
 
 def sample_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Sample images from a ddpm_signrelu checkpoint, on one or many devices.")
+    p = argparse.ArgumentParser(description="Sample images (or table rows, as a CSV) from a ddpm_signrelu checkpoint, "
+                                            "on one or many devices.")
     p.add_argument("--ckpt_path", required=True, help="checkpoint written by train.py")
     p.add_argument("--num_samples", type=int, default=64)
     p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
@@ -343,7 +344,11 @@ def sample_main(argv: list[str] | None = None) -> None:
         if args.num_samples < 1 or args.batch_size < 1:
             raise ConfigError(f"num_samples and batch_size must be >= 1, got {args.num_samples}, {args.batch_size}")
         model = load_model(args.ckpt_path, compile=args.compile)
+        codec = table_codec(args.ckpt_path)
         writable_folder(args.output)  # before any sampling: a bad --output must not lose the samples
+        if codec is not None and args.reference:
+            raise ConfigError("--reference scores images; the rows of a tabular model (samples.csv) are scored by "
+                              "python -m benchmarks.tabular_quality")
         if args.reference:  # bad FID settings fail before sampling
             reference, dm = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
             data = None
@@ -356,7 +361,7 @@ def sample_main(argv: list[str] | None = None) -> None:
             if args.sampler != "ddpm":
                 raise ConfigError(f"--analytic_variance applies to --sampler ddpm, not to {args.sampler}")
             sampling["gamma"] = analytic_gamma(model, args.analytic_variance, grid)
-        writer = SampleWriter(args.output, model.hparams.num_levels)
+        writer = TableWriter(args.output, codec) if codec else SampleWriter(args.output, model.hparams.num_levels)
         devices = int(args.devices) if args.devices.isdigit() else args.devices
         try:
             trainer = L.Trainer(accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
@@ -368,7 +373,7 @@ def sample_main(argv: list[str] | None = None) -> None:
         seeds = torch.arange(args.seed, args.seed + args.num_samples)
         trainer.predict(model, DataLoader(seeds, batch_size=args.batch_size), return_predictions=False)
         if trainer.is_global_zero:
-            print(f"wrote {writer.paths[0]} and {writer.paths[1]}")
+            print(f"wrote {' and '.join(str(p) for p in writer.paths)}")
             if args.reference:
                 quality = image_distances(load_images_npz(writer.paths[1]), reference, args.features,
                                           args.feature_weights, model.device)

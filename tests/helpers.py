@@ -17,6 +17,18 @@ from ddpm_signrelu.lit import CHECKPOINT_KEY
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 RUN_CONFIGS = [p for p in CONFIGS if "data" in yaml.safe_load(p.read_text())]  # the rest override a run config
 OVERRIDES = [p for p in CONFIGS if p not in RUN_CONFIGS]
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def shared_copy(name: str, data_dir: Path) -> Path:
+    """A writable copy of ``../shared/data/<name>`` at ``data_dir/<name>`` (the test is skipped where it is not)."""
+    import pytest
+    import shutil
+
+    if not (SHARED_DATA / name).exists():
+        pytest.skip(f"{SHARED_DATA / name} is not here")
+    shutil.copytree(SHARED_DATA / name, data_dir / name)
+    return data_dir / name
 
 
 def gaussian_bayes_denoiser(schedule, mean: float, std: float):

@@ -1,5 +1,6 @@
 """train.py and sample.py end to end, and their errors for bad input."""
 
+import csv
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.images import save_samples, to_uint8
 from ddpm_signrelu.lit import setting_differences
 
-from helpers import OVERRIDES, RUN_CONFIGS, synthetic_checkpoint, wandb_records
+from helpers import OVERRIDES, RUN_CONFIGS, shared_copy, synthetic_checkpoint, wandb_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -134,6 +135,35 @@ def test_fashion_mnist_config_trains_on_local_files(tmp_path):
     assert (tmp_path / "run" / "samples" / "step_0000004.png").is_file()
     with open(tmp_path / "run" / "metrics.csv") as f:
         assert "risk/approximation" in f.readline()
+
+
+@pytest.mark.parametrize("override", [None, "silu_eps"])
+def test_credit_default_config_trains_then_samples_a_table(tmp_path, override):
+    """train.py on the Credit Default table (risk metrics and hold-out stopping on), then sample.py writes a CSV with
+    the original columns, categories and integer columns; image scoring is refused for it."""
+    root = shared_copy("credit-default", tmp_path / "data").parent
+    config = tiny_config(tmp_path, "credit_default", {"root": str(root), "val_size": 64, "test_size": 64})
+    extra = ["--config", ROOT / "configs" / f"{override}.yaml"] if override else []
+    result = run("train.py", "fit", "--config", config, *extra, "--trainer.default_root_dir", tmp_path / "run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        header = f.readline()
+    assert "risk/estimation" in header and "risk/vlb_heldout" in header
+    assert (tmp_path / "run" / "risk_curves.csv").is_file()
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    result = run("sample.py", "--ckpt_path", ckpt, "--num_samples", 7, "--sampler", "ddim", "--steps", 4,
+                 "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "samples.csv" in result.stdout
+    with open(tmp_path / "out" / "samples.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    source = (root / "credit-default" / "UCI_Credit_Card.csv").read_text().splitlines()[0].replace('"', "")
+    assert rows[0] == source.split(",")[1:] and len(rows) == 8  # every column but ID, in the file's order
+    columns = dict(zip(rows[0], zip(*rows[1:])))
+    assert all(v.lstrip("-").isdigit() for v in columns["LIMIT_BAL"] + columns["BILL_AMT1"])
+    assert set(columns["EDUCATION"]) <= set("0123456") and set(columns["default.payment.next.month"]) <= {"0", "1"}
+    result = run("sample.py", "--ckpt_path", ckpt, "--output", tmp_path / "out2", "--reference", config)
+    assert result.returncode == 2 and "--reference scores images" in result.stderr
 
 
 def train_error(capsys, args) -> str:
@@ -378,6 +408,8 @@ def test_an_override_file_alone_is_refused_with_the_fix(capsys):
 def test_every_config_builds_its_model_and_data(paths, tmp_path, monkeypatch):
     """Each run config alone and followed by each override file, in its run folder runs/<config names>."""
     monkeypatch.chdir(tmp_path)
+    if paths[0].stem == "credit_default":  # the table's columns give the data's width
+        shared_copy("credit-default", tmp_path / "data")
     cli = build_run(*[arg for p in paths for arg in ("--config", str(p))], "--trainer.logger", "false")
     params = sum(p.numel() for p in cli.model.parameters())
     assert tuple(cli.model.data_shape) == tuple(cli.datamodule.data_shape)

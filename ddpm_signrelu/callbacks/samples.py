@@ -12,6 +12,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator
+from ddpm_signrelu.data.table import TableCodec, write_csv
 from ddpm_signrelu.diffusion import Sampler, Spacing, sampling_plan
 from ddpm_signrelu.images import save_samples, to_uint8
 
@@ -41,32 +42,58 @@ def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], s
 
 class SampleWriter(BasePredictionWriter):
     """Collects the samples of ``Trainer.predict`` over seed batches (see ``DiffusionModel.predict_step``) and,
-    once every process is done, gathers them and writes them in seed order from rank zero: the grid and the
-    .npz of :func:`save_samples`, whose paths end in :attr:`paths`."""
+    once every process is done, gathers them and writes them in seed order from rank zero (:meth:`save`; the
+    files written end in :attr:`paths`): images as the grid and .npz of :func:`save_samples`."""
 
     def __init__(self, output: str | Path, num_levels: int | None):
         super().__init__(write_interval="batch")
         self.output, self.num_levels = output, num_levels
-        self.seeds, self.images, self.paths = [], [], None
+        self.seeds, self.samples, self.paths = [], [], None
+
+    def convert(self, samples: torch.Tensor) -> torch.Tensor:
+        """A batch as it is kept until :meth:`save`: uint8 levels."""
+        return to_uint8(samples, self.num_levels)
+
+    def save(self, samples: torch.Tensor) -> tuple[Path, ...]:
+        return save_samples(samples, self.output)
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx,
                            dataloader_idx=0) -> None:
         self.seeds.append(batch)
-        self.images.append(to_uint8(prediction, self.num_levels))
+        self.samples.append(self.convert(prediction))
 
     def on_predict_end(self, trainer: L.Trainer, pl_module) -> None:
-        empty = (torch.zeros(0, dtype=torch.long), torch.zeros((0, *pl_module.data_shape), dtype=torch.uint8))
-        seeds, images = (torch.cat(v).to(pl_module.device) if v else e.to(pl_module.device)
-                         for v, e in zip((self.seeds, self.images), empty))  # a process may have had no seeds
+        device = pl_module.device
+        seeds = torch.cat(self.seeds).to(device) if self.seeds else torch.zeros(0, dtype=torch.long, device=device)
+        samples = torch.cat(self.samples).to(device) if self.samples else \
+            self.convert(torch.zeros((0, *pl_module.data_shape), device=device))  # a process may have had no seeds
         if trainer.world_size > 1:  # pad the shares to one size, gather, drop the padding
             counts = trainer.strategy.all_gather(torch.tensor(len(seeds), device=seeds.device)).tolist()
             pad = max(counts) - len(seeds)
             seeds = torch.cat([seeds, seeds.new_zeros(pad)])
-            images = torch.cat([images, images.new_zeros((pad, *images.shape[1:]))])
-            seeds, images = (torch.cat([part[:n] for part, n in zip(trainer.strategy.all_gather(v), counts)])
-                             for v in (seeds, images))
+            samples = torch.cat([samples, samples.new_zeros((pad, *samples.shape[1:]))])
+            seeds, samples = (torch.cat([part[:n] for part, n in zip(trainer.strategy.all_gather(v), counts)])
+                              for v in (seeds, samples))
         if trainer.is_global_zero:
-            self.paths = save_samples(images[seeds.argsort()].cpu(), self.output)
+            self.paths = self.save(samples[seeds.argsort()].cpu())
+
+
+class TableWriter(SampleWriter):
+    """A :class:`SampleWriter` for tabular models: the rows decoded by ``codec`` into ``<output>/samples.csv``, with
+    the original column names, categories and integer columns (:class:`~ddpm_signrelu.data.table.TableCodec`)."""
+
+    def __init__(self, output: str | Path, codec: TableCodec):
+        super().__init__(output, None)
+        self.codec = codec
+
+    def convert(self, samples: torch.Tensor) -> torch.Tensor:
+        return samples.float()
+
+    def save(self, samples: torch.Tensor) -> tuple[Path, ...]:
+        path = Path(self.output) / "samples.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(self.codec.decode(samples), path, self.codec.columns)
+        return (path,)
 
 
 class SampleGrid(ValidationEvaluator):

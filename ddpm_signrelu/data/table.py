@@ -1,0 +1,252 @@
+"""Mixed-type tables as vectors diffusion can model, and back: reading and writing CSV, and the fitted codec.
+
+A table is a dict of columns in file order: numerical columns as float64 arrays, categorical columns as arrays of
+their labels as written in the file (str). :class:`TableCodec` maps rows to float32 vectors:
+
+- a numerical column through the quantile transform to a standard normal fitted on the training rows
+  (scikit-learn's ``QuantileTransformer``); decoding inverts it, x = Q(Φ(z)), and rounds integer columns;
+- a categorical column with K categories to K one-hot coordinates in {0, 1}, decoded by argmax
+  (``encoding="onehot"``), or to its category index treated as an integer numerical column (``"ordinal"``).
+
+Gaussian diffusion then runs on the whole vector: the forward process, the ratio-form Bayes denoiser (a softmax-
+weighted mean of encoded training rows) and the bound are those of the image path.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from ddpm_signrelu.errors import ConfigError, DataError, check_choice
+
+Encoding = Literal["onehot", "ordinal"]
+ENCODINGS = ("onehot", "ordinal")
+Table = dict[str, np.ndarray]
+
+
+@dataclass
+class Column:
+    """One column: ``kind`` numerical (``integer``: all its values are whole numbers) or categorical (its
+    ``categories``, labels as in the file, in a fixed order)."""
+
+    name: str
+    kind: Literal["numerical", "categorical"]
+    integer: bool = False
+    categories: list[str] = field(default_factory=list)
+
+
+def read_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """(header, cells): the header's column names and the cells as a (rows, columns) array of str."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"table not found: {path}; point data.init_args.path (or root) at the CSV file")
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if len(rows) < 2:
+        raise DataError(f"{path} holds no data rows: a CSV with a header line and one row per record is needed")
+    header = [h.strip() for h in rows[0]]
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise DataError(f"{path} names column(s) {twice} more than once; give each column one name")
+    short = next((i for i, r in enumerate(rows[1:], 2) if len(r) != len(header)), None)
+    if short is not None:
+        raise DataError(f"{path} line {short} has {len(rows[short - 1])} fields but the header has {len(header)}; "
+                        f"fix that line")
+    return header, np.array(rows[1:], dtype=str)
+
+
+def parse_table(path: str | Path, header: list[str], cells: np.ndarray, numerical: list[str],
+                categorical: dict[str, list[str] | None]) -> Table:
+    """The columns the spec names, in the file's order, checked: every named column present,
+    numerical cells numbers, no empty cell, categorical labels among the listed ``categories`` where given."""
+    both = sorted(set(numerical) & set(categorical))
+    if both:
+        raise ConfigError(f"column(s) {both} are listed as both numerical and categorical; list each once")
+    missing = [c for c in [*numerical, *categorical] if c not in header]
+    if missing:
+        raise DataError(f"{path} lacks column(s) {missing} that the column spec names; its columns are {header}")
+    table: Table = {}
+    for name in [h for h in header if h in numerical or h in categorical]:
+        values = np.char.strip(cells[:, header.index(name)])
+        empty = np.flatnonzero(values == "")
+        if len(empty):
+            raise DataError(f"{path}: column {name} is empty on line {empty[0] + 2} ({len(empty)} empty cells); "
+                            f"fill or drop the rows with missing values")
+        if name in categorical:
+            allowed = categorical[name]
+            unseen = sorted(set(values.tolist()) - set(allowed)) if allowed is not None else []
+            if unseen:
+                raise DataError(f"{path}: categorical column {name} holds {unseen[:5]} not among its categories "
+                                f"{allowed}; add them to the column spec's categories")
+            table[name] = values
+        else:
+            table[name] = _numbers(path, name, values)
+    return table
+
+
+def _numbers(path, name: str, values: np.ndarray) -> np.ndarray:
+    try:
+        numbers = values.astype(np.float64)
+    except ValueError:
+        bad = next(i for i, v in enumerate(values) if not _is_number(v))
+        raise DataError(f"{path}: numerical column {name} holds {str(values[bad])!r} on line {bad + 2}, not a number; "
+                        f"fix the value or list {name} as categorical") from None
+    if not np.isfinite(numbers).all():
+        bad = int(np.flatnonzero(~np.isfinite(numbers))[0])
+        raise DataError(f"{path}: numerical column {name} holds {str(values[bad])!r} on line {bad + 2}; only finite "
+                        f"numbers can be modelled")
+    return numbers
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def write_csv(table: Table, path: str | Path, columns: list[Column]) -> None:
+    """``table`` as a CSV with the columns in ``columns``' order: integer columns as whole numbers, other numbers in
+    full precision, categories as their labels."""
+    text = {c.name: (table[c.name].astype(np.int64).astype(str) if c.integer
+                     else table[c.name].astype(str) if c.kind == "numerical" else table[c.name]) for c in columns}
+    with Path(path).open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow([c.name for c in columns])
+        writer.writerows(zip(*(text[c.name] for c in columns)))
+
+
+def take(table: Table, rows: np.ndarray) -> Table:
+    """The given rows of every column."""
+    return {name: values[rows] for name, values in table.items()}
+
+
+class TableCodec:
+    """The fitted map between a table's rows and float32 vectors of width :attr:`width` (see the module
+    docstring). Its :meth:`state_dict` (plain lists and tensors) rebuilds it with :meth:`from_state`: the
+    checkpoint of a tabular run carries it, so ``sample.py`` writes tables with the original columns."""
+
+    def __init__(self, columns: list[Column], quantiles: torch.Tensor, references: torch.Tensor,
+                 encoding: Encoding = "onehot"):
+        check_choice("categorical encoding", encoding, ENCODINGS)
+        self.columns, self.encoding = columns, encoding
+        self.quantiles, self.references = quantiles.double(), references.double()  # (Q, numerical), (Q,)
+
+    @classmethod
+    def fit(cls, table: Table, categories: dict[str, list[str] | None], encoding: Encoding = "onehot",
+            n_quantiles: int = 1000, seed: int = 0) -> "TableCodec":
+        """Fit on the training rows ``table``; ``categories``: the categorical columns, each with its labels in a
+        fixed order, or None to take the sorted labels seen in ``table`` (numbers in numerical order)."""
+        from sklearn.preprocessing import QuantileTransformer
+
+        check_choice("categorical encoding", encoding, ENCODINGS)
+        columns = []
+        for name, values in table.items():
+            if name in categories:
+                labels = categories[name] or sorted_labels(values)
+                columns.append(Column(name, "categorical", categories=list(labels)))
+            else:
+                columns.append(Column(name, "numerical", integer=bool(np.all(values == np.round(values)))))
+        codec = cls(columns, torch.zeros(0, 0), torch.zeros(0), encoding)
+        numbers = codec._numerical_matrix(table)
+        if numbers.shape[1]:
+            transform = QuantileTransformer(n_quantiles=min(n_quantiles, len(numbers)), output_distribution="normal",
+                                            subsample=10**9, random_state=seed).fit(numbers)
+            codec.quantiles = torch.from_numpy(transform.quantiles_).double()
+            codec.references = torch.from_numpy(transform.references_).double()
+        return codec
+
+    @property
+    def modelled(self) -> list[Column]:
+        """The columns the quantile transform sees: the numerical ones, and under ``ordinal`` the categorical ones
+        as integer indices."""
+        return [c for c in self.columns if c.kind == "numerical" or self.encoding == "ordinal"]
+
+    @property
+    def width(self) -> int:
+        """The vector's width D: one coordinate per modelled column, plus K per one-hot categorical column."""
+        return len(self.modelled) + sum(len(c.categories) for c in self.columns
+                                        if c.kind == "categorical" and self.encoding == "onehot")
+
+    def _numerical_matrix(self, table: Table) -> np.ndarray:
+        """(N, modelled columns) float64: numbers, and category indices under ``ordinal``."""
+        rows = len(next(iter(table.values())))
+        columns = [table[c.name] if c.kind == "numerical" else self._indices(c, table[c.name]) for c in self.modelled]
+        return np.stack(columns, 1).astype(np.float64) if columns else np.zeros((rows, 0))
+
+    @staticmethod
+    def _indices(column: Column, labels: np.ndarray) -> np.ndarray:
+        index = {label: k for k, label in enumerate(column.categories)}
+        unseen = sorted(set(labels.tolist()) - index.keys())
+        if unseen:
+            raise DataError(f"categorical column {column.name} holds {unseen[:5]}, not among the categories "
+                            f"{column.categories} it was fitted with; add them to the column spec's categories")
+        return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
+
+    def encode(self, table: Table) -> torch.Tensor:
+        """Rows (N, D) float32: the modelled columns' normal scores, then each one-hot block, in column order."""
+        numbers = self._numerical_matrix(table)
+        u = np.stack([self._forward(numbers[:, j], j) for j in range(numbers.shape[1])], 1) if numbers.shape[1] \
+            else numbers
+        parts = [torch.special.ndtri(torch.from_numpy(np.clip(u, 1e-7, 1 - 1e-7)))]  # scores within ±5.2
+        if self.encoding == "onehot":
+            parts += [torch.nn.functional.one_hot(torch.from_numpy(self._indices(c, table[c.name])),
+                                                  len(c.categories)).double()
+                      for c in self.columns if c.kind == "categorical"]
+        return torch.cat(parts, 1).float()
+
+    def _forward(self, x: np.ndarray, j: int) -> np.ndarray:
+        """The empirical CDF through the stored quantiles; a tied value, also at the ends, goes to the middle of its
+        range (the mean of the increasing and decreasing interpolations; scikit-learn's ``transform`` instead sends
+        values tied with the minimum or maximum to the clip at ±5.2, e.g. a payment column's many zeros)."""
+        q, r = self.quantiles[:, j].numpy(), self.references.numpy()
+        return 0.5 * (np.interp(x, q, r) - np.interp(-x, -q[::-1], -r[::-1]))
+
+    def decode(self, x: torch.Tensor) -> Table:
+        """The table of rows ``x`` (N, D), columns in their original order: numbers by the inverse transform (rounded
+        for integer columns), categories by the largest one-hot coordinate (ordinal: the nearest index)."""
+        if x.dim() != 2 or x.shape[1] != self.width:
+            raise ConfigError(f"rows of width {self.width} decode to this table, got shape {tuple(x.shape)}")
+        x = x.double().cpu()
+        modelled = {c.name: j for j, c in enumerate(self.modelled)}
+        table, offset = {}, len(self.modelled)
+        for column in self.columns:
+            if column.name in modelled:
+                j = modelled[column.name]
+                u = torch.special.ndtr(x[:, j]).numpy()
+                u = np.where(u < 2e-7, 0.0, np.where(u > 1 - 2e-7, 1.0, u))  # clipped (±5.2 in fp32): the end points
+                values = np.interp(u, self.references.numpy(), self.quantiles[:, j].numpy())
+                if column.kind == "categorical":
+                    k = np.clip(np.round(values), 0, len(column.categories) - 1).astype(np.int64)
+                    table[column.name] = np.array(column.categories)[k]
+                    continue
+                table[column.name] = np.round(values) if column.integer else values
+            else:
+                block = x[:, offset:offset + len(column.categories)]
+                table[column.name] = np.array(column.categories)[block.argmax(1).numpy()]
+                offset += len(column.categories)
+        return table
+
+    def state_dict(self) -> dict:
+        return {"columns": [asdict(c) for c in self.columns], "quantiles": self.quantiles,
+                "references": self.references, "encoding": self.encoding}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "TableCodec":
+        return cls([Column(**c) for c in state["columns"]], state["quantiles"], state["references"],
+                   state["encoding"])
+
+
+def sorted_labels(values: np.ndarray) -> list[str]:
+    """The distinct labels of ``values``: numbers in numerical order, then the others in text order."""
+    def order(label: str):
+        return (0, float(label), "") if _is_number(label) and math.isfinite(float(label)) else (1, 0.0, label)
+
+    return sorted(set(values.tolist()), key=order)

@@ -1,0 +1,110 @@
+"""Tabular data modules: any mixed-type CSV through :class:`~ddpm_signrelu.data.table.TableCodec`, and the UCI
+Credit Default table."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ddpm_signrelu.data.base import TensorDataModule
+from ddpm_signrelu.data.table import ENCODINGS, Encoding, Table, TableCodec, parse_table, read_csv, sorted_labels, take
+from ddpm_signrelu.errors import ConfigError, DataError, check_choice
+
+
+class TabularDataModule(TensorDataModule):
+    """Rows of a CSV file as float32 vectors (continuous data: ``num_levels`` None), split once by ``seed`` into
+    ``test_size`` test rows (never served: :meth:`tables` gives them to evaluations), ``val_size`` held-out rows
+    (validation, the risk metrics, early stopping) and the training rows the codec is fitted on.
+
+    ``numerical``: column names; ``categorical``: column names, or a mapping name -> its labels (a label outside
+    them is refused) or None (the labels found in the file). Columns not named are ignored (an ID, say). A target
+    column, if any, is listed like the others: it is generated too. ``encoding``: ``onehot`` or ``ordinal``
+    categories (:mod:`ddpm_signrelu.data.table`). The checkpoint carries the fitted codec (:meth:`state_dict`).
+    """
+
+    num_levels = None
+
+    def __init__(self, path: str, numerical: list[str], categorical: list[str] | dict[str, list[str] | None],
+                 encoding: Encoding = "onehot", n_quantiles: int = 1000, batch_size: int = 1024,
+                 val_size: int = 3000, test_size: int = 6000, seed: int = 0, num_workers: int = 0):
+        super().__init__(batch_size=batch_size, val_size=val_size, seed=seed, num_workers=num_workers)
+        check_choice("categorical encoding", encoding, ENCODINGS)
+        if test_size < 1 or n_quantiles < 2:
+            raise ConfigError(f"need test_size >= 1 and n_quantiles >= 2, got {test_size}, {n_quantiles}")
+        if isinstance(categorical, (list, tuple)):
+            categorical = {name: None for name in categorical}
+        self.path, self.numerical, self.categorical = Path(path), list(numerical), dict(categorical)
+        self.encoding, self.n_quantiles, self.test_size = encoding, n_quantiles, test_size
+
+    @cached_property
+    def _split(self) -> tuple[dict[str, Table], TableCodec]:
+        header, cells = read_csv(self.path)
+        table = parse_table(self.path, header, cells, self.numerical, self.categorical)
+        rows = len(cells)
+        if self.val_size + self.test_size >= rows:
+            raise ConfigError(f"val_size ({self.val_size}) + test_size ({self.test_size}) leave no training rows "
+                              f"of the {rows} in {self.path}; lower them")
+        perm = torch.randperm(rows, generator=torch.Generator().manual_seed(self.seed)).numpy()
+        test, val, train = np.split(perm, [self.test_size, self.test_size + self.val_size])
+        categories = {name: labels or sorted_labels(table[name]) for name, labels in self.categorical.items()}
+        tables = {"train": take(table, train), "val": take(table, val), "test": take(table, test)}
+        return tables, TableCodec.fit(tables["train"], categories, self.encoding, self.n_quantiles, self.seed)
+
+    def tables(self) -> dict[str, Table]:
+        """The raw ``train``, ``val`` and ``test`` rows, columns as in :mod:`~ddpm_signrelu.data.table`."""
+        return self._split[0]
+
+    @property
+    def codec(self) -> TableCodec:
+        """The codec fitted on the training rows."""
+        return self._split[1]
+
+    @property
+    def data_shape(self) -> tuple[int]:
+        return (self.codec.width,)
+
+    def load_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        tables = self.tables()
+        return self.codec.encode(tables["train"]), self.codec.encode(tables["val"])
+
+    def state_dict(self) -> dict:
+        return {"table_codec": self.codec.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resuming: the checkpoint's codec must be the one this file and split give, or the run would go on with
+        other data."""
+        saved = TableCodec.from_state(state["table_codec"])
+        same = saved.state_dict()["columns"] == self.codec.state_dict()["columns"] and \
+            torch.equal(saved.quantiles, self.codec.quantiles) and saved.encoding == self.codec.encoding
+        if not same:
+            raise DataError(f"the checkpoint's table encoding is not the one {self.path} gives now (other columns, "
+                            f"categories, rows or split): resume on the data the run started with, or start a new run")
+
+
+CREDIT_CATEGORICAL = ["SEX", "EDUCATION", "MARRIAGE", "PAY_0", "PAY_2", "PAY_3", "PAY_4", "PAY_5", "PAY_6",
+                      "default.payment.next.month"]
+CREDIT_NUMERICAL = ["LIMIT_BAL", "AGE", *(f"BILL_AMT{i}" for i in range(1, 7)), *(f"PAY_AMT{i}" for i in range(1, 7))]
+
+
+class CreditDefaultDataModule(TabularDataModule):
+    """UCI "default of credit card clients" (Taiwan, 2005; Kaggle's ``UCI_Credit_Card.csv``): 30,000 rows, 14
+    numerical columns, 9 categorical ones and the target ``default.payment.next.month``, generated with them; ``ID``
+    is dropped. The repayment statuses PAY_* are categorical: −2, −1 and 0 are states (no use, paid in full,
+    revolving credit), not amounts, and 1..8 (months late) are sparse codes of their own.
+    """
+
+    target = "default.payment.next.month"
+
+    def __init__(self, root: str = "data", encoding: Encoding = "onehot", n_quantiles: int = 1000,
+                 batch_size: int = 1024, val_size: int = 3000, test_size: int = 6000, seed: int = 0,
+                 num_workers: int = 0):
+        path = Path(root) / "credit-default" / "UCI_Credit_Card.csv"
+        if not path.is_file():
+            raise DataError(f"Credit Default not found: {path} is missing; copy UCI_Credit_Card.csv (the UCI 'default "
+                            f"of credit card clients' table, as on Kaggle) there, or set data.init_args.root to the "
+                            f"folder holding credit-default/")
+        super().__init__(str(path), CREDIT_NUMERICAL, CREDIT_CATEGORICAL, encoding, n_quantiles, batch_size,
+                         val_size, test_size, seed, num_workers)

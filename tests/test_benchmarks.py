@@ -262,3 +262,47 @@ def test_generalization_study_quick_runs_resumes_and_reports(tmp_path, capsys):
         assert f"### {task}" in doc and (tmp_path / "docs" / f"generalization_{task}.png").is_file()
     assert "| `topo/E_alpha_euclid` | `w2` | 4 |" in doc and "| `opt/sum_lr_gradnorm2` | `fid_domain` | 4 |" in doc
     assert doc.count("Best tracker of") == 3
+
+
+def test_association_measures_on_known_tables():
+    """Cramér's V is 1 for a category that determines another and 0 for independent ones; the correlation ratio is
+    1 when the category means explain all variation and 0 when the means are equal."""
+    from benchmarks.tabular_quality import correlation_ratio, cramers_v
+
+    a = np.array(list("aabbcc") * 10)
+    assert cramers_v(a, np.array(list("xxyyzz") * 10)) == pytest.approx(1.0)
+    assert cramers_v(np.array(list("ab") * 30), np.array(list("xxyy") * 15)) == pytest.approx(0.0)
+    assert correlation_ratio(a, np.array([1.0, 1, 5, 5, 9, 9] * 10)) == pytest.approx(1.0)
+    assert correlation_ratio(a, np.array([1.0, 3, 1, 3, 1, 3] * 10)) == pytest.approx(0.0)
+    values = np.array([0.0, 2, 1, 3, 2, 4])  # means 1, 2, 3 around 2: between-SS 4 of total-SS 10
+    assert correlation_ratio(np.array(list("aabbcc")), values) == pytest.approx(np.sqrt(4 / 10))
+
+
+@pytest.mark.slow
+def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsys):
+    """--quick on the Credit Default table: every model trained (the long run 5x the early-stopped steps, without
+    early stopping), every score finite and in range, a rerun adds nothing, the report written."""
+    from benchmarks import tabular_quality as tq
+    from ddpm_signrelu.checkpoints import load_model, table_codec
+    from helpers import shared_copy
+
+    root = shared_copy("credit-default", tmp_path / "data").parent
+    args = ["--quick", "--seeds", "1", "--iterations", "20", "--steps", "5", "--data_root", str(root),
+            "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
+    tq.main(args)
+    rows = {r["model"]: r for r in tq.read_rows(tmp_path / "out" / "rows.jsonl")}
+    assert list(rows) == ["real", "ours", "ours_long", "silu_eps", "ours_ordinal"]
+    for name, r in rows.items():
+        assert 0 < r["f1"] <= 1 and 0 <= r["roc_auc"] <= 1 and 0 <= r["ks"] <= 1 and 0 <= r["tv"] <= 1
+        assert 0 <= r["association"] <= 1 and 0 <= r["discriminator_auc"] <= 1 and 0 <= r["closer_to_train"] <= 1
+        assert (r["dcr_median"] == 0) == (name == "real")  # the real training rows are their own closest records
+    assert rows["real"]["roc_auc"] > 0.65 and rows["real"]["discriminator_auc"] < 0.7
+    assert rows["ours_long"]["step"] == 5 * rows["ours"]["step"]
+    done = {name: tq.json.loads((tmp_path / "out" / name / "done.json").read_text()) for name in tq.MODELS}
+    assert table_codec(done["ours_ordinal"]["checkpoint"]).encoding == "ordinal"
+    assert load_model(done["silu_eps"]["checkpoint"]).hparams.head["name"] == "plain"
+    capsys.readouterr()
+    tq.main(args)  # nothing left to run
+    assert len(tq.read_rows(tmp_path / "out" / "rows.jsonl")) == 5 and "training in" not in capsys.readouterr().out
+    doc = (tmp_path / "docs" / "credit_default.md").read_text()
+    assert "| ours (1 seeds) | " in doc and "| ours_long (1 seeds) | " in doc

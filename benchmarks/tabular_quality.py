@@ -1,0 +1,325 @@
+"""Credit Default synthesis: ML-efficacy, fidelity and privacy of the generated tables, early stopping against 5x
+longer training, SignReLU + ratio head against SiLU + epsilon head, one-hot against ordinal categories.
+
+    python -m benchmarks.tabular_quality                     # trains what is missing, scores, writes the report
+    python -m benchmarks.tabular_quality --max_minutes 60    # a piece: starts no training or scoring after 60 min
+    python -m benchmarks.tabular_quality --report            # docs/credit_default.md from the rows so far
+
+Models (``configs/credit_default.yaml`` and one change each; every run in ``--out/<model>``, resumed where a piece
+stopped):
+
+- ``ours``: the config as shipped, the checkpoint of the best held-out bound (``best.ckpt``: hold-out early stopping);
+- ``ours_long``: the same training, no early stopping, for 5x the steps at which ``ours`` had its best bound
+  (``last.ckpt``);
+- ``silu_eps``: with ``configs/silu_eps.yaml`` (SiLU, plain epsilon head), early-stopped the same way;
+- ``ours_ordinal``: categories as ordinal integer columns instead of one-hot blocks.
+
+Scores, each on ``--seeds`` sets of as many synthetic rows as real training rows (``ddim``, ``--steps`` steps), and for
+``real`` on the real training rows themselves (the reference):
+
+- ML-efficacy (TabDDPM's protocol): CatBoost, its hyper-parameters tuned once on the real training rows (a small grid,
+  scored on the real validation rows), fitted on the rows scored and tested on the real test rows: macro F1 and
+  ROC-AUC of the target; ``real`` repeats the fit with each seed;
+- fidelity against the real test rows: the mean Kolmogorov-Smirnov distance of the numerical columns, the mean total
+  variation distance of the categorical ones, the mean absolute difference of the association matrices (Pearson
+  between numbers, Cramér's V between categories, the correlation ratio between the two), and the ROC-AUC of a
+  CatBoost discriminator telling real test rows from as many scored rows (0.5: indistinguishable);
+- privacy: each row's distance to the closest real training record (DCR; in the codec's space: normal scores and
+  one-hot blocks), the median over the scored rows against the median over the real test rows, and the share of
+  scored rows closer to the training rows than to the test rows (about 0.5 for rows drawn afresh from the population).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from benchmarks.common import read_rows, run_or_report, write_block
+from ddpm_signrelu.checkpoints import load_model, table_codec
+from ddpm_signrelu.cli import build_run, checkpoint_step, relocate_run
+from ddpm_signrelu.data.table import Table, TableCodec, take
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "credit_default.yaml"
+BEGIN = "<!-- tabular_quality results: written by the benchmark -->"
+MODELS = {"ours": [], "ours_long": [], "silu_eps": ["--config", str(ROOT / "configs" / "silu_eps.yaml")],
+          "ours_ordinal": ["--data.init_args.encoding", "ordinal"]}
+GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
+
+
+def train(name: str, args, deadline: float) -> Path | None:
+    """Train ``name`` in ``--out/<name>`` (resuming a stopped piece) and return the checkpoint to score; None when the
+    deadline passed first."""
+    folder = Path(args.out) / name
+    done = folder / "done.json"
+    if done.is_file():
+        return Path(json.loads(done.read_text())["checkpoint"])
+    if time.perf_counter() > deadline:
+        return None
+    config = relocate_run(yaml.safe_load(CONFIG.read_text()), folder, wandb=False, csv=True)
+    config["data"]["init_args"]["root"] = args.data_root
+    config["trainer"]["enable_progress_bar"] = False
+    if args.quick:
+        quick(config)
+    if name == "ours_long":
+        best = train("ours", args, deadline)
+        if best is None:
+            return None
+        config["trainer"]["max_steps"] = 5 * checkpoint_step(best)
+        config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"]
+                                          if not c["class_path"].endswith("EarlyStopping")]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run.yaml").write_text(yaml.safe_dump(config))
+    resume = ["--ckpt_path", "last"] if list((folder / "checkpoints").glob("last*.ckpt")) else []
+    command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(folder / "run.yaml"), *MODELS[name],
+               "--trainer.default_root_dir", str(folder), *resume]
+    print(f"{name}: training in {folder}", flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    checkpoint = folder / "checkpoints" / ("last.ckpt" if name == "ours_long" else "best.ckpt")
+    done.write_text(json.dumps({"checkpoint": str(checkpoint), "best_step": checkpoint_step(checkpoint),
+                                "last_step": checkpoint_step(folder / "checkpoints" / "last.ckpt")}))
+    return checkpoint
+
+
+def quick(config: dict) -> None:
+    """A config shrunk to seconds: a small network, T = 100, 60 steps, small evaluations."""
+    config["model"].update({"network": {**config["model"]["network"], "width": 32, "depth": 1}, "num_timesteps": 100,
+                            "bound_strata": 3})
+    config["data"]["init_args"].update({"batch_size": 64, "val_size": 300, "test_size": 300})
+    config["trainer"].update({"max_steps": 60, "val_check_interval": 20, "limit_val_batches": 1})
+    for cb in config["trainer"]["callbacks"]:
+        if cb["class_path"].endswith("RiskMetrics"):
+            cb["init_args"].update({"num_items": 16, "num_strata": 3})
+        if cb["class_path"].endswith("EarlyStopping"):
+            cb["init_args"]["patience"] = 1
+
+
+def real_data(args):
+    """The data module of the shipped config (the same split and codec as every model's)."""
+    options = ["--data.init_args.val_size", "300", "--data.init_args.test_size", "300"] if args.quick else []
+    dm = build_run("--config", str(CONFIG), "--trainer.logger", "false", "--data.init_args.root", args.data_root,
+                   *options).datamodule
+    dm.setup("fit")
+    return dm
+
+
+def synthesize(checkpoint: Path, count: int, seed: int, args) -> Table:
+    """``count`` rows of the checkpoint's model (sample seeds ``seed * count`` onwards), decoded by its own codec."""
+    model, seeds = load_model(checkpoint), range(seed * count, (seed + 1) * count)
+    with torch.no_grad():
+        x = torch.cat([model.generate(seeds[i:i + 3000], sampler="ddim", steps=args.steps)
+                       for i in range(0, count, 3000)])
+    return table_codec(checkpoint).decode(x)
+
+
+def features(table: Table, codec: TableCodec, target: str | None):
+    """(X, y, categorical feature indices) for CatBoost: every column but ``target`` (y: its labels as integers;
+    None without a target), categories as their labels."""
+    import pandas as pd
+
+    columns = [c for c in codec.columns if c.name != target]
+    cat = [i for i, c in enumerate(columns) if c.kind == "categorical"]
+    y = table[target].astype(int) if target else None
+    return pd.DataFrame({c.name: table[c.name] for c in columns}), y, cat
+
+
+def catboost(params: dict, seed: int, iterations: int):
+    from catboost import CatBoostClassifier
+
+    return CatBoostClassifier(iterations=iterations, random_seed=seed, verbose=False, thread_count=2,
+                              allow_writing_files=False, **params)
+
+
+def tune(tables: dict[str, Table], codec: TableCodec, target: str, args) -> dict:
+    """CatBoost's parameters: the grid point with the best ROC-AUC on the real validation rows, fitted on the real
+    training rows."""
+    from sklearn.metrics import roc_auc_score
+
+    x, y, cat = features(tables["train"], codec, target)
+    xv, yv, _ = features(tables["val"], codec, target)
+    scores = [(roc_auc_score(yv, catboost(p, 0, args.iterations).fit(x, y, cat_features=cat).predict_proba(xv)[:, 1]),
+               p) for p in GRID]
+    return max(scores, key=lambda s: s[0])[1]
+
+
+def efficacy(table: Table, test: Table, codec: TableCodec, target: str, params: dict, seed: int, args) -> dict:
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    x, y, cat = features(table, codec, target)
+    xt, yt, _ = features(test, codec, target)
+    if len(np.unique(y)) < 2:
+        return {"f1": float("nan"), "roc_auc": float("nan")}
+    model = catboost(params, seed, args.iterations).fit(x, y, cat_features=cat)
+    return {"f1": float(f1_score(yt, model.predict(xt).astype(int), average="macro")),
+            "roc_auc": float(roc_auc_score(yt, model.predict_proba(xt)[:, 1]))}
+
+
+def fidelity(table: Table, test: Table, codec: TableCodec, params: dict, seed: int, args) -> dict:
+    """Marginal distances, association difference and the discriminator's ROC-AUC against the real test rows."""
+    from scipy.stats import ks_2samp
+    from sklearn.metrics import roc_auc_score
+
+    ks, tv = [], []
+    for c in codec.columns:
+        if c.kind == "numerical":
+            ks.append(ks_2samp(table[c.name], test[c.name]).statistic)
+        else:
+            p, q = (np.array([(t[c.name] == k).mean() for k in c.categories]) for t in (table, test))
+            tv.append(0.5 * np.abs(p - q).sum())
+    difference = np.abs(associations(table, codec) - associations(test, codec))
+    off_diagonal = difference[~np.eye(len(difference), dtype=bool)]
+    g = np.random.default_rng(seed)
+    rows = g.choice(len(next(iter(table.values()))), len(next(iter(test.values()))), replace=False)
+    both = {k: np.concatenate([table[k][rows], test[k]]) for k in test}
+    label = np.r_[np.zeros(len(rows)), np.ones(len(rows))]
+    order = g.permutation(len(label))
+    half = len(order) // 2
+    x, _, cat = features(both, codec, target=None)
+    fit, held = order[:half], order[half:]
+    model = catboost(params, seed, args.iterations).fit(x.iloc[fit], label[fit], cat_features=cat)
+    return {"ks": float(np.mean(ks)), "tv": float(np.mean(tv)), "association": float(off_diagonal.mean()),
+            "discriminator_auc": float(roc_auc_score(label[held], model.predict_proba(x.iloc[held])[:, 1]))}
+
+
+def associations(table: Table, codec: TableCodec) -> np.ndarray:
+    """The (columns, columns) association matrix: |Pearson| between numbers, Cramér's V between categories, the
+    correlation ratio between a number and a category; all in [0, 1]."""
+    cols = codec.columns
+    m = np.eye(len(cols))
+    for i, a in enumerate(cols):
+        for j in range(i + 1, len(cols)):
+            b = cols[j]
+            x, y = table[a.name], table[b.name]
+            if a.kind == b.kind == "numerical":
+                v = abs(np.corrcoef(x, y)[0, 1]) if x.std() > 0 and y.std() > 0 else 0.0
+            elif a.kind == b.kind == "categorical":
+                v = cramers_v(x, y)
+            else:
+                v = correlation_ratio(*((y, x) if a.kind == "numerical" else (x, y)))
+            m[i, j] = m[j, i] = v
+    return m
+
+
+def cramers_v(x: np.ndarray, y: np.ndarray) -> float:
+    _, xi = np.unique(x, return_inverse=True)
+    _, yi = np.unique(y, return_inverse=True)
+    counts = np.zeros((xi.max() + 1, yi.max() + 1))
+    np.add.at(counts, (xi, yi), 1)
+    expected = counts.sum(1, keepdims=True) * counts.sum(0, keepdims=True) / counts.sum()
+    chi2 = ((counts - expected) ** 2 / np.where(expected > 0, expected, 1)).sum()
+    k = min(counts.shape) - 1
+    return float(np.sqrt(chi2 / counts.sum() / k)) if k > 0 else 0.0
+
+
+def correlation_ratio(categories: np.ndarray, values: np.ndarray) -> float:
+    """η: the share of the numbers' standard deviation explained by the category means."""
+    total = ((values - values.mean()) ** 2).sum()
+    if total == 0:
+        return 0.0
+    _, index = np.unique(categories, return_inverse=True)
+    means = np.bincount(index, values) / np.bincount(index)
+    return float(np.sqrt(((means[index] - values.mean()) ** 2).sum() / total))
+
+
+def privacy(table: Table, tables: dict[str, Table], codec: TableCodec, seed: int) -> dict:
+    """Distances to the closest training record, in the codec's space, of as many scored rows as test rows, and of
+    the test rows; and the share of scored rows nearer a random training subset of the test split's size than the
+    test rows (about 0.5 for fresh draws from the population, 1 for copies of training rows)."""
+    train, test = codec.encode(tables["train"]), codec.encode(tables["test"])
+    g = np.random.default_rng(seed)
+    scored = codec.encode(take(table, g.choice(len(next(iter(table.values()))), len(test), replace=False)))
+    subset = train[torch.from_numpy(g.choice(len(train), len(test), replace=False))]
+
+    def nearest(x, ref):
+        return torch.cat([torch.cdist(chunk, ref).min(1).values for chunk in x.split(1000)])
+
+    return {"dcr_median": float(nearest(scored, train).median()),
+            "dcr_test_median": float(nearest(test, train).median()),
+            "closer_to_train": float((nearest(scored, subset) < nearest(scored, test)).float().mean())}
+
+
+def run(args) -> None:
+    deadline = time.perf_counter() + 60 * (args.max_minutes if args.max_minutes is not None else 1e9)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "rows.jsonl"
+    dm = real_data(args)
+    tables, codec, target = dm.tables(), dm.codec, dm.target
+    params_path = out / "catboost.json"
+    if not params_path.is_file():
+        params_path.write_text(json.dumps(tune(tables, codec, target, args)))
+    params = json.loads(params_path.read_text())
+    done = {(r["model"], r["seed"]) for r in read_rows(path)}
+    for name in ["real", *args.models]:
+        checkpoint = None if name == "real" else train(name, args, deadline)
+        if name != "real" and checkpoint is None:
+            break
+        for seed in range(args.seeds):
+            if (name, seed) in done:
+                continue
+            if time.perf_counter() > deadline:
+                print(f"stopped after {args.max_minutes} minutes; run the command again to go on", flush=True)
+                return report(args)
+            start = time.perf_counter()
+            table = tables["train"] if checkpoint is None else synthesize(checkpoint, len(dm.train_data), seed, args)
+            row = {"model": name, "seed": seed, **efficacy(table, tables["test"], codec, target, params, seed, args),
+                   **fidelity(table, tables["test"], codec, params, seed, args),
+                   **privacy(table, tables, codec, seed)}
+            if checkpoint is not None:
+                row |= {"step": checkpoint_step(checkpoint), "positive_rate": float((table[target] == "1").mean())}
+            row["seconds"] = time.perf_counter() - start
+            with path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(json.dumps(row), flush=True)
+    report(args)
+
+
+COLUMNS = [("f1", "macro F1 ↑"), ("roc_auc", "ROC-AUC ↑"), ("ks", "KS ↓"), ("tv", "TV ↓"),
+           ("association", "assoc. diff ↓"), ("discriminator_auc", "discrim. AUC (0.5 best)"),
+           ("dcr_median", "DCR median"), ("closer_to_train", "closer to train")]
+
+
+def report(args) -> None:
+    rows = read_rows(Path(args.out, "rows.jsonl"))
+    if not rows:
+        return
+    lines = ["| model | step | " + " | ".join(label for _, label in COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for name in ["real", *MODELS]:
+        mine = [r for r in rows if r["model"] == name]
+        if not mine:
+            continue
+        cells = [f"{np.mean([r[k] for r in mine]):.3f} ± {np.std([r[k] for r in mine]):.3f}" for k, _ in COLUMNS]
+        lines.append(f"| {name} ({len(mine)} seeds) | {mine[0].get('step', '')} | " + " | ".join(cells) + " |")
+    real = [r for r in rows if r["model"] == "real"]
+    if real:
+        lines += ["", f"The real test rows' own median DCR to the training rows: {real[0]['dcr_test_median']:.3f}."]
+    text = "\n".join(lines)
+    print(text)
+    Path(args.docs).mkdir(parents=True, exist_ok=True)
+    write_block(Path(args.docs) / "credit_default.md", BEGIN, text)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--data_root", default="data", help="the folder holding credit-default/UCI_Credit_Card.csv")
+    p.add_argument("--seeds", type=int, default=5, help="synthetic sets (and CatBoost seeds) per model")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps per synthetic row")
+    p.add_argument("--iterations", type=int, default=1000, help="CatBoost boosting rounds")
+    p.add_argument("--max_minutes", type=float, help="start no training or scoring after this many minutes")
+    p.add_argument("--quick", action="store_true", help="tiny models and 300-row evaluation splits: minutes")
+    p.add_argument("--out", default="benchmarks/results/credit_default")
+    p.add_argument("--docs", default="docs")
+    run_or_report(p, argv, run, report)
+
+
+if __name__ == "__main__":
+    main()

@@ -79,13 +79,19 @@ def train(name: str, args, deadline: float) -> Path | None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.yaml").write_text(yaml.safe_dump(config))
     resume = ["--ckpt_path", "last"] if list((folder / "checkpoints").glob("last*.ckpt")) else []
+    limit = []  # the long run goes in pieces: it stops at the deadline and resumes from last.ckpt on the next call
+    if name == "ours_long" and args.max_minutes is not None:
+        limit = ["--trainer.max_time", json.dumps({"seconds": max(600, int(deadline - time.perf_counter()))})]
     command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(folder / "run.yaml"), *MODELS[name],
-               "--trainer.default_root_dir", str(folder), *resume]
+               "--trainer.default_root_dir", str(folder), *resume, *limit]
     print(f"{name}: training in {folder}", flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
-    checkpoint = folder / "checkpoints" / ("last.ckpt" if name == "ours_long" else "best.ckpt")
+    last = folder / "checkpoints" / "last.ckpt"
+    if name == "ours_long" and checkpoint_step(last) < config["trainer"]["max_steps"]:
+        return None
+    checkpoint = last if name == "ours_long" else folder / "checkpoints" / "best.ckpt"
     done.write_text(json.dumps({"checkpoint": str(checkpoint), "best_step": checkpoint_step(checkpoint),
-                                "last_step": checkpoint_step(folder / "checkpoints" / "last.ckpt")}))
+                                "last_step": checkpoint_step(last)}))
     return checkpoint
 
 

@@ -173,6 +173,20 @@ def train_error(capsys, args) -> str:
     return capsys.readouterr().err
 
 
+def test_a_bad_credit_table_stops_train_py_with_one_line(tmp_path, capsys):
+    """A Credit Default file with a column renamed and one with text in a number column: one line each, the fix named."""
+    source = shared_copy("credit-default", tmp_path / "data") / "UCI_Credit_Card.csv"
+    lines = source.read_text().splitlines()
+    config = ["fit", "--config", str(ROOT / "configs" / "credit_default.yaml"), "--trainer.logger", "false",
+              "--data.root", str(tmp_path / "data")]
+    source.write_text("\n".join([lines[0].replace('"AGE"', '"age"'), *lines[1:]]))
+    err = train_error(capsys, config)
+    assert err.count("\n") == 1 and "lacks column(s) ['AGE'] that the column spec names" in err
+    source.write_text("\n".join([lines[0], lines[1].replace(",24,", ",twenty-four,", 1), *lines[2:]]))
+    err = train_error(capsys, config)
+    assert "numerical column AGE holds 'twenty-four' on line 2, not a number" in err
+
+
 @pytest.mark.parametrize("override,message", [
     ({"network": {"name": "unet", "activation": "swish"}}, "error: unknown activation 'swish'"),
     ({"head": {"name": "ratio"}}, "error: unknown head 'ratio'"),

@@ -14,7 +14,9 @@ constant rate: a cosine decay would need a step count, which a time budget does 
 
 ``--models`` also takes the levers, ``ours`` with one training choice changed and its network and head kept
 (``LEVERS``): ``ours_min_snr`` (Min-SNR-5 loss weighting), ``ours_x0_atoms`` (the ratio head's atoms in x0-space
-instead of v-space) and ``ours_lr_2e-3`` (twice the learning rate).
+instead of v-space), ``ours_lr_2e-3`` (twice the learning rate), ``ours_ema_0.99`` (EMA decay 0.99 instead of 0.995:
+a shorter memory) and ``ours_cosine_800`` (the rate decays on a cosine to 0 at step 800, about what ours reaches in 9
+minutes here, and training stops there).
 
 Every ``--eval_every`` minutes (3) of each model's training time (the steps alone, timed on the machine;
 evaluation is not counted) up to ``--budget`` (9), the EMA weights are scored: the domain FID
@@ -34,6 +36,7 @@ import json
 import math
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -51,8 +54,22 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG, SILU = str(ROOT / "configs" / "fashion_mnist_small.yaml"), str(ROOT / "configs" / "silu_eps.yaml")
 MODELS = ("ours", "ours_silu_eps", "diffusers", "ddpm_pytorch")
 ANCHORS = ("diffusers", "ddpm_pytorch")
-LEVERS = {"ours_min_snr": ["--model.loss", "min_snr"], "ours_x0_atoms": ["--model.head.parameterization", "x0"],
-          "ours_lr_2e-3": ["--model.lr", "0.002"]}  # config overrides of ours: one training choice each
+
+
+@dataclass
+class Lever:
+    """``ours`` with one training choice changed: config overrides, an EMA decay, a step at which training ends."""
+
+    overrides: list[str] = field(default_factory=list)
+    ema_decay: float | None = None
+    max_steps: int = -1
+
+
+LEVERS = {"ours_min_snr": Lever(["--model.loss", "min_snr"]),
+          "ours_x0_atoms": Lever(["--model.head.parameterization", "x0"]),
+          "ours_lr_2e-3": Lever(["--model.lr", "0.002"]),
+          "ours_ema_0.99": Lever(ema_decay=0.99),
+          "ours_cosine_800": Lever(["--model.lr_schedule", "cosine"], max_steps=800)}
 SAMPLING = {"sampler": "dpmpp_2m_sde", "steps": 20}
 
 
@@ -82,22 +99,27 @@ def anchor_network(name: str) -> nn.Module:
 
 
 def build(name: str, args):
-    """(model, data module, the config's EMA callback) of ``name``, the data from ``--data_root``."""
-    configs = ["--config", CONFIG] + (["--config", SILU] if name in MODELS[1:] else LEVERS.get(name, []))
+    """(model, data module, EMA callback, last step or -1) of ``name``, the data from ``--data_root``."""
+    lever = LEVERS.get(name, Lever())
+    configs = ["--config", CONFIG] + (["--config", SILU] if name in MODELS[1:] else [])
     held_out = max(args.val_size, args.num_samples)  # the bound's items come first, the floor's images after
     run = build_run(*configs, "--trainer.logger", "false", "--model.lr_schedule", "constant",
-                    "--data.root", args.data_root, "--data.val_size", str(held_out))
+                    "--data.root", args.data_root, "--data.val_size", str(held_out), *lever.overrides,
+                    *(["--trainer.max_steps", str(lever.max_steps)] if lever.max_steps > 0 else []))
     model = run.model
     if name in ANCHORS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
             model.model = anchor_network(name)
     ema = next(c for c in run.trainer.callbacks if isinstance(c, EMAWeightAveraging))
-    return model, run.datamodule, ema
+    if lever.ema_decay is not None:
+        ema = EMAWeightAveraging(decay=lever.ema_decay)
+    return model, run.datamodule, ema, lever.max_steps
 
 
 class Clock(Callback):
-    """Sums the wall time of the training steps; at ``limit`` seconds saves ``path`` and stops the fit."""
+    """Sums the wall time of the training steps; at ``limit`` seconds, or at the trainer's last step, saves ``path``
+    and stops the fit."""
 
     def __init__(self, limit: float, path: Path):
         self.limit, self.path, self.seconds, self._start = limit, path, 0.0, 0.0
@@ -107,7 +129,7 @@ class Clock(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.seconds += time.perf_counter() - self._start
-        if self.seconds >= self.limit:
+        if self.seconds >= self.limit or trainer.global_step == trainer.max_steps:
             trainer.save_checkpoint(self.path)  # EMA has updated already: it comes first in the list
             trainer.should_stop = True
 
@@ -121,10 +143,10 @@ class Clock(Callback):
 def train_until(name: str, seconds: float, dm, args) -> tuple[L.LightningModule, int, float]:
     """Train ``name`` on the set-up data module ``dm`` from its last checkpoint to ``seconds`` of training time;
     (model, step, seconds)."""
-    model, _, ema = build(name, args)
+    model, _, ema, max_steps = build(name, args)
     path = Path(args.out, f"{name}.ckpt")
     clock = Clock(seconds, path)
-    trainer = L.Trainer(max_steps=-1, max_epochs=-1, callbacks=[ema, clock],
+    trainer = L.Trainer(max_steps=max_steps, max_epochs=-1, callbacks=[ema, clock],
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0,
                         num_sanity_val_steps=0, accelerator="cpu", devices=1)
@@ -165,7 +187,7 @@ def run(args) -> None:
     rows_path = out / "rows.jsonl"
     done = {(r["model"], r["period"]) for r in read_rows(rows_path)}
     periods = math.ceil(args.budget / args.eval_every)
-    _, dm, _ = build("ours", args)
+    _, dm, _, _ = build("ours", args)
     dm.setup("fit")
     distances = domain_distances(dm, args.reference)
     if ("real held-out", 0) not in done:

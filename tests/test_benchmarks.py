@@ -206,16 +206,22 @@ def test_time_to_quality_levers_change_one_training_choice_of_ours(tmp_path):
     from benchmarks import time_to_quality
 
     options = argparse.Namespace(data_root=str(tmp_path), val_size=8, num_samples=8)
-    ours = time_to_quality.build("ours", options)[0]
+    ours, _, ours_ema, ours_steps = time_to_quality.build("ours", options)
     changed = {"ours_min_snr": ("loss", "min_snr"), "ours_lr_2e-3": ("lr", 0.002),
-               "ours_x0_atoms": ("head", dict(ours.hparams.head, parameterization="x0"))}
+               "ours_x0_atoms": ("head", dict(ours.hparams.head, parameterization="x0")),
+               "ours_cosine_800": ("lr_schedule", "cosine"), "ours_ema_0.99": (None, None)}
     assert set(changed) == set(time_to_quality.LEVERS)
+    average = lambda ema: ema._kwargs["avg_fn"](torch.zeros(1), torch.ones(1), 1).item()  # noqa: E731  (1 - decay)
     for name, (key, value) in changed.items():
-        model = time_to_quality.build(name, options)[0]
-        assert model.hparams[key] == value != ours.hparams[key]
+        model, _, ema, steps = time_to_quality.build(name, options)
+        if key is not None:
+            assert model.hparams[key] == value != ours.hparams[key]
         assert {k: v for k, v in model.hparams.items() if k != key} == {
             k: v for k, v in ours.hparams.items() if k != key}
         assert model.model.head.parameterization == ("x0" if key == "head" else "v")
+        assert average(ema) == pytest.approx(0.01 if name == "ours_ema_0.99" else average(ours_ema))
+        assert steps == (800 if name == "ours_cosine_800" else -1)
+    assert average(ours_ema) == pytest.approx(0.005) and ours_steps == -1
 
 
 def test_kendall_and_spearman_of_a_known_ranking_with_bootstrap_intervals():

@@ -9,7 +9,7 @@ from ddpm_signrelu.callbacks import RiskMetrics
 from ddpm_signrelu.cli import build_run
 from ddpm_signrelu.errors import ConfigError
 
-from helpers import RUN_CONFIGS
+from helpers import RUN_CONFIGS, SHARED_DATA
 
 DATASET_SIZES = {"DigitsDataModule": 1797, "ImageFolderDataModule": 202_599}  # CelebA; val_size is held out
 TRAIN_SPLITS = {"MNISTDataModule": 60_000, "FashionMNISTDataModule": 60_000, "CIFAR10DataModule": 50_000}
@@ -22,12 +22,20 @@ def real_train_size(dm) -> int:
         return TRAIN_SPLITS[name]
     if name == "GaussianMixtureDataModule":
         return dm.num_train
+    if name == "CreditDefaultDataModule":
+        return 30_000 - dm.val_size - dm.test_size
     return DATASET_SIZES[name] - dm.val_size
 
 
 def config_parts(path: Path):
-    """A config's data module (built, its files untouched) and its RiskMetrics callback."""
-    run = build_run("--config", str(path), "--trainer.logger", "false")
+    """A config's data module (built, its files untouched; a table's header and columns read, which give its width)
+    and its RiskMetrics callback."""
+    table = []
+    if path.stem == "credit_default":
+        if not (SHARED_DATA / "credit-default").is_dir():
+            pytest.skip(f"{SHARED_DATA / 'credit-default'} is not here")
+        table = ["--data.init_args.root", str(SHARED_DATA)]  # read only
+    run = build_run("--config", str(path), "--trainer.logger", "false", *table)
     return run.datamodule, next(cb for cb in run.trainer.callbacks if isinstance(cb, RiskMetrics))
 
 

@@ -235,20 +235,19 @@ def correlation_ratio(categories: np.ndarray, values: np.ndarray) -> float:
     return float(np.sqrt(((means[index] - values.mean()) ** 2).sum() / total))
 
 
-def privacy(table: Table, tables: dict[str, Table], codec: TableCodec, seed: int) -> dict:
-    """Distances to the closest training record, in the codec's space, of as many scored rows as test rows, and of
-    the test rows; and the share of scored rows nearer a random training subset of the test split's size than the
-    test rows (about 0.5 for fresh draws from the population, 1 for copies of training rows)."""
-    train, test = codec.encode(tables["train"]), codec.encode(tables["test"])
+def nearest(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Each row's distance to its closest row of ``reference``."""
+    return torch.cat([torch.cdist(chunk, reference).min(1).values for chunk in x.split(1000)])
+
+
+def privacy(table: Table, codec: TableCodec, train: torch.Tensor, test: torch.Tensor, seed: int) -> dict:
+    """Distances to the closest training record, in the codec's space (``train``, ``test``: the encoded real rows),
+    of as many scored rows as test rows; and the share of scored rows nearer a random training subset of the test
+    split's size than the test rows (about 0.5 for fresh draws from the population, 1 for copies of training rows)."""
     g = np.random.default_rng(seed)
     scored = codec.encode(take(table, g.choice(len(next(iter(table.values()))), len(test), replace=False)))
     subset = train[torch.from_numpy(g.choice(len(train), len(test), replace=False))]
-
-    def nearest(x, ref):
-        return torch.cat([torch.cdist(chunk, ref).min(1).values for chunk in x.split(1000)])
-
     return {"dcr_median": float(nearest(scored, train).median()),
-            "dcr_test_median": float(nearest(test, train).median()),
             "closer_to_train": float((nearest(scored, subset) < nearest(scored, test)).float().mean())}
 
 
@@ -264,6 +263,8 @@ def run(args) -> None:
         params_path.write_text(json.dumps(tune(tables, codec, target, args)))
     params = json.loads(params_path.read_text())
     done = {(r["model"], r["seed"]) for r in read_rows(path)}
+    test = codec.encode(tables["test"])  # the real rows in the codec's space (dm.train_data: the training rows)
+    dcr_test = float(nearest(test, dm.train_data).median())  # fresh real rows' distance to the training rows
     for name in ["real", *args.models]:
         checkpoint = None if name == "real" else train(name, args, deadline)
         if name != "real" and checkpoint is None:
@@ -278,7 +279,7 @@ def run(args) -> None:
             table = tables["train"] if checkpoint is None else synthesize(checkpoint, len(dm.train_data), seed, args)
             row = {"model": name, "seed": seed, **efficacy(table, tables["test"], codec, target, params, seed, args),
                    **fidelity(table, tables["test"], codec, params, seed, args),
-                   **privacy(table, tables, codec, seed)}
+                   **privacy(table, codec, dm.train_data, test, seed), "dcr_test_median": dcr_test}
             if checkpoint is not None:
                 row |= {"step": checkpoint_step(checkpoint), "positive_rate": float((table[target] == "1").mean())}
             row["seconds"] = time.perf_counter() - start

@@ -140,20 +140,15 @@ class TableCodec:
         self.quantiles, self.references = quantiles.double(), references.double()  # (Q, numerical), (Q,)
 
     @classmethod
-    def fit(cls, table: Table, categories: dict[str, list[str] | None], encoding: Encoding = "onehot",
+    def fit(cls, table: Table, categories: dict[str, list[str]], encoding: Encoding = "onehot",
             n_quantiles: int = 1000, seed: int = 0) -> "TableCodec":
         """Fit on the training rows ``table``; ``categories``: the categorical columns, each with its labels in a
-        fixed order, or None to take the sorted labels seen in ``table`` (numbers in numerical order)."""
+        fixed order (:func:`sorted_labels` gives them from the data)."""
         from sklearn.preprocessing import QuantileTransformer
 
-        check_choice("categorical encoding", encoding, ENCODINGS)
-        columns = []
-        for name, values in table.items():
-            if name in categories:
-                labels = categories[name] or sorted_labels(values)
-                columns.append(Column(name, "categorical", categories=list(labels)))
-            else:
-                columns.append(Column(name, "numerical", integer=bool(np.all(values == np.round(values)))))
+        columns = [Column(name, "categorical", categories=list(categories[name])) if name in categories
+                   else Column(name, "numerical", integer=bool(np.all(values == np.round(values))))
+                   for name, values in table.items()]
         codec = cls(columns, torch.zeros(0, 0), torch.zeros(0), encoding)
         numbers = codec._numerical_matrix(table)
         if numbers.shape[1]:

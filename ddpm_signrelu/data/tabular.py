@@ -77,9 +77,9 @@ class TabularDataModule(TensorDataModule):
         """Resuming: the checkpoint's codec must be the one this file and split give, or the run would go on with
         other data."""
         saved = TableCodec.from_state(state["table_codec"])
-        same = saved.state_dict()["columns"] == self.codec.state_dict()["columns"] and \
-            torch.equal(saved.quantiles, self.codec.quantiles) and saved.encoding == self.codec.encoding
-        if not same:
+        codec = self.codec
+        if saved.columns != codec.columns or saved.encoding != codec.encoding or \
+                not torch.equal(saved.quantiles, codec.quantiles):
             raise DataError(f"the checkpoint's table encoding is not the one {self.path} gives now (other columns, "
                             f"categories, rows or split): resume on the data the run started with, or start a new run")
 

@@ -223,6 +223,7 @@ def report(args) -> None:
         lines += [f"| `{c['statistic']}` | `{c['measure']}` | {c['runs']} | {c['tau']:.2f} [{c['tau_low']:.2f}, "
                   f"{c['tau_high']:.2f}] | {c['rho']:.2f} [{c['rho_low']:.2f}, {c['rho_high']:.2f}] |" for c in table]
         lines += ["", verdict(table, task.measures[0]), ""]
+        lines += offsets(mine, task) + [""]
         plot(last, task, name, docs / f"generalization_{name}.png")
     print("\n".join(lines))
     write_block(docs / "generalization.md", BEGIN, "\n".join(lines))
@@ -238,6 +239,21 @@ def grid_table(last: list[dict], task: Task) -> list[str]:
             if cell:
                 lines.append(f"| {lr:g} | {batch} | " + " | ".join(f"{np.mean([r[c] for r in cell]):.4g}"
                                                                    for c in columns) + " |")
+    return lines
+
+
+def offsets(mine: list[dict], task: Task) -> list[str]:
+    """The held-out-minus-training measures at every evaluation step: median over the runs that did not diverge, and
+    the share below 0. A sign that holds from the first step on, before any fitting, is the fixed items' offset."""
+    keys = [k for k in ("gap/dsm", "risk/estimation") if k in task.measures]
+    lines = ["| step | " + " | ".join(f"`{k}` median | share < 0" for k in keys) + " |",
+             "|---" * (2 * len(keys) + 1) + "|"]
+    for step in task.steps:
+        cells = []
+        for k in keys:
+            v = np.array([r[k] for r in mine if r["step"] == step and not r.get("diverged") and math.isfinite(r[k])])
+            cells.append(f"{np.median(v):.4f} | {np.mean(v < 0):.2f}" if len(v) else "– | –")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
     return lines
 
 

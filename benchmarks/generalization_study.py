@@ -69,6 +69,7 @@ class Task:
     window: int = 1000
 
 
+STABLE_LR = 1e-3  # the largest rate at which no mixture run blows up
 LRS, BATCHES = [1e-4, 3e-4, 1e-3, 3e-3, 1e-2], [16, 32, 64, 128]
 GMM = ["w2", "risk/excess_true", "risk/estimation", "gap/dsm"]
 TASKS = {
@@ -224,6 +225,7 @@ def report(args) -> None:
                   f"{c['tau_high']:.2f}] | {c['rho']:.2f} [{c['rho_low']:.2f}, {c['rho_high']:.2f}] |" for c in table]
         lines += ["", verdict(table, task.measures[0]), ""]
         lines += offsets(mine, task) + [""]
+        lines += stable_taus(last, task) + [""]
         plot(last, task, name, docs / f"generalization_{name}.png")
     print("\n".join(lines))
     write_block(docs / "generalization.md", BEGIN, "\n".join(lines))
@@ -239,6 +241,28 @@ def grid_table(last: list[dict], task: Task) -> list[str]:
             if cell:
                 lines.append(f"| {lr:g} | {batch} | " + " | ".join(f"{np.mean([r[c] for r in cell]):.4g}"
                                                                    for c in columns) + " |")
+    return lines
+
+
+def stable_taus(last: list[dict], task: Task) -> list[str]:
+    """Kendall τ of each statistic and measure across all finished runs and across the runs at learning rates up to
+    ``STABLE_LR`` alone (where no run of either mixture blows up): which correlations hold without the unstable
+    cells."""
+    stable = [r for r in last if r["lr"] <= STABLE_LR]
+    if len(stable) < 8:
+        return []
+    from scipy.stats import kendalltau
+
+    def tau(rows, stat, measure):
+        pairs = np.array([(r[stat], r[measure]) for r in rows if math.isfinite(r[stat]) and math.isfinite(r[measure])])
+        return kendalltau(pairs[:, 0], pairs[:, 1]).statistic
+
+    measures = [m for m in task.measures if m != "gap/dsm"]
+    lines = [f"Kendall τ, all {len(last)} runs / the {len(stable)} runs at lr ≤ {STABLE_LR:g}:", "",
+             "| statistic | " + " | ".join(f"`{m}`" for m in measures) + " |", "|---" * (len(measures) + 1) + "|"]
+    for stat in STATISTICS:
+        lines.append(f"| `{stat}` | " + " | ".join(f"{tau(last, stat, m):.2f} / {tau(stable, stat, m):.2f}"
+                                                   for m in measures) + " |")
     return lines
 
 

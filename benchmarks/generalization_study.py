@@ -223,7 +223,7 @@ def report(args) -> None:
         lines += ["", "| statistic | measure | runs | Kendall τ [95 %] | Spearman ρ [95 %] |", "|---|---|---|---|---|"]
         lines += [f"| `{c['statistic']}` | `{c['measure']}` | {c['runs']} | {c['tau']:.2f} [{c['tau_low']:.2f}, "
                   f"{c['tau_high']:.2f}] | {c['rho']:.2f} [{c['rho_low']:.2f}, {c['rho_high']:.2f}] |" for c in table]
-        lines += ["", verdict(table, task.measures[0]), ""]
+        lines += ["", verdict(table, last, task.measures[0], args.resamples), ""]
         lines += offsets(mine, task) + [""]
         lines += stable_taus(last, task) + [""]
         plot(last, task, name, docs / f"generalization_{name}.png")
@@ -281,16 +281,23 @@ def offsets(mine: list[dict], task: Task) -> list[str]:
     return lines
 
 
-def verdict(table: list[dict], headline: str) -> str:
-    """Which statistic tracks the headline measure best (largest |τ|), and whether risk/estimation agrees with it."""
+def verdict(table: list[dict], last: list[dict], headline: str, resamples: int) -> str:
+    """Which statistic tracks the headline measure best (largest |τ|), and whether the risk callback's estimation
+    component agrees with the headline measure and with the empirical loss gap."""
     rows = [c for c in table if c["measure"] == headline]
     if not rows:
         return ""
     best = max(rows, key=lambda c: abs(c["tau"]))
     text = (f"Best tracker of `{headline}`: `{best['statistic']}` (τ = {best['tau']:.2f}, "
             f"[{best['tau_low']:.2f}, {best['tau_high']:.2f}]).")
-    agree = [c for c in table if c["statistic"] == "gap/dsm" and c["measure"] == "risk/estimation"]
-    return text + (f" `gap/dsm` against `risk/estimation`: τ = {agree[0]['tau']:.2f}." if agree else "")
+    for other in (headline, "gap/dsm"):
+        pairs = np.array([(r["risk/estimation"], r[other]) for r in last
+                          if math.isfinite(r["risk/estimation"]) and math.isfinite(r[other])])
+        if len(pairs) >= 4:
+            c = kendall_spearman(pairs[:, 0], pairs[:, 1], resamples)
+            text += (f" `risk/estimation` against `{other}`: τ = {c['tau']:.2f} "
+                     f"[{c['tau_low']:.2f}, {c['tau_high']:.2f}].")
+    return text
 
 
 def plot(last: list[dict], task: Task, name: str, path: Path) -> None:

@@ -267,7 +267,32 @@ def test_generalization_study_quick_runs_resumes_and_reports(tmp_path, capsys):
     for task in study.TASKS:
         assert f"### {task}" in doc and (tmp_path / "docs" / f"generalization_{task}.png").is_file()
     assert "| `topo/E_alpha_euclid` | `w2` | 4 |" in doc and "| `opt/sum_lr_gradnorm2` | `fid_domain` | 4 |" in doc
-    assert doc.count("Best tracker of") == 3
+    assert doc.count("Best tracker of") == 3 and doc.count("`risk/estimation` against `gap/dsm`: τ =") == 3
+    assert doc.count("| step | `gap/dsm` median | share < 0 | `risk/estimation` median | share < 0 |") == 3
+
+
+def test_generalization_report_offsets_and_stable_correlations():
+    """The per-step medians and shares below 0 of the held-out-minus-training measures, and τ over all runs against
+    τ over the runs at lr <= 1e-3: a statistic that ranks the stable runs exactly and the unstable ones backwards."""
+    from benchmarks import generalization_study as study
+
+    task = study.TASKS["gmm2"]
+    rows = []
+    for i, lr in enumerate([1e-4, 3e-4, 1e-3] * 3 + [3e-3, 1e-2] * 3):
+        stable = lr <= 1e-3
+        value = float(i) if stable else -float(i)
+        rows.append({"lr": lr, "step": 3000, "w2": value, "risk/excess_true": value, "risk/estimation": value,
+                     **{k: float(i) for k in study.STATISTICS}, "gap/dsm": float(i) - 7})
+    rows.append({"lr": 1e-2, "step": 3000, "diverged": True})
+    offsets = study.offsets(rows, task)
+    # gap/dsm -7..7: median 0, 7 of 15 below 0; risk/estimation 0..8 and -9..-14: median 1, 6 of 15 below 0
+    assert offsets[-1] == "| 3000 | 0.0000 | 0.47 | 1.0000 | 0.40 |"
+    assert offsets[2] == "| 100 | – | – | – | – |"
+    lines = study.stable_taus(rows[:-1], task)
+    assert lines[0] == "Kendall τ, all 15 runs / the 9 runs at lr ≤ 0.001:"
+    # all runs: 36 concordant pairs among the stable, 15 + 54 discordant: τ = -33 / 105
+    assert "| `topo/E_alpha_euclid` | -0.31 / 1.00 | -0.31 / 1.00 | -0.31 / 1.00 |" in lines
+    assert study.stable_taus(rows[:5], task) == []  # too few runs for a second table
 
 
 def test_association_measures_on_known_tables():

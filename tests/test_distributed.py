@@ -81,3 +81,47 @@ def test_two_processes_train_and_log_like_one_on_the_same_global_batch(tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         sampled[devices] = np.load(out / "samples_5x8x8x1.npz")["arr_0"]
     assert np.array_equal(sampled[1], sampled[2]) and len(np.unique(sampled[1].reshape(5, -1), axis=0)) == 5
+
+
+def train_table(tmp_path, devices, root):
+    config = tiny_config(tmp_path, "credit_default", {"root": str(root), "val_size": 63, "test_size": 64})
+    settings = yaml.safe_load(config.read_text())
+    settings["model"]["warmup_steps"] = 0
+    settings["trainer"].update({"max_steps": 6, "val_check_interval": 3, "limit_val_batches": None,
+                                "accelerator": "cpu", "devices": devices, "strategy": "ddp" if devices > 1 else "auto"})
+    config.write_text(yaml.safe_dump(settings))
+    result = run("train.py", "fit", "--config", config)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "run" / "metrics.csv") as f:
+        logged = {(row["step"], k): float(v) for row in csv.DictReader(f) for k, v in row.items()
+                  if v and k.split("/")[0] in ("val", "risk")}
+    return tmp_path / "run" / "checkpoints" / "last.ckpt", logged
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_two_processes_train_and_sample_the_credit_table_like_one(tmp_path):
+    """The tabular path under DDP: each process reads the CSV and fits the same codec, the held-out rows are sharded
+    and reduced (the risk and validation numbers of one process), and sample.py on 2 processes writes the CSV of 1."""
+    from helpers import shared_copy
+
+    root = shared_copy("credit-default", tmp_path / "data").parent
+    (one, one_logged), (two, two_logged) = (train_table(tmp_path / str(d), d, root) for d in (1, 2))
+    from ddpm_signrelu.checkpoints import table_codec
+
+    assert torch.load(one, weights_only=False)["global_step"] == torch.load(two, weights_only=False)["global_step"] == 6
+    codecs = [table_codec(p).state_dict() for p in (one, two)]
+    assert codecs[0]["columns"] == codecs[1]["columns"] and len(codecs[0]["columns"]) == 24
+    assert torch.equal(codecs[0]["quantiles"], codecs[1]["quantiles"])
+    assert {k for _, k in one_logged} >= {"val/bpd", "risk/vlb_heldout", "risk/estimation", "risk/approximation"}
+    assert one_logged.keys() == two_logged.keys()
+    for key, value in one_logged.items():
+        assert two_logged[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    tables = {}
+    for devices in (1, 2):  # 5 rows in batches of 2: shares of 3 and 2
+        out = tmp_path / f"samples{devices}"
+        result = run("sample.py", "--ckpt_path", one, "--num_samples", 5, "--sampler", "ddim", "--steps", 4,
+                     "--batch_size", 2, "--seed", 7, "--accelerator", "cpu", "--devices", devices, "--output", out)
+        assert result.returncode == 0, result.stderr[-3000:]
+        tables[devices] = (out / "samples.csv").read_text()
+    assert tables[1] == tables[2] and len(tables[1].splitlines()) == 6 and len(set(tables[1].splitlines())) == 6

@@ -284,7 +284,7 @@ def offsets(mine: list[dict], task: Task) -> list[str]:
 def verdict(table: list[dict], last: list[dict], headline: str, resamples: int) -> str:
     """Which statistic tracks the headline measure best (largest |τ|), and whether the risk callback's estimation
     component agrees with the headline measure and with the empirical loss gap."""
-    rows = [c for c in table if c["measure"] == headline]
+    rows = [c for c in table if c["measure"] == headline and math.isfinite(c["tau"])]  # nan: a constant statistic
     if not rows:
         return ""
     best = max(rows, key=lambda c: abs(c["tau"]))

@@ -188,6 +188,12 @@ def kendall_spearman(x: np.ndarray, y: np.ndarray, resamples: int, seed: int = 0
             "rho": float(spearmanr(x, y).statistic), "rho_low": float(low[1]), "rho_high": float(high[1])}
 
 
+def finite_pairs(rows: list[dict], a: str, b: str) -> np.ndarray:
+    """(n, 2): the runs' (a, b) values where both are finite."""
+    return np.array([(r[a], r[b]) for r in rows
+                     if math.isfinite(r.get(a, math.nan)) and math.isfinite(r.get(b, math.nan))]).reshape(-1, 2)
+
+
 def correlations(rows: list[dict], measures: list[str], resamples: int) -> list[dict]:
     """Every (statistic, measure) pair across the finished runs' last rows."""
     out = []
@@ -195,8 +201,7 @@ def correlations(rows: list[dict], measures: list[str], resamples: int) -> list[
         for stat in STATISTICS:
             if stat == measure:
                 continue
-            pairs = np.array([(r[stat], r[measure]) for r in rows
-                              if math.isfinite(r.get(stat, math.nan)) and math.isfinite(r.get(measure, math.nan))])
+            pairs = finite_pairs(rows, stat, measure)
             if len(pairs) >= 4:
                 out.append({"statistic": stat, "measure": measure, "runs": len(pairs),
                             **kendall_spearman(pairs[:, 0], pairs[:, 1], resamples)})
@@ -254,8 +259,7 @@ def stable_taus(last: list[dict], task: Task) -> list[str]:
     from scipy.stats import kendalltau
 
     def tau(rows, stat, measure):
-        pairs = np.array([(r[stat], r[measure]) for r in rows if math.isfinite(r[stat]) and math.isfinite(r[measure])])
-        return kendalltau(pairs[:, 0], pairs[:, 1]).statistic
+        return kendalltau(*finite_pairs(rows, stat, measure).T).statistic
 
     measures = [m for m in task.measures if m != "gap/dsm"]
     lines = [f"Kendall τ, all {len(last)} runs / the {len(stable)} runs at lr ≤ {STABLE_LR:g}:", "",
@@ -291,8 +295,7 @@ def verdict(table: list[dict], last: list[dict], headline: str, resamples: int) 
     text = (f"Best tracker of `{headline}`: `{best['statistic']}` (τ = {best['tau']:.2f}, "
             f"[{best['tau_low']:.2f}, {best['tau_high']:.2f}]).")
     for other in (headline, "gap/dsm"):
-        pairs = np.array([(r["risk/estimation"], r[other]) for r in last
-                          if math.isfinite(r["risk/estimation"]) and math.isfinite(r[other])])
+        pairs = finite_pairs(last, "risk/estimation", other)
         if len(pairs) >= 4:
             c = kendall_spearman(pairs[:, 0], pairs[:, 1], resamples)
             text += (f" `risk/estimation` against `{other}`: τ = {c['tau']:.2f} "

@@ -9,7 +9,10 @@ import pytest
 import torch
 import yaml
 
+from helpers import shared_copy
 from test_cli import cli_model, run, tiny_config
+
+from ddpm_signrelu.checkpoints import table_codec
 
 
 def train(tmp_path, devices):
@@ -103,12 +106,8 @@ def train_table(tmp_path, devices, root):
 def test_two_processes_train_and_sample_the_credit_table_like_one(tmp_path):
     """The tabular path under DDP: each process reads the CSV and fits the same codec, the held-out rows are sharded
     and reduced (the risk and validation numbers of one process), and sample.py on 2 processes writes the CSV of 1."""
-    from helpers import shared_copy
-
     root = shared_copy("credit-default", tmp_path / "data").parent
     (one, one_logged), (two, two_logged) = (train_table(tmp_path / str(d), d, root) for d in (1, 2))
-    from ddpm_signrelu.checkpoints import table_codec
-
     assert torch.load(one, weights_only=False)["global_step"] == torch.load(two, weights_only=False)["global_step"] == 6
     codecs = [table_codec(p).state_dict() for p in (one, two)]
     assert codecs[0]["columns"] == codecs[1]["columns"] and len(codecs[0]["columns"]) == 24

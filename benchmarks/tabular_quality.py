@@ -1,5 +1,5 @@
-"""Credit Default synthesis: ML-efficacy, fidelity and privacy of the generated tables, early stopping against 5x
-longer training, SignReLU + ratio head against SiLU + epsilon head, one-hot against ordinal categories.
+"""Credit Default synthesis: ML-efficacy, fidelity and privacy of the generated tables, early stopping against
+shorter and 5x longer training, SignReLU + ratio head against SiLU + epsilon head, one-hot against ordinal categories.
 
     python -m benchmarks.tabular_quality                     # trains what is missing, scores, writes the report
     python -m benchmarks.tabular_quality --max_minutes 60    # a piece: starts no training or scoring after 60 min
@@ -11,6 +11,8 @@ stopped):
 - ``ours``: the config as shipped, the checkpoint of the best held-out bound (``best.ckpt``: hold-out early stopping);
 - ``ours_long``: the same training, no early stopping, for 5x the steps at which ``ours`` had its best bound
   (``last.ckpt``);
+- ``ours_0.3x``, ``ours_1.5x``: the same, for 0.3x and 1.5x the config's ``max_steps`` (whole validation intervals):
+  with ``ours`` and ``ours_long``, the scores along the training;
 - ``silu_eps``: with ``configs/silu_eps.yaml`` (SiLU, plain epsilon head), early-stopped the same way;
 - ``ours_ordinal``: categories as ordinal integer columns instead of one-hot blocks.
 
@@ -50,8 +52,10 @@ from ddpm_signrelu.data.table import Table, TableCodec, take
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "credit_default.yaml"
 BEGIN = "<!-- tabular_quality results: written by the benchmark -->"
-MODELS = {"ours": [], "ours_long": [], "silu_eps": ["--config", str(ROOT / "configs" / "silu_eps.yaml")],
-          "ours_ordinal": ["--data.init_args.encoding", "ordinal"]}
+MODELS = {"ours": [], "silu_eps": ["--config", str(ROOT / "configs" / "silu_eps.yaml")],
+          "ours_ordinal": ["--data.init_args.encoding", "ordinal"], "ours_0.3x": [], "ours_1.5x": [], "ours_long": []}
+FRACTIONS = {"ours_0.3x": 0.3, "ours_1.5x": 1.5}  # of the config's max_steps
+REPORT_ORDER = ["real", "ours_0.3x", "ours", "ours_1.5x", "ours_long", "silu_eps", "ours_ordinal"]
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
 
 
@@ -69,30 +73,40 @@ def train(name: str, args, deadline: float) -> Path | None:
     config["trainer"]["enable_progress_bar"] = False
     if args.quick:
         quick(config)
-    if name == "ours_long":
-        best = train("ours", args, deadline)
-        if best is None:
+    fixed = name == "ours_long" or name in FRACTIONS  # a set number of steps, no hold-out rule, last.ckpt scored
+    if fixed:
+        best = train("ours", args, deadline) if name == "ours_long" else None
+        if name == "ours_long" and best is None:
             return None
-        config["trainer"]["max_steps"] = 5 * checkpoint_step(best)
+        config["trainer"]["max_steps"] = (5 * checkpoint_step(best) if name == "ours_long"
+                                          else whole_checks(name, config["trainer"]))
         config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"]
                                           if not c["class_path"].endswith("EarlyStopping")]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.yaml").write_text(yaml.safe_dump(config))
     resume = ["--ckpt_path", "last"] if list((folder / "checkpoints").glob("last*.ckpt")) else []
-    limit = []  # the long run goes in pieces: it stops at the deadline and resumes from last.ckpt on the next call
-    if name == "ours_long" and args.max_minutes is not None:
+    limit = []  # a fixed run goes in pieces: it stops at the deadline and resumes from last.ckpt on the next call
+    if fixed and args.max_minutes is not None:
         limit = ["--trainer.max_time", json.dumps({"seconds": max(600, int(deadline - time.perf_counter()))})]
     command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(folder / "run.yaml"), *MODELS[name],
                "--trainer.default_root_dir", str(folder), *resume, *limit]
     print(f"{name}: training in {folder}", flush=True)
+    start = time.perf_counter()
     subprocess.run(command, check=True, cwd=ROOT)
+    seconds = {} if resume else {"train_seconds": time.perf_counter() - start}  # a run trained in one piece
     last = folder / "checkpoints" / "last.ckpt"
-    if name == "ours_long" and checkpoint_step(last) < config["trainer"]["max_steps"]:
+    if fixed and checkpoint_step(last) < config["trainer"]["max_steps"]:
         return None
-    checkpoint = last if name == "ours_long" else folder / "checkpoints" / "best.ckpt"
+    checkpoint = last if fixed else folder / "checkpoints" / "best.ckpt"
     done.write_text(json.dumps({"checkpoint": str(checkpoint), "best_step": checkpoint_step(checkpoint),
-                                "last_step": checkpoint_step(last)}))
+                                "last_step": checkpoint_step(last), **seconds}))
     return checkpoint
+
+
+def whole_checks(name: str, trainer: dict) -> int:
+    """``FRACTIONS[name]`` of the config's ``max_steps``, rounded to whole validation intervals (at least one)."""
+    interval = trainer["val_check_interval"]
+    return interval * max(1, round(FRACTIONS[name] * trainer["max_steps"] / interval))
 
 
 def quick(config: dict) -> None:
@@ -126,12 +140,12 @@ def synthesize(checkpoint: Path, count: int, seed: int, args) -> Table:
     return table_codec(checkpoint).decode(x)
 
 
-def features(table: Table, codec: TableCodec, target: str | None):
-    """(X, y, categorical feature indices) for CatBoost: every column but ``target`` (y: its labels as integers;
-    None without a target), categories as their labels."""
+def features(table: Table, codec: TableCodec, target: str | None, names: list[str] | None = None):
+    """(X, y, categorical feature indices) for CatBoost: every column but ``target``, or the columns ``names`` (y: the
+    target's labels as integers; None without a target), categories as their labels."""
     import pandas as pd
 
-    columns = [c for c in codec.columns if c.name != target]
+    columns = [c for c in codec.columns if c.name != target and (names is None or c.name in names)]
     cat = [i for i, c in enumerate(columns) if c.kind == "categorical"]
     y = table[target].astype(int) if target else None
     return pd.DataFrame({c.name: table[c.name] for c in columns}), y, cat
@@ -171,7 +185,6 @@ def efficacy(table: Table, test: Table, codec: TableCodec, target: str, params: 
 def fidelity(table: Table, test: Table, codec: TableCodec, params: dict, seed: int, args) -> dict:
     """Marginal distances, association difference and the discriminator's ROC-AUC against the real test rows."""
     from scipy.stats import ks_2samp
-    from sklearn.metrics import roc_auc_score
 
     ks, tv = [], []
     for c in codec.columns:
@@ -182,17 +195,25 @@ def fidelity(table: Table, test: Table, codec: TableCodec, params: dict, seed: i
             tv.append(0.5 * np.abs(p - q).sum())
     difference = np.abs(associations(table, codec) - associations(test, codec))
     off_diagonal = difference[~np.eye(len(difference), dtype=bool)]
+    return {"ks": float(np.mean(ks)), "tv": float(np.mean(tv)), "association": float(off_diagonal.mean()),
+            "discriminator_auc": discriminator_auc(table, test, codec, params, seed, args.iterations)}
+
+
+def discriminator_auc(table: Table, test: Table, codec: TableCodec, params: dict, seed: int, iterations: int,
+                      names: list[str] | None = None) -> float:
+    """ROC-AUC of a CatBoost classifier telling the real test rows from as many rows of ``table`` on the columns
+    ``names`` (default: all), fitted on a random half of both and scored on the other half (0.5: indistinguishable)."""
+    from sklearn.metrics import roc_auc_score
+
     g = np.random.default_rng(seed)
     rows = g.choice(len(next(iter(table.values()))), len(next(iter(test.values()))), replace=False)
     both = {k: np.concatenate([table[k][rows], test[k]]) for k in test}
     label = np.r_[np.zeros(len(rows)), np.ones(len(rows))]
     order = g.permutation(len(label))
-    half = len(order) // 2
-    x, _, cat = features(both, codec, target=None)
-    fit, held = order[:half], order[half:]
-    model = catboost(params, seed, args.iterations).fit(x.iloc[fit], label[fit], cat_features=cat)
-    return {"ks": float(np.mean(ks)), "tv": float(np.mean(tv)), "association": float(off_diagonal.mean()),
-            "discriminator_auc": float(roc_auc_score(label[held], model.predict_proba(x.iloc[held])[:, 1]))}
+    fit, held = order[:len(order) // 2], order[len(order) // 2:]
+    x, _, cat = features(both, codec, target=None, names=names)
+    model = catboost(params, seed, iterations).fit(x.iloc[fit], label[fit], cat_features=cat)
+    return float(roc_auc_score(label[held], model.predict_proba(x.iloc[held])[:, 1]))
 
 
 def associations(table: Table, codec: TableCodec) -> np.ndarray:
@@ -299,7 +320,7 @@ def report(args) -> None:
     if not rows:
         return
     lines = ["| model | step | " + " | ".join(label for _, label in COLUMNS) + " |", "|---" * (len(COLUMNS) + 2) + "|"]
-    for name in ["real", *MODELS]:
+    for name in REPORT_ORDER:
         mine = [r for r in rows if r["model"] == name]
         if not mine:
             continue

@@ -309,6 +309,22 @@ def test_association_measures_on_known_tables():
     assert correlation_ratio(np.array(list("aabbcc")), values) == pytest.approx(np.sqrt(4 / 10))
 
 
+def test_credit_default_structure_on_known_rows():
+    """Two rows, 10 pairs of consecutive months: 5 equal bills, 1 payment settling the earlier statement, relative
+    bill changes 0 (x5), 0.1, 100, 1, 0.2, 1 (median 0.05); the scores of the 5 unequal pairs differ."""
+    from benchmarks.credit_default_diagnosis import BILLS, PAYMENTS, structure
+    from ddpm_signrelu.data.table import TableCodec
+
+    bills = np.array([[100.0] * 6, [110, 100, 0, 40, 50, 25]])
+    payments = np.array([[100.0, 0, 0, 0, 0, 0], [0.0] * 6])
+    table = {**{b: bills[:, k] for k, b in enumerate(BILLS)}, **{p: payments[:, k] for k, p in enumerate(PAYMENTS)}}
+    spread = np.random.default_rng(0).uniform(-50, 200, (64, 12))  # a codec with distinct scores for all amounts
+    codec = TableCodec.fit({name: spread[:, k] for k, name in enumerate(BILLS + PAYMENTS)}, {})
+    figures = structure(table, codec)
+    assert figures.pop("score change") > 0  # the mean of 0 and the smallest difference of scores
+    assert figures == {"bill change": pytest.approx(0.05), "equal bills": 0.5, "paid in full": 0.1}
+
+
 @pytest.mark.slow
 def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsys):
     """--quick on the Credit Default table: every model trained (the long run 5x the early-stopped steps, without
@@ -331,9 +347,21 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     assert rows["ours_long"]["step"] == 5 * rows["ours"]["step"]
     done = {name: tq.json.loads((tmp_path / "out" / name / "done.json").read_text()) for name in tq.MODELS}
     assert table_codec(done["ours_ordinal"]["checkpoint"]).encoding == "ordinal"
+    assert all(d["train_seconds"] > 0 for d in done.values())  # each trained in one piece
     assert load_model(done["silu_eps"]["checkpoint"]).hparams.head["name"] == "plain"
     capsys.readouterr()
     tq.main(args)  # nothing left to run
     assert len(tq.read_rows(tmp_path / "out" / "rows.jsonl")) == 5 and "training in" not in capsys.readouterr().out
     doc = (tmp_path / "docs" / "credit_default.md").read_text()
     assert "| ours (1 seeds) | " in doc and "| ours_long (1 seeds) | " in doc
+    from benchmarks import credit_default_diagnosis
+
+    credit_default_diagnosis.main([*args[:1], "--iterations", "5", *args[5:]])  # --steps 5 and the folders
+    lines = (tmp_path / "docs" / "credit_default.md").read_text().partition(credit_default_diagnosis.BEGIN)[2]
+    lines = lines.splitlines()[1:13]
+    assert lines[0] == "| | real test rows | real | ours | ours_long | silu_eps | ours_ordinal |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| discrim. AUC: one column, largest", "| discrim. AUC: one column, median",
+        *(f"| discrim. AUC: {g}" for g in credit_default_diagnosis.GROUPS), "| bill change", "| score change",
+        "| equal bills", "| paid in full"]
+    assert all(0 <= float(v) <= 1 for line in lines[2:10] for v in line.strip("| ").split(" | ")[2:])

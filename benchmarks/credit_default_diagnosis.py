@@ -1,0 +1,95 @@
+"""Where a discriminator tells synthetic Credit Default rows from real ones: its ROC-AUC on each column alone and on
+groups of columns, and the month-to-month structure of the amounts that the groups point at.
+
+    python -m benchmarks.credit_default_diagnosis    # every model benchmarks.tabular_quality has trained; seed-0 set
+
+For ``real`` the scored rows are the real training rows (the reference: about 0.5 everywhere); for a model, its
+seed-0 synthetic set of ``benchmarks.tabular_quality`` (as many rows as the training split, DDIM, 50 steps). The
+discriminator is the study's (CatBoost with the tuned parameters, fitted on half of scored + real test rows, scored on
+the other half). The structure figures, over the 5 pairs of consecutive months k, k+1 (the file's months run
+backwards: ``BILL_AMT1`` is the latest statement):
+
+- bill change: the median of |BILL_AMT_k − BILL_AMT_k+1| / max(|BILL_AMT_k+1|, 1);
+- score change: the median of the same difference between the codec's normal scores;
+- equal bills: the share of pairs with BILL_AMT_k = BILL_AMT_k+1;
+- paid in full: the share of pairs with PAY_AMT_k = BILL_AMT_k+1 > 0 (the payment in month k settles the statement
+  before it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import tabular_quality as tq
+from benchmarks.common import write_block
+from ddpm_signrelu.data.table import Table, TableCodec
+
+BEGIN = "<!-- credit_default_diagnosis results: written by the benchmark -->"
+BILLS = [f"BILL_AMT{k}" for k in range(1, 7)]
+PAYMENTS = [f"PAY_AMT{k}" for k in range(1, 7)]
+GROUPS = {"statuses `PAY_*`": ["PAY_0", *(f"PAY_{k}" for k in range(2, 7))], "bills `BILL_AMT*`": BILLS,
+          "payments `PAY_AMT*`": PAYMENTS, "`BILL_AMT1`, `BILL_AMT2`": BILLS[:2],
+          "`PAY_AMT1`, `BILL_AMT2`": [PAYMENTS[0], BILLS[1]], "all columns": None}
+
+
+def structure(table: Table, codec: TableCodec) -> dict:
+    """The month-to-month figures of the docstring for the rows of ``table``."""
+    bills = np.stack([table[b].astype(float) for b in BILLS], 1)
+    payments = np.stack([table[p].astype(float) for p in PAYMENTS], 1)
+    modelled = [c.name for c in codec.modelled]  # the leading coordinates of the codec's vectors
+    z = codec.encode(table).numpy()[:, [modelled.index(b) for b in BILLS]]
+    later, earlier = bills[:, :-1], bills[:, 1:]
+    return {"bill change": float(np.median(np.abs(later - earlier) / np.maximum(np.abs(earlier), 1))),
+            "score change": float(np.median(np.abs(z[:, :-1] - z[:, 1:]))),
+            "equal bills": float((later == earlier).mean()),
+            "paid in full": float(((payments[:, :-1] == earlier) & (earlier > 0)).mean())}
+
+
+def diagnose(table: Table, test: Table, codec: TableCodec, params: dict, iterations: int) -> dict:
+    """Discriminator ROC-AUCs (each column alone: the largest and the median; each group) and ``structure``."""
+    alone = [tq.discriminator_auc(table, test, codec, params, 0, iterations, [c.name]) for c in codec.columns]
+    groups = {g: tq.discriminator_auc(table, test, codec, params, 0, iterations, names) for g, names in GROUPS.items()}
+    return {"one column, largest": max(alone), "one column, median": float(np.median(alone)), **groups,
+            **structure(table, codec)}
+
+
+def run(args) -> None:
+    dm = tq.real_data(args)
+    tables, codec = dm.tables(), dm.codec
+    params = json.loads(Path(args.out, "catboost.json").read_text())
+    results = {"real": diagnose(tables["train"], tables["test"], codec, params, args.iterations)}
+    for name in tq.MODELS:
+        done = Path(args.out, name, "done.json")
+        if done.is_file():
+            checkpoint = Path(json.loads(done.read_text())["checkpoint"])
+            table = tq.synthesize(checkpoint, len(dm.train_data), 0, args)
+            results[name] = diagnose(table, tables["test"], codec, params, args.iterations)
+            print(name, json.dumps(results[name]), flush=True)
+    test = structure(tables["test"], codec)
+    lines = ["| | real test rows | " + " | ".join(results) + " |", "|---" * (len(results) + 2) + "|"]
+    for key in results["real"]:
+        reference = f"{test[key]:.3f}" if key in test else ""
+        label = key if key in test else f"discrim. AUC: {key}"
+        lines.append(f"| {label} | {reference} | " + " | ".join(f"{r[key]:.3f}" for r in results.values()) + " |")
+    text = "\n".join(lines)
+    print(text)
+    write_block(Path(args.docs) / "credit_default.md", BEGIN, text)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_root", default="data", help="the folder holding credit-default/UCI_Credit_Card.csv")
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps per synthetic row")
+    p.add_argument("--iterations", type=int, default=300, help="CatBoost boosting rounds per discriminator")
+    p.add_argument("--out", default="benchmarks/results/credit_default", help="benchmarks.tabular_quality's --out")
+    p.add_argument("--docs", default="docs")
+    p.add_argument("--quick", action="store_true", help="300-row evaluation splits (with tabular_quality --quick)")
+    run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,6 +3,8 @@ groups of columns, and the month-to-month structure of the amounts that the grou
 
     python -m benchmarks.credit_default_diagnosis    # every model benchmarks.tabular_quality has trained; seed-0 set
 
+Resumable: each diagnosed set is a row of ``--out/diagnosis.jsonl``; a rerun diagnoses only the models trained since.
+
 For ``real`` the scored rows are the real training rows (the reference: about 0.5 everywhere); for a model, its
 seed-0 synthetic set of ``benchmarks.tabular_quality`` (as many rows as the training split, DDIM, 50 steps). The
 discriminator is the study's (CatBoost with the tuned parameters, fitted on half of scored + real test rows, scored on
@@ -25,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import tabular_quality as tq
-from benchmarks.common import write_block
+from benchmarks.common import read_rows, write_block
 from ddpm_signrelu.data.table import Table, TableCodec
 
 BEGIN = "<!-- credit_default_diagnosis results: written by the benchmark -->"
@@ -58,23 +60,34 @@ def diagnose(table: Table, test: Table, codec: TableCodec, params: dict, iterati
 
 
 def run(args) -> None:
+    """Diagnose ``real`` and every trained model not yet in ``--out/diagnosis.jsonl`` (resumable), then report."""
     dm = tq.real_data(args)
     tables, codec = dm.tables(), dm.codec
     params = json.loads(Path(args.out, "catboost.json").read_text())
-    results = {"real": diagnose(tables["train"], tables["test"], codec, params, args.iterations)}
-    for name in tq.MODELS:
-        done = Path(args.out, name, "done.json")
-        if done.is_file():
-            checkpoint = Path(json.loads(done.read_text())["checkpoint"])
-            table = tq.synthesize(checkpoint, len(dm.train_data), 0, args)
-            results[name] = diagnose(table, tables["test"], codec, params, args.iterations)
-            print(name, json.dumps(results[name]), flush=True)
-    test = structure(tables["test"], codec)
-    lines = ["| | real test rows | " + " | ".join(results) + " |", "|---" * (len(results) + 2) + "|"]
-    for key in results["real"]:
+    path = Path(args.out, "diagnosis.jsonl")
+    done = {r["model"] for r in read_rows(path)}
+    for name in ["real", *tq.MODELS]:
+        finished = Path(args.out, name, "done.json")
+        if name in done or (name != "real" and not finished.is_file()):
+            continue
+        checkpoint = None if name == "real" else Path(json.loads(finished.read_text())["checkpoint"])
+        table = tables["train"] if checkpoint is None else tq.synthesize(checkpoint, len(dm.train_data), 0, args)
+        row = {"model": name, **diagnose(table, tables["test"], codec, params, args.iterations)}
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+    report(args, structure(tables["test"], codec))
+
+
+def report(args, test: dict) -> None:
+    """The table of every diagnosed set (columns in the study's report order), the real test rows' structure first."""
+    rows = {r["model"]: r for r in read_rows(Path(args.out, "diagnosis.jsonl"))}
+    names = [n for n in tq.REPORT_ORDER if n in rows]
+    lines = ["| | real test rows | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for key in (k for k in rows["real"] if k != "model"):
         reference = f"{test[key]:.3f}" if key in test else ""
         label = key if key in test else f"discrim. AUC: {key}"
-        lines.append(f"| {label} | {reference} | " + " | ".join(f"{r[key]:.3f}" for r in results.values()) + " |")
+        lines.append(f"| {label} | {reference} | " + " | ".join(f"{rows[n][key]:.3f}" for n in names) + " |")
     text = "\n".join(lines)
     print(text)
     write_block(Path(args.docs) / "credit_default.md", BEGIN, text)

@@ -327,8 +327,9 @@ def test_credit_default_structure_on_known_rows():
 
 @pytest.mark.slow
 def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsys):
-    """--quick on the Credit Default table: every model trained (the long run 5x the early-stopped steps, without
-    early stopping), every score finite and in range, a rerun adds nothing, the report written."""
+    """--quick on the Credit Default table: every model trained (the long run 5x the early-stopped steps, the 0.3x
+    and 1.5x runs in whole validation intervals, all three without early stopping), every score finite and in range,
+    a rerun adds nothing, the report and the discriminator's diagnosis written."""
     from benchmarks import tabular_quality as tq
     from ddpm_signrelu.checkpoints import load_model, table_codec
     from helpers import shared_copy
@@ -338,28 +339,29 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
             "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
     tq.main(args)
     rows = {r["model"]: r for r in tq.read_rows(tmp_path / "out" / "rows.jsonl")}
-    assert list(rows) == ["real", "ours", "ours_long", "silu_eps", "ours_ordinal"]
+    assert list(rows) == ["real", "ours", "silu_eps", "ours_ordinal", "ours_0.3x", "ours_1.5x", "ours_long"]
     for name, r in rows.items():
         assert 0 < r["f1"] <= 1 and 0 <= r["roc_auc"] <= 1 and 0 <= r["ks"] <= 1 and 0 <= r["tv"] <= 1
         assert 0 <= r["association"] <= 1 and 0 <= r["discriminator_auc"] <= 1 and 0 <= r["closer_to_train"] <= 1
         assert (r["dcr_median"] == 0) == (name == "real")  # the real training rows are their own closest records
     assert rows["real"]["roc_auc"] > 0.65 and rows["real"]["discriminator_auc"] < 0.7
     assert rows["ours_long"]["step"] == 5 * rows["ours"]["step"]
+    assert (rows["ours_0.3x"]["step"], rows["ours_1.5x"]["step"]) == (20, 80)  # 18 and 90 in whole checks of 20
     done = {name: tq.json.loads((tmp_path / "out" / name / "done.json").read_text()) for name in tq.MODELS}
     assert table_codec(done["ours_ordinal"]["checkpoint"]).encoding == "ordinal"
     assert all(d["train_seconds"] > 0 for d in done.values())  # each trained in one piece
     assert load_model(done["silu_eps"]["checkpoint"]).hparams.head["name"] == "plain"
     capsys.readouterr()
     tq.main(args)  # nothing left to run
-    assert len(tq.read_rows(tmp_path / "out" / "rows.jsonl")) == 5 and "training in" not in capsys.readouterr().out
+    assert len(tq.read_rows(tmp_path / "out" / "rows.jsonl")) == 7 and "training in" not in capsys.readouterr().out
     doc = (tmp_path / "docs" / "credit_default.md").read_text()
     assert "| ours (1 seeds) | " in doc and "| ours_long (1 seeds) | " in doc
     from benchmarks import credit_default_diagnosis
 
     credit_default_diagnosis.main([*args[:1], "--iterations", "5", *args[5:]])  # --steps 5 and the folders
     lines = (tmp_path / "docs" / "credit_default.md").read_text().partition(credit_default_diagnosis.BEGIN)[2]
-    lines = lines.splitlines()[1:13]
-    assert lines[0] == "| | real test rows | real | ours | ours_long | silu_eps | ours_ordinal |"
+    lines = lines.splitlines()[1:15]
+    assert lines[0] == "| | real test rows | " + " | ".join(tq.REPORT_ORDER) + " |"
     assert [line.split(" | ")[0] for line in lines[2:]] == [
         "| discrim. AUC: one column, largest", "| discrim. AUC: one column, median",
         *(f"| discrim. AUC: {g}" for g in credit_default_diagnosis.GROUPS), "| bill change", "| score change",

@@ -13,7 +13,7 @@ backwards: ``BILL_AMT1`` is the latest statement):
 
 - bill change: the median of |BILL_AMT_k − BILL_AMT_k+1| / max(|BILL_AMT_k+1|, 1);
 - score change: the median of the same difference between the codec's normal scores;
-- equal bills: the share of pairs with BILL_AMT_k = BILL_AMT_k+1;
+- equal bills: the share of pairs with BILL_AMT_k = BILL_AMT_k+1, and of those with equal non-zero bills;
 - paid in full: the share of pairs with PAY_AMT_k = BILL_AMT_k+1 > 0 (the payment in month k settles the statement
   before it).
 """
@@ -48,6 +48,7 @@ def structure(table: Table, codec: TableCodec) -> dict:
     return {"bill change": float(np.median(np.abs(later - earlier) / np.maximum(np.abs(earlier), 1))),
             "score change": float(np.median(np.abs(z[:, :-1] - z[:, 1:]))),
             "equal bills": float((later == earlier).mean()),
+            "equal non-zero bills": float(((later == earlier) & (earlier != 0)).mean()),
             "paid in full": float(((payments[:, :-1] == earlier) & (earlier > 0)).mean())}
 
 

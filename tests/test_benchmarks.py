@@ -310,19 +310,21 @@ def test_association_measures_on_known_tables():
 
 
 def test_credit_default_structure_on_known_rows():
-    """Two rows, 10 pairs of consecutive months: 5 equal bills, 1 payment settling the earlier statement, relative
-    bill changes 0 (x5), 0.1, 100, 1, 0.2, 1 (median 0.05); the scores of the 5 unequal pairs differ."""
+    """Two rows, 10 pairs of consecutive months: 5 equal bills (4 non-zero), 1 payment settling the earlier
+    statement, relative bill changes 0 (x4), 0.5, 0.1, 100, 0, 1, 1 (median 0.05); the 5 unequal pairs' scores
+    differ."""
     from benchmarks.credit_default_diagnosis import BILLS, PAYMENTS, structure
     from ddpm_signrelu.data.table import TableCodec
 
-    bills = np.array([[100.0] * 6, [110, 100, 0, 40, 50, 25]])
+    bills = np.array([[100.0, 100, 100, 100, 100, 200], [110, 100, 0, 0, 50, 25]])
     payments = np.array([[100.0, 0, 0, 0, 0, 0], [0.0] * 6])
     table = {**{b: bills[:, k] for k, b in enumerate(BILLS)}, **{p: payments[:, k] for k, p in enumerate(PAYMENTS)}}
     spread = np.random.default_rng(0).uniform(-50, 200, (64, 12))  # a codec with distinct scores for all amounts
     codec = TableCodec.fit({name: spread[:, k] for k, name in enumerate(BILLS + PAYMENTS)}, {})
     figures = structure(table, codec)
     assert figures.pop("score change") > 0  # the mean of 0 and the smallest difference of scores
-    assert figures == {"bill change": pytest.approx(0.05), "equal bills": 0.5, "paid in full": 0.1}
+    assert figures == {"bill change": pytest.approx(0.05), "equal bills": 0.5, "equal non-zero bills": 0.4,
+                       "paid in full": 0.1}
 
 
 @pytest.mark.slow
@@ -360,10 +362,10 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
 
     credit_default_diagnosis.main([*args[:1], "--iterations", "5", *args[5:]])  # --steps 5 and the folders
     lines = (tmp_path / "docs" / "credit_default.md").read_text().partition(credit_default_diagnosis.BEGIN)[2]
-    lines = lines.splitlines()[1:15]
+    lines = lines.splitlines()[1:16]
     assert lines[0] == "| | real test rows | " + " | ".join(tq.REPORT_ORDER) + " |"
     assert [line.split(" | ")[0] for line in lines[2:]] == [
         "| discrim. AUC: one column, largest", "| discrim. AUC: one column, median",
         *(f"| discrim. AUC: {g}" for g in credit_default_diagnosis.GROUPS), "| bill change", "| score change",
-        "| equal bills", "| paid in full"]
+        "| equal bills", "| equal non-zero bills", "| paid in full"]
     assert all(0 <= float(v) <= 1 for line in lines[2:10] for v in line.strip("| ").split(" | ")[2:])

@@ -1,7 +1,8 @@
 """Where a discriminator tells synthetic Credit Default rows from real ones: its ROC-AUC on each column alone and on
 groups of columns, and the month-to-month structure of the amounts that the groups point at.
 
-    python -m benchmarks.credit_default_diagnosis    # every model benchmarks.tabular_quality has trained; seed-0 set
+    python -m benchmarks.credit_default_diagnosis            # every model tabular_quality has trained; seed-0 set
+    python -m benchmarks.credit_default_diagnosis --report   # the table from the rows so far
 
 Resumable: each diagnosed set is a row of ``--out/diagnosis.jsonl``; a rerun diagnoses only the models trained since.
 
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import tabular_quality as tq
-from benchmarks.common import read_rows, write_block
+from benchmarks.common import read_rows, run_or_report, write_block
 from ddpm_signrelu.data.table import Table, TableCodec
 
 BEGIN = "<!-- credit_default_diagnosis results: written by the benchmark -->"
@@ -80,8 +81,12 @@ def run(args) -> None:
     report(args, structure(tables["test"], codec))
 
 
-def report(args, test: dict) -> None:
-    """The table of every diagnosed set (columns in the study's report order), the real test rows' structure first."""
+def report(args, test: dict | None = None) -> None:
+    """The table of every diagnosed set (columns in the study's report order), the real test rows' structure
+    (``test``: computed here when not given) first."""
+    if test is None:
+        dm = tq.real_data(args)
+        test = structure(dm.tables()["test"], dm.codec)
     rows = {r["model"]: r for r in read_rows(Path(args.out, "diagnosis.jsonl"))}
     names = [n for n in tq.REPORT_ORDER if n in rows]
     lines = ["| | real test rows | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
@@ -102,7 +107,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="benchmarks/results/credit_default", help="benchmarks.tabular_quality's --out")
     p.add_argument("--docs", default="docs")
     p.add_argument("--quick", action="store_true", help="300-row evaluation splits (with tabular_quality --quick)")
-    run(p.parse_args(argv))
+    run_or_report(p, argv, run, report)
 
 
 if __name__ == "__main__":

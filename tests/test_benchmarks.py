@@ -360,8 +360,13 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     assert "| ours (1 seeds) | " in doc and "| ours_long (1 seeds) | " in doc
     from benchmarks import credit_default_diagnosis
 
-    credit_default_diagnosis.main([*args[:1], "--iterations", "5", *args[5:]])  # --steps 5 and the folders
-    lines = (tmp_path / "docs" / "credit_default.md").read_text().partition(credit_default_diagnosis.BEGIN)[2]
+    diagnosis = [*args[:1], "--iterations", "5", *args[5:]]  # --steps 5 and the folders
+    credit_default_diagnosis.main(diagnosis)
+    doc = (tmp_path / "docs" / "credit_default.md").read_text()
+    credit_default_diagnosis.main(diagnosis)  # nothing left to diagnose: the same table
+    assert (tmp_path / "docs" / "credit_default.md").read_text() == doc
+    assert len(tq.read_rows(tmp_path / "out" / "diagnosis.jsonl")) == 7
+    lines = doc.partition(credit_default_diagnosis.BEGIN)[2]
     lines = lines.splitlines()[1:16]
     assert lines[0] == "| | real test rows | " + " | ".join(tq.REPORT_ORDER) + " |"
     assert [line.split(" | ")[0] for line in lines[2:]] == [

@@ -341,7 +341,7 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
             "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
     tq.main(args)
     rows = {r["model"]: r for r in tq.read_rows(tmp_path / "out" / "rows.jsonl")}
-    assert list(rows) == ["real", "ours", "silu_eps", "ours_ordinal", "ours_0.3x", "ours_1.5x", "ours_long"]
+    assert list(rows) == ["real", *tq.MODELS]
     for name, r in rows.items():
         assert 0 < r["f1"] <= 1 and 0 <= r["roc_auc"] <= 1 and 0 <= r["ks"] <= 1 and 0 <= r["tv"] <= 1
         assert 0 <= r["association"] <= 1 and 0 <= r["discriminator_auc"] <= 1 and 0 <= r["closer_to_train"] <= 1
@@ -352,10 +352,12 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     done = {name: tq.json.loads((tmp_path / "out" / name / "done.json").read_text()) for name in tq.MODELS}
     assert table_codec(done["ours_ordinal"]["checkpoint"]).encoding == "ordinal"
     assert all(d["train_seconds"] > 0 for d in done.values())  # each trained in one piece
-    assert load_model(done["silu_eps"]["checkpoint"]).hparams.head["name"] == "plain"
+    hparams = [load_model(done[n]["checkpoint"]).hparams for n in ("ours", "silu_eps", "silu_eps_x0")]
+    assert [(h.head["name"], h.loss) for h in hparams] == [("ratio_atoms", "x0_mse"), ("plain", "eps_mse"),
+                                                          ("plain", "x0_mse")]
     capsys.readouterr()
     tq.main(args)  # nothing left to run
-    assert len(tq.read_rows(tmp_path / "out" / "rows.jsonl")) == 7 and "training in" not in capsys.readouterr().out
+    assert len(tq.read_rows(tmp_path / "out" / "rows.jsonl")) == 8 and "training in" not in capsys.readouterr().out
     doc = (tmp_path / "docs" / "credit_default.md").read_text()
     assert "| ours (1 seeds) | " in doc and "| ours_long (1 seeds) | " in doc
     from benchmarks import credit_default_diagnosis
@@ -365,7 +367,7 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     doc = (tmp_path / "docs" / "credit_default.md").read_text()
     credit_default_diagnosis.main(diagnosis)  # nothing left to diagnose: the same table
     assert (tmp_path / "docs" / "credit_default.md").read_text() == doc
-    assert len(tq.read_rows(tmp_path / "out" / "diagnosis.jsonl")) == 7
+    assert len(tq.read_rows(tmp_path / "out" / "diagnosis.jsonl")) == 8
     lines = doc.partition(credit_default_diagnosis.BEGIN)[2]
     lines = lines.splitlines()[1:16]
     assert lines[0] == "| | real test rows | " + " | ".join(tq.REPORT_ORDER) + " |"

@@ -15,6 +15,7 @@ stopped):
   with ``ours`` and ``ours_long``, the scores along the training;
 - ``silu_eps``: with ``configs/silu_eps.yaml`` (SiLU, plain epsilon head, epsilon loss), early-stopped the same way;
 - ``silu_eps_x0``: the same under the config's own loss, the x0 regression;
+- ``ours_eps``: the config under the epsilon loss (L_simple): with the two above, the loss apart from the network;
 - ``ours_ordinal``: categories as ordinal integer columns instead of one-hot blocks.
 
 Scores, each on ``--seeds`` sets of as many synthetic rows as real training rows (``ddim``, ``--steps`` steps), and for
@@ -55,9 +56,11 @@ CONFIG = ROOT / "configs" / "credit_default.yaml"
 BEGIN = "<!-- tabular_quality results: written by the benchmark -->"
 SILU_EPS = ["--config", str(ROOT / "configs" / "silu_eps.yaml")]
 MODELS = {"ours": [], "silu_eps": SILU_EPS, "ours_ordinal": ["--data.init_args.encoding", "ordinal"],
-          "silu_eps_x0": [*SILU_EPS, "--model.loss", "x0_mse"], "ours_0.3x": [], "ours_1.5x": [], "ours_long": []}
+          "silu_eps_x0": [*SILU_EPS, "--model.loss", "x0_mse"], "ours_eps": ["--model.loss", "eps_mse"],
+          "ours_0.3x": [], "ours_1.5x": [], "ours_long": []}
 FRACTIONS = {"ours_0.3x": 0.3, "ours_1.5x": 1.5}  # of the config's max_steps
-REPORT_ORDER = ["real", "ours_0.3x", "ours", "ours_1.5x", "ours_long", "silu_eps", "silu_eps_x0", "ours_ordinal"]
+REPORT_ORDER = ["real", "ours_0.3x", "ours", "ours_1.5x", "ours_long", "ours_eps", "silu_eps", "silu_eps_x0",
+                "ours_ordinal"]
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
 
 

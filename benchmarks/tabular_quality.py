@@ -80,11 +80,9 @@ def train(name: str, args, deadline: float) -> Path | None:
         quick(config)
     fixed = name == "ours_long" or name in FRACTIONS  # a set number of steps, no hold-out rule, last.ckpt scored
     if fixed:
-        best = train("ours", args, deadline) if name == "ours_long" else None
-        if name == "ours_long" and best is None:
+        config["trainer"]["max_steps"] = fixed_steps(name, config["trainer"], args, deadline)
+        if config["trainer"]["max_steps"] is None:
             return None
-        config["trainer"]["max_steps"] = (5 * checkpoint_step(best) if name == "ours_long"
-                                          else whole_checks(name, config["trainer"]))
         config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"]
                                           if not c["class_path"].endswith("EarlyStopping")]
     folder.mkdir(parents=True, exist_ok=True)
@@ -108,8 +106,13 @@ def train(name: str, args, deadline: float) -> Path | None:
     return checkpoint
 
 
-def whole_checks(name: str, trainer: dict) -> int:
-    """``FRACTIONS[name]`` of the config's ``max_steps``, rounded to whole validation intervals (at least one)."""
+def fixed_steps(name: str, trainer: dict, args, deadline: float) -> int | None:
+    """The steps of a fixed run: for ``ours_long`` 5x the step of ``ours``' best bound (None while ``ours`` is not
+    trained by the deadline); otherwise ``FRACTIONS[name]`` of the config's ``max_steps``, in whole validation
+    intervals (at least one)."""
+    if name == "ours_long":
+        best = train("ours", args, deadline)
+        return None if best is None else 5 * checkpoint_step(best)
     interval = trainer["val_check_interval"]
     return interval * max(1, round(FRACTIONS[name] * trainer["max_steps"] / interval))
 

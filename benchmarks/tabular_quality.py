@@ -90,7 +90,8 @@ def train(name: str, args, deadline: float) -> Path | None:
     resume = ["--ckpt_path", "last"] if list((folder / "checkpoints").glob("last*.ckpt")) else []
     limit = []  # a fixed run goes in pieces: it stops at the deadline and resumes from last.ckpt on the next call
     if fixed and args.max_minutes is not None:
-        limit = ["--trainer.max_time", json.dumps({"seconds": max(600, int(deadline - time.perf_counter()))})]
+        seconds = trained_seconds(folder / "checkpoints") + max(600, deadline - time.perf_counter())
+        limit = ["--trainer.max_time", json.dumps({"seconds": int(seconds)})]
     command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(folder / "run.yaml"), *MODELS[name],
                "--trainer.default_root_dir", str(folder), *resume, *limit]
     print(f"{name}: training in {folder}", flush=True)
@@ -104,6 +105,16 @@ def train(name: str, args, deadline: float) -> Path | None:
     done.write_text(json.dumps({"checkpoint": str(checkpoint), "best_step": checkpoint_step(checkpoint),
                                 "last_step": checkpoint_step(last), **seconds}))
     return checkpoint
+
+
+def trained_seconds(folder: Path) -> float:
+    """The training seconds a resumed run starts from: Lightning's Timer restores them from the checkpoint and holds
+    ``max_time`` against the whole run, not the piece. The most any checkpoint in ``folder`` holds (0 for none)."""
+    seconds = [0.0]
+    for path in folder.glob("*.ckpt"):
+        states = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {})
+        seconds += [state["time_elapsed"]["train"] for key, state in states.items() if key == "Timer"]
+    return max(seconds)
 
 
 def fixed_steps(name: str, trainer: dict, args, deadline: float) -> int | None:

@@ -242,13 +242,14 @@ def check_resumable(checkpoint: dict, model: DiffusionModel, path) -> None:
 
 def relocate_run(config: dict, run_dir: str | Path, wandb: bool = True, csv: bool = False) -> dict:
     """A copy of a train config (as loaded from YAML) whose run folder is ``run_dir``; ``wandb=False`` drops its W&B
-    logger, ``csv=True`` adds a CSV log (``run_dir/metrics.csv``). For scripted sweeps, benchmarks and tests."""
+    logger, ``csv=True`` adds a CSV log (``run_dir/metrics.csv``, continued when the run is resumed). For scripted
+    sweeps, benchmarks and tests."""
     config = copy.deepcopy(config)
     trainer = config["trainer"]
     trainer["default_root_dir"] = str(run_dir)
     loggers = [lg for lg in _as_list(trainer.get("logger")) if wandb or not lg["class_path"].endswith("WandbLogger")]
     if csv:
-        loggers.append({"class_path": "lightning.pytorch.loggers.CSVLogger",
+        loggers.append({"class_path": "ddpm_signrelu.lit.ResumableCSVLogger",
                         "init_args": {"save_dir": str(run_dir), "name": "", "version": ""}})
     trainer["logger"] = loggers
     return config

@@ -327,6 +327,19 @@ def test_credit_default_structure_on_known_rows():
                        "paid in full": 0.1}
 
 
+def test_a_piece_s_time_limit_counts_the_training_time_its_checkpoints_restore(tmp_path):
+    """Lightning's Timer restores the run's training seconds on resume and holds max_time against them: a piece gets
+    the most any checkpoint holds on top of its own time (0 without checkpoints or a Timer)."""
+    from benchmarks.tabular_quality import trained_seconds
+
+    assert trained_seconds(tmp_path) == 0
+    for name, seconds in (("last", 3598.7), ("best", 1200.0)):
+        torch.save({"callbacks": {"Timer": {"time_elapsed": {"train": seconds, "validate": 9e9}}}},
+                   tmp_path / f"{name}.ckpt")
+    torch.save({"callbacks": {"EMAWeightAveraging": {}}}, tmp_path / "on_exception.ckpt")
+    assert trained_seconds(tmp_path) == 3598.7
+
+
 @pytest.mark.slow
 def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsys):
     """--quick on the Credit Default table: every model trained (the long run 5x the early-stopped steps, the 0.3x

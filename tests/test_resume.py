@@ -1,5 +1,7 @@
 """Exact resume: N steps, SIGKILL, ``--ckpt_path last``, N more steps give the weights of 2N steps straight."""
 
+import csv
+
 import lightning as L
 import pytest
 import torch
@@ -62,6 +64,10 @@ def test_an_exception_leaves_a_checkpoint_that_resume_picks_up(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "on_exception.ckpt" in resumed.stderr  # the newer checkpoint was chosen
     assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 8
+    with (tmp_path / "run" / "metrics.csv").open() as log:
+        steps = [int(row["step"]) for row in csv.DictReader(log) if row["train/loss"]]
+    assert steps == [0, 1, 3, 4, 5, 6, 7]  # the crashed piece's rows, then the resumed piece's: none twice, none
+    # lost but step 2's, which raised before its row was logged
 
 
 @pytest.mark.slow

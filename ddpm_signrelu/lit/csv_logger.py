@@ -1,0 +1,28 @@
+"""A CSV log that a resumed run continues instead of starting over."""
+
+import csv
+from pathlib import Path
+
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's :class:`~lightning.pytorch.loggers.CSVLogger`, except that a run resumed into the same log folder
+    appends to the ``metrics.csv`` it finds there. Lightning's writer deletes that file, and with it every row the
+    earlier pieces of the run logged. Rows are kept as written: a piece killed between checkpoints may log the steps
+    after its last checkpoint twice (the resumed piece logs them again)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE
+        kept = path.read_text() if path.is_file() else ""
+        writer = super().experiment  # deletes metrics.csv
+        if kept:
+            path.write_text(kept)
+            writer.metrics_keys = next(csv.reader(kept.splitlines()))  # so that new rows append under the same header
+        return writer

@@ -249,8 +249,7 @@ def relocate_run(config: dict, run_dir: str | Path, wandb: bool = True, csv: boo
     trainer["default_root_dir"] = str(run_dir)
     loggers = [lg for lg in _as_list(trainer.get("logger")) if wandb or not lg["class_path"].endswith("WandbLogger")]
     if csv:
-        loggers.append({"class_path": "ddpm_signrelu.lit.ResumableCSVLogger",
-                        "init_args": {"save_dir": str(run_dir), "name": "", "version": ""}})
+        loggers.append({"class_path": "ddpm_signrelu.lit.ResumableCSVLogger", "init_args": {"save_dir": str(run_dir)}})
     trainer["logger"] = loggers
     return config
 

@@ -356,15 +356,17 @@ def test_last_is_the_checkpoint_of_highest_step(tmp_path, resumable):
         resume_path("last", Namespace(default_root_dir=str(tmp_path / "new"), callbacks=[]))
 
 
-def test_the_logger_can_be_swapped_on_the_command_line(tmp_path, capsys):
+@pytest.mark.parametrize("logger,where", [
+    ("lightning.pytorch.loggers.CSVLogger", "lightning_logs/version_0/metrics.csv"),
+    ("ddpm_signrelu.lit.ResumableCSVLogger", "metrics.csv"),
+])
+def test_the_logger_can_be_swapped_on_the_command_line(tmp_path, capsys, logger, where):
     config = tiny_config(tmp_path, wandb=True)
     settings = yaml.safe_load(config.read_text())
     settings["trainer"]["logger"] = [lg for lg in settings["trainer"]["logger"] if "Wandb" in lg["class_path"]][0]
     config.write_text(yaml.safe_dump(settings))  # the shipped configs' logging: one W&B logger
-    train_main(["fit", "--config", str(config), "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
-                "--trainer.max_steps", "2"])
-    assert [p.relative_to(tmp_path / "run") for p in (tmp_path / "run").rglob("metrics.csv")] == [
-        Path("lightning_logs/version_0/metrics.csv")]
+    train_main(["fit", "--config", str(config), "--trainer.logger", logger, "--trainer.max_steps", "2"])
+    assert [p.relative_to(tmp_path / "run") for p in (tmp_path / "run").rglob("metrics.csv")] == [Path(where)]
     assert not (tmp_path / "run" / "wandb").exists()
 
 

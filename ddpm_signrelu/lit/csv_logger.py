@@ -12,7 +12,13 @@ class ResumableCSVLogger(CSVLogger):
     """Lightning's :class:`~lightning.pytorch.loggers.CSVLogger`, except that a run resumed into the same log folder
     appends to the ``metrics.csv`` it finds there. Lightning's writer deletes that file, and with it every row the
     earlier pieces of the run logged. Rows are kept as written: a piece killed between checkpoints may log the steps
-    after its last checkpoint twice (the resumed piece logs them again)."""
+    after its last checkpoint twice (the resumed piece logs them again). By default it writes
+    ``save_dir/metrics.csv``, without Lightning's ``lightning_logs/version_N`` folders, so that the pieces meet."""
+
+    def __init__(self, save_dir: str | Path, name: str | None = "", version: int | str | None = "", prefix: str = "",
+                 flush_logs_every_n_steps: int = 100):
+        super().__init__(save_dir, name=name, version=version, prefix=prefix,
+                         flush_logs_every_n_steps=flush_logs_every_n_steps)
 
     @property
     @rank_zero_experiment

@@ -47,7 +47,7 @@ import torch
 import yaml
 
 from benchmarks.common import read_rows, run_or_report, write_block
-from ddpm_signrelu.checkpoints import load_model, table_codec
+from ddpm_signrelu.checkpoints import load_model, read_checkpoint, table_codec
 from ddpm_signrelu.cli import build_run, checkpoint_step, relocate_run
 from ddpm_signrelu.data.table import Table, TableCodec, take
 
@@ -90,8 +90,8 @@ def train(name: str, args, deadline: float) -> Path | None:
     resume = ["--ckpt_path", "last"] if list((folder / "checkpoints").glob("last*.ckpt")) else []
     limit = []  # a fixed run goes in pieces: it stops at the deadline and resumes from last.ckpt on the next call
     if fixed and args.max_minutes is not None:
-        seconds = trained_seconds(folder / "checkpoints") + max(600, deadline - time.perf_counter())
-        limit = ["--trainer.max_time", json.dumps({"seconds": int(seconds)})]
+        piece = max(600, deadline - time.perf_counter())
+        limit = ["--trainer.max_time", json.dumps({"seconds": int(trained_seconds(folder / "checkpoints") + piece)})]
     command = [sys.executable, str(ROOT / "train.py"), "fit", "--config", str(folder / "run.yaml"), *MODELS[name],
                "--trainer.default_root_dir", str(folder), *resume, *limit]
     print(f"{name}: training in {folder}", flush=True)
@@ -110,11 +110,8 @@ def train(name: str, args, deadline: float) -> Path | None:
 def trained_seconds(folder: Path) -> float:
     """The training seconds a resumed run starts from: Lightning's Timer restores them from the checkpoint and holds
     ``max_time`` against the whole run, not the piece. The most any checkpoint in ``folder`` holds (0 for none)."""
-    seconds = [0.0]
-    for path in folder.glob("*.ckpt"):
-        states = torch.load(path, map_location="cpu", weights_only=False).get("callbacks", {})
-        seconds += [state["time_elapsed"]["train"] for key, state in states.items() if key == "Timer"]
-    return max(seconds)
+    timers = [read_checkpoint(path).get("callbacks", {}).get("Timer") for path in folder.glob("*.ckpt")]
+    return max([0.0] + [timer["time_elapsed"]["train"] for timer in timers if timer])
 
 
 def fixed_steps(name: str, trainer: dict, args, deadline: float) -> int | None:

@@ -331,12 +331,14 @@ def test_a_piece_s_time_limit_counts_the_training_time_its_checkpoints_restore(t
     """Lightning's Timer restores the run's training seconds on resume and holds max_time against them: a piece gets
     the most any checkpoint holds on top of its own time (0 without checkpoints or a Timer)."""
     from benchmarks.tabular_quality import trained_seconds
+    from ddpm_signrelu.lit import CHECKPOINT_KEY
 
     assert trained_seconds(tmp_path) == 0
+    model = {CHECKPOINT_KEY: {}, "hyper_parameters": {"loss": "x0_mse"}, "state_dict": {"w": torch.zeros(1)}}
     for name, seconds in (("last", 3598.7), ("best", 1200.0)):
-        torch.save({"callbacks": {"Timer": {"time_elapsed": {"train": seconds, "validate": 9e9}}}},
+        torch.save({**model, "callbacks": {"Timer": {"time_elapsed": {"train": seconds, "validate": 9e9}}}},
                    tmp_path / f"{name}.ckpt")
-    torch.save({"callbacks": {"EMAWeightAveraging": {}}}, tmp_path / "on_exception.ckpt")
+    torch.save({**model, "callbacks": {"EMAWeightAveraging": {}}}, tmp_path / "on_exception.ckpt")
     assert trained_seconds(tmp_path) == 3598.7
 
 

@@ -1,5 +1,6 @@
 """Closed-form references shared by tests."""
 
+import importlib.util
 import math
 import os
 import signal
@@ -18,6 +19,44 @@ CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.ya
 RUN_CONFIGS = [p for p in CONFIGS if "data" in yaml.safe_load(p.read_text())]  # the rest override a run config
 OVERRIDES = [p for p in CONFIGS if p not in RUN_CONFIGS]
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY_UNET = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 8,
+             "head_channels": 16}
+
+
+def shrunk(config: dict) -> dict:
+    """A train config (as loaded from YAML) shrunk, in place, to a few seconds: small network, T = 50, 4 steps,
+    small evaluation sets and sample grids. The run folder and loggers stay as they are."""
+    network = TINY_UNET if config["model"]["network"]["name"] == "unet" else config["model"]["network"]
+    config["model"].update({"network": network, "num_timesteps": 50, "bound_strata": 3})
+    config["data"]["init_args"].update({"batch_size": 32, "val_size": 64})
+    if "num_train" in config["data"]["init_args"]:
+        config["data"]["init_args"]["num_train"] = 64
+    config["trainer"].update({"max_steps": 4, "val_check_interval": 2, "limit_val_batches": 1, "log_every_n_steps": 1,
+                              "enable_progress_bar": False})
+    for cb in config["trainer"]["callbacks"]:
+        if cb["class_path"].endswith("SampleGrid"):
+            cb["init_args"].update({"num_samples": 4, "steps": 3})
+        if cb["class_path"].endswith("RiskMetrics"):
+            cb["init_args"].update({"num_items": 16, "num_strata": 3, "entropy_samples": 2000})
+        if cb["class_path"].endswith("DiscrepancyStop"):
+            cb["init_args"].update({"num_items": 16, "population_samples": 1000})
+    return config
+
+
+def peers_expected(*modules: str) -> bool:
+    """Whether the benchmarks' peer libraries ``modules`` (``benchmarks/requirements.txt``) are to be used: where they
+    are installed, and always under CI (``CI`` set), whose command, the README's, installs them: there a missing
+    peer fails its tests instead of skipping them unseen."""
+    return bool(os.environ.get("CI")) or all(importlib.util.find_spec(m) is not None for m in modules)
+
+
+def needs_peers(*modules: str):
+    """Skip a test that imports the benchmarks' peer libraries ``modules`` where they are not installed (see
+    :func:`peers_expected`), naming them and the command that installs them."""
+    import pytest
+
+    return pytest.mark.skipif(not peers_expected(*modules),
+                              reason=f"needs {', '.join(modules)}: pip install -r benchmarks/requirements.txt")
 
 
 def shared_copy(name: str, data_dir: Path) -> Path:

@@ -24,35 +24,19 @@ from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.images import save_samples, to_uint8
 from ddpm_signrelu.lit import setting_differences
 
-from helpers import OVERRIDES, RUN_CONFIGS, shared_copy, synthetic_checkpoint, wandb_records
+from helpers import OVERRIDES, RUN_CONFIGS, TINY_UNET, shared_copy, shrunk, synthetic_checkpoint, wandb_records
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-TINY_UNET = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 8,
-             "head_channels": 16}
-
-
 def tiny_config(tmp_path: Path, name: str = "digits", data_overrides: dict | None = None, wandb: bool = False,
                 **model_overrides) -> Path:
-    """A shipped config shrunk to a few seconds: small network, T = 50, 4 steps, small evaluation sets, run folder
-    ``tmp_path/run``, CSV logging to ``run/metrics.csv`` (and W&B if ``wandb``)."""
-    run = tmp_path / "run"
-    config = relocate_run(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()), run, wandb, csv=True)
-    network = TINY_UNET if config["model"]["network"]["name"] == "unet" else config["model"]["network"]
-    config["model"].update({"network": network, "num_timesteps": 50, "bound_strata": 3}, **model_overrides)
-    config["data"]["init_args"].update({"batch_size": 32, "val_size": 64}, **(data_overrides or {}))
-    if "num_train" in config["data"]["init_args"]:
-        config["data"]["init_args"]["num_train"] = 64
-    config["trainer"].update({"max_steps": 4, "val_check_interval": 2, "limit_val_batches": 1, "log_every_n_steps": 1,
-                              "enable_progress_bar": False})
-    for cb in config["trainer"]["callbacks"]:
-        if cb["class_path"].endswith("SampleGrid"):
-            cb["init_args"].update({"num_samples": 4, "steps": 3})
-        if cb["class_path"].endswith("RiskMetrics"):
-            cb["init_args"].update({"num_items": 16, "num_strata": 3, "entropy_samples": 2000})
-        if cb["class_path"].endswith("DiscrepancyStop"):
-            cb["init_args"].update({"num_items": 16, "population_samples": 1000})
+    """A shipped config :func:`~helpers.shrunk` to a few seconds, with run folder ``tmp_path/run`` and a CSV log
+    ``run/metrics.csv`` (and W&B if ``wandb``)."""
+    config = shrunk(relocate_run(yaml.safe_load((ROOT / "configs" / f"{name}.yaml").read_text()), tmp_path / "run",
+                                 wandb, csv=True))
+    config["model"].update(model_overrides)
+    config["data"]["init_args"].update(data_overrides or {})
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))

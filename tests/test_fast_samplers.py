@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from helpers import gaussian_bayes_denoiser
+from helpers import gaussian_bayes_denoiser, needs_peers
 
 from ddpm_signrelu.diffusion import SPACINGS, NoiseSchedule, sample, sampling_plan, spaced_grid
 from ddpm_signrelu.diffusion.samplers import network_calls
@@ -27,13 +27,15 @@ def start_noise() -> torch.Tensor:
                         for k in SEEDS])
 
 
+@needs_peers("diffusers")
 @pytest.mark.parametrize("order", [2, 3])
 @pytest.mark.parametrize("steps", [8, 20])
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_dpm_solver_pp_matches_diffusers(order, steps, spacing):
     """Same network, same starting noise, same grid: diffusers' DPMSolverMultistepScheduler (data prediction, midpoint,
     lower-order final steps, last step to σ = 0) agrees to 1e-4 (measured: ~3e-6, its ᾱ being float32)."""
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers
+
     network, grid = fixed_network(), spaced_grid(SCHEDULE, steps, spacing)
     ours = sample(network, SCHEDULE, (DIM,), SEEDS, sampler=f"dpmpp_{order}m", steps=steps, dtype=torch.float64,
                   spacing=spacing)
@@ -94,10 +96,12 @@ def test_multistep_solvers_beat_ddim_at_equal_network_calls():
     assert error("dpmpp_2m") < ddim / 5 and error("dpmpp_3m") < ddim / 10
 
 
+@needs_peers("diffusers")
 def test_sde_solver_matches_diffusers_given_the_same_noise():
     """SDE-DPM-Solver++(2M) against diffusers' ``sde-dpmsolver++`` fed the noise our sampler draws (per sample, by
     seed, one draw per step): the same samples to 1e-4."""
-    diffusers = pytest.importorskip("diffusers")
+    import diffusers
+
     network, grid = fixed_network(), spaced_grid(SCHEDULE, 12, "logsnr")
     ours = sample(network, SCHEDULE, (DIM,), SEEDS, sampler="dpmpp_2m_sde", steps=12, dtype=torch.float64,
                   spacing="logsnr")

@@ -10,9 +10,8 @@ from ddpm_signrelu.diffusion import (DenoisingLoss, NoiseSchedule, Strata, draw_
                                      timestep_grid)
 from ddpm_signrelu.diffusion import to_bits_per_dim, vlb_terms
 from ddpm_signrelu.lit import DiffusionModel
+from helpers import TINY_UNET
 
-TINY_UNET = {"name": "unet", "channels": 16, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 8,
-             "head_channels": 16}
 TINY_MLP = {"name": "mlp", "width": 32, "depth": 2}
 
 

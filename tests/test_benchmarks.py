@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from benchmarks import activation, empirical_bayes_throughput, risk_overhead, sampling_throughput, train_throughput
-from benchmarks.common import OTHER_GROUP, anchors_missing, op_profile, peak_bytes
+from benchmarks.common import OTHER_GROUP, op_profile, peak_bytes
 from benchmarks.matched import LUCIDRAINS_LAYOUTS, OURS_LAYOUTS, SETTINGS, candidates
+from helpers import needs_peers, peers_expected
 
 MiB = 2**20
-needs_anchors = pytest.mark.skipif(bool(anchors_missing()), reason="pip install -r benchmarks/requirements.txt")
+ANCHORS = ("diffusers", "denoising_diffusion_pytorch")
+needs_anchors = needs_peers(*ANCHORS)
 
 
 def test_peak_bytes_counts_temporaries_and_frees():
@@ -73,7 +75,7 @@ def test_train_throughput_prints_every_network_and_the_head_overhead(capsys):
             if line.startswith(name)}
     assert "1.00" in rows["ours: SignReLU + ratio head"]  # ours against itself
     assert re.search(r"ratio head: [+-]\d+\.\d %", out)
-    if not anchors_missing():
+    if peers_expected(*ANCHORS):
         assert "diffusers" in rows and "ours vs denoising-diffusion-pytorch Unet" in out
 
 
@@ -100,7 +102,7 @@ def test_sampling_throughput_runs_every_sampler(capsys):
     sampling_throughput.main(["--batch", "1", "--repeats", "1", "--ddim_steps", "2", "--ancestral_steps", "3"])
     out = capsys.readouterr().out
     assert re.search(r"ours DDIM-2 .* 1\.00\n", out) and re.search(r"ours ancestral-3 .* 1\.00\n", out)
-    if not anchors_missing():
+    if peers_expected(*ANCHORS):
         assert "diffusers DDPMPipeline ancestral-3" in out and "denoising-diffusion-pytorch DDIM-2" in out
 
 
@@ -132,6 +134,7 @@ def tiny_checkpoint(path, **model):
     return synthetic_checkpoint(DiffusionModel(num_timesteps=50, bound_strata=3, **model), path)
 
 
+@needs_peers("ot")
 def test_sampler_quality_measures_each_row_once_and_resumes(tmp_path, capsys):
     """Rows of both data sets are appended as measured; a second run measures nothing again and prints the tables."""
     from benchmarks import sampler_quality
@@ -202,6 +205,47 @@ def test_time_to_quality_takes_turns_resumes_and_writes_the_report(tmp_path, cap
     assert all(f"| {m} / best anchor |" in doc and f"| {m} | " in doc for m in ["ours", *time_to_quality.LEVERS])
 
 
+@pytest.mark.slow
+@needs_anchors
+def test_time_to_quality_factorial_quick_diagnoses_compares_at_equal_steps_and_resumes(tmp_path, capsys):
+    """--quick over the factorial and diffusers, 2 seeds: an initial diagnosis and two 2-step periods of every run,
+    the seeds' runs distinct, the report's equal-step, factor, loss-per-log-SNR and inside tables written, and a
+    rerun that trains nothing."""
+    from benchmarks import time_to_quality as ttq
+    from test_domain import write_data_set
+
+    write_data_set(tmp_path / "data", "FashionMNIST", sizes=(300, 100))
+    models = [*ttq.FACTORIAL.values(), "diffusers"]
+    args = ["--quick", "--data_root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--docs",
+            str(tmp_path / "docs"), "--levels", "1e9", "--models", *models]
+    ttq.main(args)
+    rows = ttq.read_rows(tmp_path / "out" / "rows.jsonl")
+    runs = [(m, s) for m in models for s in (0, 1)]
+    assert [(r["model"], r["seed"], r["period"]) for r in rows[1:]] == [(*run, p) for p in (0, 1, 2) for run in runs]
+    for r in rows[1:]:
+        assert r["step"] == 2 * r["period"] and len(r["loss_by_t"]["loss"]) == 8
+        diag = r["diag"]
+        assert 0 < min(diag["below_0"]) and max(diag["below_minus_1"]) < max(diag["below_0"]) < 1
+        grads = diag["grad_norms"]
+        assert grads["total"] > 0 and (r["model"] == "diffusers" or grads["total"] > grads["head"] > 0)
+        ratio = r["model"] in ("ours", "silu_ratio_v")
+        assert ("effective_atoms" in diag) == ratio
+        if ratio:
+            assert all(1 <= a <= 8 for a in diag["effective_atoms"]) and 1 <= min(diag["f2_min"]) <= 8
+        if r["period"] == 0 and ratio:  # zero-initialised logits: the uniform mixture
+            assert diag["effective_atoms"] == pytest.approx([8.0] * 4) and diag["f2_max"] == pytest.approx([8.0] * 4)
+    first = {(r["model"], r["seed"]): r for r in rows if r.get("period") == 1}
+    assert all(first[m, 0]["fid"] != first[m, 1]["fid"] for m in models)  # the seed moves the run
+    assert len({first[m, 0]["loss_by_t"]["loss"][0] for m in models}) == len(models)
+    out = capsys.readouterr().out
+    assert "FID (domain) at equal steps" in out and "| step 2 | step 4 |" in out
+    assert "| signrelu / silu, head ratio_v |" in out and "| ratio_v / plain_v, signrelu |" in out
+    assert "| ours / ours_silu_eps |" in out and "| diffusers | 4 |" in out
+    ttq.main(args)
+    assert len(ttq.read_rows(tmp_path / "out" / "rows.jsonl")) == len(rows)  # nothing trained or measured again
+    assert (tmp_path / "docs" / "fashion_mnist_out.png").is_file()
+
+
 def test_time_to_quality_levers_change_one_training_choice_of_ours(tmp_path):
     from benchmarks import time_to_quality
 
@@ -209,7 +253,8 @@ def test_time_to_quality_levers_change_one_training_choice_of_ours(tmp_path):
     ours, _, ours_ema, ours_steps = time_to_quality.build("ours", options)
     changed = {"ours_min_snr": ("loss", "min_snr"), "ours_lr_2e-3": ("lr", 0.002),
                "ours_x0_atoms": ("head", dict(ours.hparams.head, parameterization="x0")),
-               "ours_cosine_800": ("lr_schedule", "cosine"), "ours_ema_0.99": (None, None)}
+               "ours_cosine_800": ("lr_schedule", "cosine"), "ours_ema_0.99": (None, None),
+               "ours_v_mse": ("loss", "v_mse"), "ours_eps_atoms": ("head", dict(ours.hparams.head, parameterization="eps"))}
     assert set(changed) == set(time_to_quality.LEVERS)
     average = lambda ema: ema._kwargs["avg_fn"](torch.zeros(1), torch.ones(1), 1).item()  # noqa: E731  (1 - decay)
     for name, (key, value) in changed.items():
@@ -218,10 +263,30 @@ def test_time_to_quality_levers_change_one_training_choice_of_ours(tmp_path):
             assert model.hparams[key] == value != ours.hparams[key]
         assert {k: v for k, v in model.hparams.items() if k != key} == {
             k: v for k, v in ours.hparams.items() if k != key}
-        assert model.model.head.parameterization == ("x0" if key == "head" else "v")
+        assert model.model.head.parameterization == (value["parameterization"] if key == "head" else "v")
         assert average(ema) == pytest.approx(0.01 if name == "ours_ema_0.99" else average(ours_ema))
         assert steps == (800 if name == "ours_cosine_800" else -1)
     assert average(ours_ema) == pytest.approx(0.005) and ours_steps == -1
+
+
+def test_the_factorial_crosses_activation_and_head_at_ours_size_and_seeds_move_the_initialisation(tmp_path):
+    from benchmarks.time_to_quality import FACTORIAL, build
+    from ddpm_signrelu.nn import SignReLU
+
+    options = argparse.Namespace(data_root=str(tmp_path), val_size=8, num_samples=8)
+    ours = build("ours", options)[0]
+    for (activation, head), name in FACTORIAL.items():
+        model = build(name, options)[0]
+        assert model.hparams.network == dict(ours.hparams.network, activation=activation)
+        assert {k: v for k, v in model.hparams.items() if k not in ("network", "head")} == {
+            k: v for k, v in ours.hparams.items() if k not in ("network", "head")}
+        assert type(model.model.head).__name__ == ("RatioAtomHead" if head == "ratio_v" else "PlainHead")
+        assert model.model.head.parameterization == head.rpartition("_")[2]
+        kinds = {type(m) for m in model.model.backbone.modules() if isinstance(m, (SignReLU, torch.nn.SiLU))}
+        assert kinds == {SignReLU if activation == "signrelu" else torch.nn.SiLU}
+    seed1 = build("ours", options, seed=1)
+    assert not torch.equal(seed1[0].model.backbone.input.weight, ours.model.backbone.input.weight)
+    assert seed1[1].seed == 1
 
 
 def test_kendall_and_spearman_of_a_known_ranking_with_bootstrap_intervals():
@@ -236,6 +301,7 @@ def test_kendall_and_spearman_of_a_known_ranking_with_bootstrap_intervals():
 
 
 @pytest.mark.slow
+@needs_peers("ot")
 def test_generalization_study_quick_runs_resumes_and_reports(tmp_path, capsys):
     """The --quick grid of every task (Fashion-MNIST on a generated set): every run's rows with the trajectory
     statistics and the measures, nothing run twice on a rerun, the correlations and figures written."""
@@ -343,6 +409,7 @@ def test_a_piece_s_time_limit_counts_the_training_time_its_checkpoints_restore(t
 
 
 @pytest.mark.slow
+@needs_peers("pandas", "catboost")
 def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsys):
     """--quick on the Credit Default table: every model trained (the long run 5x the early-stopped steps, the 0.3x
     and 1.5x runs in whole validation intervals, all three without early stopping), every score finite and in range,

@@ -195,8 +195,8 @@ def test_train_config_errors_are_one_line(tmp_path, capsys, override, message):
     (["--trainer.precision", "7"],
      "error: Parser key \"trainer.precision\": Expected a typing.Literal[64, 32, 16]; or"),
     (["--model.loss", "nope"],
-     "error: Parser key \"model.loss\": Expected a typing.Literal['eps_mse', 'min_snr', 'x0_mse', 'vlb']. Got value: "
-     "nope; --help lists the options"),
+     "error: Parser key \"model.loss\": Expected a typing.Literal['eps_mse', 'v_mse', 'min_snr', 'x0_mse', 'vlb']. "
+     "Got value: nope; --help lists the options"),
 ])
 def test_unknown_keys_and_bad_values_are_named_on_one_line(tmp_path, capsys, args, message):
     err = train_error(capsys, ["fit", "--config", str(tiny_config(tmp_path)), *args])

@@ -85,6 +85,20 @@ def test_min_snr_loss_is_the_clipped_snr_times_the_x0_error():
     torch.testing.assert_close(loss, snr.clamp(max=5.0) * x0.square().mean((1, 2, 3)), rtol=1e-12, atol=0)
 
 
+def test_v_mse_loss_is_the_v_error_of_a_v_head():
+    """(1/D)‖v − v̂‖² with v = √ᾱ·ε − √(1 − ᾱ)·x0, for a v-network whose error v̂ − v is known."""
+    s = NoiseSchedule.from_name("linear", 100)
+    g = torch.Generator().manual_seed(3)
+    x0, noise = torch.rand(6, 1, 2, 2, generator=g, dtype=torch.float64) * 2 - 1, torch.randn(6, 1, 2, 2, generator=g,
+                                                                                             dtype=torch.float64)
+    t, error = torch.tensor([0, 5, 20, 40, 70, 99]), 0.1 * torch.randn(6, 1, 2, 2, generator=g, dtype=torch.float64)
+    a, sd = (s.alphas_cumprod[t].sqrt().view(-1, 1, 1, 1), (1 - s.alphas_cumprod[t]).sqrt().view(-1, 1, 1, 1))
+    v = a * noise - sd * x0
+    diffusion = Diffusion(s, "v", DenoisingLoss("v_mse"), None)
+    loss = diffusion.loss_per_example(lambda x, _: v + error, x0, t, noise)
+    torch.testing.assert_close(loss, error.square().mean((1, 2, 3)), rtol=1e-9, atol=1e-15)
+
+
 def test_vlb_loss_is_unbiased_for_the_bound_less_its_constants():
     """E[loss] = (1/D)·Σ_{t≥2} (L_{t−1} − C_t) for the Bayes denoiser of N(m, s²) data. Exactly, per step,
     L_{t−1} − C_t = w_t‖x0 − x̂0‖² with E‖x0 − D*(x_t)‖² = D·Var(x0 | x_t), Var(x0 | x_t) = s²(1 − ᾱ)/(ᾱ s² + 1 − ᾱ):

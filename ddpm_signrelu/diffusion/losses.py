@@ -16,7 +16,7 @@ from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 from ddpm_signrelu.errors import check_choice
 from ddpm_signrelu.seeding import generator
 
-Loss = Literal["eps_mse", "min_snr", "x0_mse", "vlb"]
+Loss = Literal["eps_mse", "v_mse", "min_snr", "x0_mse", "vlb"]
 LOSSES = get_args(Loss)
 
 
@@ -25,6 +25,8 @@ class DenoisingLoss:
     """One of the training losses, on x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε:
 
     - ``eps_mse``: (1/D)‖ε − ε̂‖², Ho's L_simple (= SNR_t·(1/D)‖x0 − x̂0‖² for an x0-head).
+    - ``v_mse``: (1/D)‖v − v̂‖² = (SNR_t + 1)·(1/D)‖x0 − x̂0‖², v = √ᾱ_t·ε − √(1 − ᾱ_t)·x0 (Salimans & Ho,
+      arXiv 2202.00512): L_simple plus the x0 regression, so high-noise steps, where SNR_t → 0, keep a weight.
     - ``min_snr``: min(SNR_t, γ)·(1/D)‖x0 − x̂0‖² (Min-SNR weighting, arXiv 2303.09556), γ = ``min_snr_gamma``.
     - ``x0_mse``: (1/D)‖x0 − x̂0‖², the denoising regression loss (theory.md §9).
     - ``vlb``: (T − 1)·w_t·(1/D)‖x0 − x̂0‖², t ~ U{2..T}: unbiased for (1/D)Σ_{t≥2}(L_{t−1} − C_t).
@@ -66,4 +68,6 @@ class DenoisingLoss:
             return x0_err
         if self.name == "min_snr":
             return schedule.at("snr", t, 1, x0_err.dtype).clamp(max=self.min_snr_gamma) * x0_err
+        if self.name == "v_mse":
+            return (schedule.at("snr", t, 1, x0_err.dtype) + 1) * x0_err
         return (schedule.num_timesteps - 1) * schedule.at("x0_weight", t, 1, x0_err.dtype) * x0_err

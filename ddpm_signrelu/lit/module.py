@@ -33,7 +33,7 @@ class DiffusionModel(L.LightningModule):
         network: backbone config, ``{"name": "unet" | "mlp", **options}``.
         head: head config, ``{"name": "ratio_atoms" | "ratio_direct" | "plain", **options}``.
         num_timesteps: T.  beta_schedule: ``linear`` or ``cosine``.  variance: ``small`` (β̃) or ``large`` (β).
-        loss: ``eps_mse`` (L_simple), ``min_snr``, ``x0_mse`` or ``vlb``; min_snr_gamma: γ of ``min_snr``.
+        loss: ``eps_mse`` (L_simple), ``v_mse``, ``min_snr``, ``x0_mse`` or ``vlb``; min_snr_gamma: γ of ``min_snr``.
         clip_denoised: clamp x̂0 to [−1, 1] when sampling and evaluating (never in training).
         lr, weight_decay, adam_betas, warmup_steps: AdamW with a linear warm-up to ``lr``.
         lr_schedule: after warm-up, ``constant`` or ``cosine`` decay to 0 at ``trainer.max_steps``.

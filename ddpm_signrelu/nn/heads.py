@@ -89,17 +89,20 @@ class RatioAtomHead(_RatioHead):
             self.temperature = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), zero_init(nn.Linear(emb_dim, 1)))
             self.register_buffer("temperature_offset", torch.tensor(0.5413248546129181))  # softplus⁻¹(1)
 
-    def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f1, f2) of :func:`softmax_ratio` over the K atoms and (temperature-scaled) logits read from h."""
-        b, spatial = h.shape[0], h.shape[2:]
-        atoms = self.atoms(h).view(b, self.num_atoms, self.out_channels, *spatial)
+    def scaled_logits(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The atoms' logits Λ (B, K, 1, *S), pooled where ``logits="global"``, scaled by the temperature."""
         logits = self.logits(h).unsqueeze(2)
-        if self.global_logits and spatial:
+        if self.global_logits and h.dim() > 2:
             logits = logits.mean(dim=tuple(range(3, logits.dim())), keepdim=True)
         if self.temperature is not None:
             scale = F.softplus(self.temperature(emb) + self.temperature_offset)
-            logits = logits * scale.view(b, *([1] * (logits.dim() - 1)))
-        return softmax_ratio(logits, atoms)
+            logits = logits * scale.view(h.shape[0], *([1] * (logits.dim() - 1)))
+        return logits
+
+    def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f1, f2) of :func:`softmax_ratio` over the K atoms and the :meth:`scaled_logits` read from h."""
+        atoms = self.atoms(h).view(h.shape[0], self.num_atoms, self.out_channels, *h.shape[2:])
+        return softmax_ratio(self.scaled_logits(h, emb), atoms)
 
 
 class RatioDirectHead(_RatioHead):

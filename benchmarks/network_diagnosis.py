@@ -1,0 +1,126 @@
+"""What a reverse network computes inside, at given noise levels: for the factorial of
+``benchmarks/time_to_quality.py``, where the SignReLU + ratio-head model is compared with its plain twins.
+
+- :func:`loss_by_t`: the training loss on fixed held-out items at steps spread evenly in log-SNR;
+- :func:`diagnose`: per block of the network, the norm of the training loss's gradient and where its activations'
+  inputs fall (below 0: SignReLU's dividing branch; below −1: where its slope α/(1 + |x|)² is under α/4); for a
+  softmax-atom ratio head, the entropy of the atoms' weights as an effective number of atoms exp(H) and the range of
+  the denominator f2 = Σ_k u_k ∈ [1, K].
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+
+import torch
+from torch import nn
+
+from ddpm_signrelu.diffusion.process import q_sample
+from ddpm_signrelu.nn.activations import ACTIVATIONS
+from ddpm_signrelu.nn.heads import RatioAtomHead
+from ddpm_signrelu.seeding import generator
+
+
+def log_snr_steps(schedule, count: int = 8) -> list[int]:
+    """``count`` step indices (0-based) whose log-SNR is evenly spaced from step 1's to step T's."""
+    log_snr = schedule.log_snr
+    targets = torch.linspace(float(log_snr[0]), float(log_snr[-1]), count, dtype=log_snr.dtype)
+    return [int((log_snr - v).abs().argmin()) for v in targets]
+
+
+def block_of(name: str) -> str:
+    """The block a parameter or module belongs to: ``head``, ``time_embed``, ``input``, ``down.3``, ``middle``,
+    ``up.1``, ``out`` (``backbone.`` dropped; an MLP's blocks likewise by their first two name parts)."""
+    parts = re.sub(r"^(model\.)?(backbone\.)?", "", name).split(".")
+    if parts[0] in ("down", "up", "blocks") and len(parts) > 1:
+        return f"{parts[0]}.{parts[1]}"
+    return parts[0]
+
+
+def fixed_draws(x0: torch.Tensor, seed: int) -> torch.Tensor:
+    """One fixed ε per item of ``x0``, from (``seed``, item)."""
+    return torch.stack([torch.randn(x.shape, generator=generator(seed, j), dtype=x0.dtype) for j, x in enumerate(x0)])
+
+
+@torch.no_grad()
+def loss_by_t(model, x0: torch.Tensor, steps: list[int], seed: int = 0) -> list[float]:
+    """The model's training loss (mean over ``x0``'s items, the same ε for every step) at each step of ``steps``."""
+    noise = fixed_draws(x0, seed)
+    return [float(model.diffusion.loss_per_example(model.model, x0, torch.full((len(x0),), t), noise).mean())
+            for t in steps]
+
+
+def gradient_norms(model, x0: torch.Tensor, seed: int = 0) -> dict[str, float]:
+    """‖∇_θ L‖ of each block for the training loss on ``x0`` at seeded uniform steps; ``total`` over all."""
+    g = generator(seed, 1)
+    t = torch.randint(0, model.diffusion.num_timesteps, (len(x0),), generator=g)
+    model.zero_grad(set_to_none=True)
+    with torch.enable_grad():
+        model.diffusion.loss_per_example(model.model, x0, t, fixed_draws(x0, seed)).mean().backward()
+    squares = defaultdict(float)
+    for name, p in model.model.named_parameters():
+        if p.grad is not None:
+            squares[block_of(name)] += float(p.grad.double().square().sum())
+    model.zero_grad(set_to_none=True)
+    return {**{k: math.sqrt(v) for k, v in squares.items()}, "total": math.sqrt(sum(squares.values()))}
+
+
+class _Inputs:
+    """Forward hooks that count, per block, the activations' inputs below 0 and below −1, and keep the ratio head's
+    entropy and f2."""
+
+    def __init__(self, network: nn.Module):
+        self.counts = defaultdict(lambda: [0, 0, 0])  # block -> [inputs, below 0, below -1]
+        self.head: dict[str, list[float]] = defaultdict(list)
+        activations = tuple(ACTIVATIONS.values())
+        self.handles = [m.register_forward_hook(self._activation(block_of(n)))
+                        for n, m in network.named_modules() if isinstance(m, activations)]
+        if isinstance(getattr(network, "head", None), RatioAtomHead):
+            self.handles.append(network.head.register_forward_hook(self._ratio))
+
+    def _activation(self, block: str):
+        def hook(module, inputs, output):
+            x = inputs[0].detach()
+            counts = self.counts[block]
+            counts[0] += x.numel()
+            counts[1] += int((x < 0).sum())
+            counts[2] += int((x < -1).sum())
+        return hook
+
+    def _ratio(self, head, inputs, output):
+        h, emb = (a.detach().float() for a in inputs)
+        p = torch.softmax(head.scaled_logits(h, emb), dim=1)
+        entropy = -(p * p.clamp_min(1e-30).log()).sum(1)
+        f2 = 1 / p.amax(dim=1)  # Σ_k exp(Λ_k − max Λ) = 1 / max_k p_k
+        self.head["effective_atoms"].append(float(entropy.exp().mean()))
+        self.head["f2_min"].append(float(f2.min()))
+        self.head["f2_median"].append(float(f2.median()))
+        self.head["f2_max"].append(float(f2.max()))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@torch.no_grad()
+def diagnose(model, x0: torch.Tensor, steps: list[int], seed: int = 0) -> dict:
+    """At each step of ``steps`` on the items ``x0``: the share of activation inputs below 0 and below −1 (over
+    the whole network, and per block over all steps), and for a ratio head its effective number of atoms and the
+    range of f2; then :func:`gradient_norms`."""
+    hooks, by_step = _Inputs(model.model), defaultdict(list)
+    noise = fixed_draws(x0, seed)
+    try:
+        for t in steps:
+            before = {k: list(v) for k, v in hooks.counts.items()}
+            tt = torch.full((len(x0),), t)
+            model.model(q_sample(model.diffusion.schedule, x0, tt, noise), tt)
+            step = [sum(v[i] - before.get(k, [0, 0, 0])[i] for k, v in hooks.counts.items()) for i in range(3)]
+            by_step["below_0"].append(step[1] / max(step[0], 1))
+            by_step["below_minus_1"].append(step[2] / max(step[0], 1))
+    finally:
+        hooks.remove()
+    blocks = {k: {"below_0": v[1] / v[0], "below_minus_1": v[2] / v[0]} for k, v in hooks.counts.items() if v[0]}
+    return {"steps": steps, **by_step, **hooks.head, "blocks": blocks, "grad_norms": gradient_norms(model, x0, seed)}
+

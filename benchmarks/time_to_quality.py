@@ -17,7 +17,8 @@ constant rate: a cosine decay would need a step count, which a time budget does 
 instead of v-space), ``ours_lr_2e-3`` (twice the learning rate), ``ours_ema_0.99`` (EMA decay 0.99 instead of 0.995:
 a shorter memory), ``ours_cosine_800`` (the rate decays on a cosine to 0 at step 800, about what ours reaches in 9
 minutes here, and training stops there), ``ours_v_mse`` (the v-loss ‖v − v̂‖², the loss of the space the head's atoms
-are read in, instead of L_simple) and ``ours_eps_atoms`` (the atoms read in ε-space, under L_simple).
+are read in, instead of L_simple), ``ours_eps_atoms`` (the atoms read in ε-space, under L_simple) and
+``ours_v_mse_ema_0.99`` (the v-loss and EMA decay 0.99 together).
 
 The factorial (``FACTORIAL``) crosses the activation (SignReLU, SiLU) with the head (the softmax-atom ratio head
 with v-atoms, a plain v head, a plain ε head) at the config's size: ``ours`` and ``ours_silu_eps`` are two of its
@@ -84,7 +85,8 @@ LEVERS = {"ours_min_snr": Lever(["--model.loss", "min_snr"]),
           "ours_ema_0.99": Lever(ema_decay=0.99),
           "ours_cosine_800": Lever(["--model.lr_schedule", "cosine"], max_steps=800),
           "ours_v_mse": Lever(["--model.loss", "v_mse"]),
-          "ours_eps_atoms": Lever(["--model.head.parameterization", "eps"])}
+          "ours_eps_atoms": Lever(["--model.head.parameterization", "eps"]),
+          "ours_v_mse_ema_0.99": Lever(["--model.loss", "v_mse"], ema_decay=0.99)}
 HEADS = {"ratio_v": None, "plain_v": {"name": "plain", "parameterization": "v"},  # None: the config's own head
          "plain_eps": {"name": "plain", "parameterization": "eps"}}
 FACTORIAL = {("signrelu", "ratio_v"): "ours", ("signrelu", "plain_v"): "signrelu_plain_v",
@@ -163,9 +165,8 @@ class Clock(Callback):
             trainer.should_stop = True
 
     def reached(self, checkpoint: dict) -> bool:
-        """Whether ``checkpoint`` (saved with this callback) is at or past this clock's end."""
-        seconds = checkpoint["callbacks"][self.state_key]["seconds"]
-        return seconds >= self.limit or checkpoint["global_step"] >= self.last_step
+        """Whether ``checkpoint`` is at or past this clock's last step (a time limit trains at least one step)."""
+        return checkpoint["global_step"] >= self.last_step
 
     def state_dict(self) -> dict:
         return {"seconds": self.seconds}
@@ -192,7 +193,7 @@ def train_until(name: str, seed: int, period: int, dm, args) -> tuple[L.Lightnin
                         enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0,
                         num_sanity_val_steps=0, accelerator="cpu", devices=1)
     saved = torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
-    if saved is None or not clock.reached(saved):  # a period trained but not evaluated is not trained on
+    if saved is None or not clock.reached(saved):  # a step period trained, not evaluated: not trained on
         trainer.fit(model, dm, ckpt_path=path if path.is_file() else None)
         saved = torch.load(path, map_location="cpu", weights_only=False)
     clock.load_state_dict(saved["callbacks"][clock.state_key])

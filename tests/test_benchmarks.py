@@ -243,6 +243,11 @@ def test_time_to_quality_factorial_quick_diagnoses_compares_at_equal_steps_and_r
     assert "| ours / ours_silu_eps |" in out and "| diffusers | 4 |" in out
     ttq.main(args)
     assert len(ttq.read_rows(tmp_path / "out" / "rows.jsonl")) == len(rows)  # nothing trained or measured again
+    saved = (tmp_path / "out" / "rows.jsonl").read_text().splitlines()
+    (tmp_path / "out" / "rows.jsonl").write_text("\n".join(saved[:-1]) + "\n")  # the last evaluation lost
+    ttq.main(args)
+    again = ttq.read_rows(tmp_path / "out" / "rows.jsonl")[-1]
+    assert again["step"] == rows[-1]["step"] == 4 and again["fid"] == pytest.approx(rows[-1]["fid"])  # not trained on
     assert (tmp_path / "docs" / "fashion_mnist_out.png").is_file()
 
 
@@ -254,7 +259,8 @@ def test_time_to_quality_levers_change_one_training_choice_of_ours(tmp_path):
     changed = {"ours_min_snr": ("loss", "min_snr"), "ours_lr_2e-3": ("lr", 0.002),
                "ours_x0_atoms": ("head", dict(ours.hparams.head, parameterization="x0")),
                "ours_cosine_800": ("lr_schedule", "cosine"), "ours_ema_0.99": (None, None),
-               "ours_v_mse": ("loss", "v_mse"), "ours_eps_atoms": ("head", dict(ours.hparams.head, parameterization="eps"))}
+               "ours_v_mse": ("loss", "v_mse"), "ours_v_mse_ema_0.99": ("loss", "v_mse"),
+               "ours_eps_atoms": ("head", dict(ours.hparams.head, parameterization="eps"))}
     assert set(changed) == set(time_to_quality.LEVERS)
     average = lambda ema: ema._kwargs["avg_fn"](torch.zeros(1), torch.ones(1), 1).item()  # noqa: E731  (1 - decay)
     for name, (key, value) in changed.items():
@@ -264,7 +270,7 @@ def test_time_to_quality_levers_change_one_training_choice_of_ours(tmp_path):
         assert {k: v for k, v in model.hparams.items() if k != key} == {
             k: v for k, v in ours.hparams.items() if k != key}
         assert model.model.head.parameterization == (value["parameterization"] if key == "head" else "v")
-        assert average(ema) == pytest.approx(0.01 if name == "ours_ema_0.99" else average(ours_ema))
+        assert average(ema) == pytest.approx(0.01 if name.endswith("ema_0.99") else average(ours_ema))
         assert steps == (800 if name == "ours_cosine_800" else -1)
     assert average(ours_ema) == pytest.approx(0.005) and ours_steps == -1
 

@@ -281,15 +281,15 @@ def test_the_factorial_crosses_activation_and_head_at_ours_size_and_seeds_move_t
 
     options = argparse.Namespace(data_root=str(tmp_path), val_size=8, num_samples=8)
     ours = build("ours", options)[0]
-    for (activation, head), name in FACTORIAL.items():
+    for (act, head), name in FACTORIAL.items():
         model = build(name, options)[0]
-        assert model.hparams.network == dict(ours.hparams.network, activation=activation)
+        assert model.hparams.network == dict(ours.hparams.network, activation=act)
         assert {k: v for k, v in model.hparams.items() if k not in ("network", "head")} == {
             k: v for k, v in ours.hparams.items() if k not in ("network", "head")}
         assert type(model.model.head).__name__ == ("RatioAtomHead" if head == "ratio_v" else "PlainHead")
         assert model.model.head.parameterization == head.rpartition("_")[2]
         kinds = {type(m) for m in model.model.backbone.modules() if isinstance(m, (SignReLU, torch.nn.SiLU))}
-        assert kinds == {SignReLU if activation == "signrelu" else torch.nn.SiLU}
+        assert kinds == {SignReLU if act == "signrelu" else torch.nn.SiLU}
     seed1 = build("ours", options, seed=1)
     assert not torch.equal(seed1[0].model.backbone.input.weight, ours.model.backbone.input.weight)
     assert seed1[1].seed == 1

@@ -73,14 +73,14 @@ def by_model(rows: list[dict], period: int, key: str) -> dict[str, list]:
 
 
 def loss_by_t_table(rows: list[dict], models: list[str], twin: str, period: int, title: str) -> list[str]:
-    """The training loss at steps spread in log-SNR, each model's over ``twin``'s (mean over seeds)."""
+    """The denoising error at steps spread in log-SNR, each model's over ``twin``'s (mean over seeds)."""
     curves = by_model(rows, period, "loss_by_t")
     if twin not in curves:
         return []
     steps = curves[twin][0]["steps"]
     base = [statistics.mean(c["loss"][i] for c in curves[twin]) for i in range(len(steps))]
     lines = ["", title, "", "| model | " + " | ".join(f"t = {s + 1}" for s in steps) + " |",
-             "|---" * (len(steps) + 1) + "|", f"| {twin} (loss) | " + " | ".join(f"{b:.4g}" for b in base) + " |"]
+             "|---" * (len(steps) + 1) + "|", f"| {twin} (‖x0 − x̂0‖²/D) | " + " | ".join(f"{b:.4g}" for b in base) + " |"]
     for model in models:
         if model in curves and model != twin:
             mean = [statistics.mean(c["loss"][i] for c in curves[model]) for i in range(len(steps))]
@@ -125,7 +125,7 @@ def factorial_tables(rows: list[dict], runs: dict, models: list[str], factorial:
     periods = sorted({r["period"] for r in rows if "diag" in r})
     if periods:
         last = periods[-1]
-        lines += loss_by_t_table(rows, models, twin, 0, "The training loss at initialisation, over the twin's:")
-        lines += loss_by_t_table(rows, models, twin, last, f"The training loss at period {last}, over the twin's:")
+        lines += loss_by_t_table(rows, models, twin, 0, "The denoising error ‖x0 − x̂0‖²/D at initialisation, over the twin's:")
+        lines += loss_by_t_table(rows, models, twin, last, f"The denoising error ‖x0 − x̂0‖²/D at period {last}, over the twin's:")
         lines += diagnosis_table(rows, models, [0, last] if last else [0])
     return lines

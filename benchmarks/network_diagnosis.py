@@ -1,7 +1,7 @@
 """What a reverse network computes inside, at given noise levels: for the factorial of
 ``benchmarks/time_to_quality.py``, where the SignReLU + ratio-head model is compared with its plain twins.
 
-- :func:`loss_by_t`: the training loss on fixed held-out items at steps spread evenly in log-SNR;
+- :func:`loss_by_t`: the denoising error on fixed held-out items at steps spread evenly in log-SNR;
 - :func:`diagnose`: per block of the network, the norm of the training loss's gradient and where its activations'
   inputs fall (below 0: SignReLU's dividing branch; below −1: where its slope α/(1 + |x|)² is under α/4); for a
   softmax-atom ratio head, the entropy of the atoms' weights as an effective number of atoms exp(H) and the range of
@@ -46,10 +46,16 @@ def fixed_draws(x0: torch.Tensor, seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def loss_by_t(model, x0: torch.Tensor, steps: list[int], seed: int = 0) -> list[float]:
-    """The model's training loss (mean over ``x0``'s items, the same ε for every step) at each step of ``steps``."""
+    """The denoising error (1/D)‖x0 − x̂0‖² of the x̂0 the sampler uses (clipped to [−1, 1] where the model clips),
+    mean over ``x0``'s items with the same ε for every step, at each step of ``steps``. Unlike the training loss it
+    does not depend on what the head predicts or on the loss weighting (a v-head's L_simple vanishes at high noise
+    whatever its x̂0 there), so models compare step by step."""
     noise = fixed_draws(x0, seed)
-    return [float(model.diffusion.loss_per_example(model.model, x0, torch.full((len(x0),), t), noise).mean())
-            for t in steps]
+    errors = []
+    for t in steps:
+        tt = torch.full((len(x0),), t)
+        errors.append(float((x0 - model.denoise(q_sample(model.diffusion.schedule, x0, tt, noise), tt)).square().mean()))
+    return errors
 
 
 def gradient_norms(model, x0: torch.Tensor, seed: int = 0) -> dict[str, float]:

@@ -25,7 +25,7 @@ with v-atoms, a plain v head, a plain ε head) at the config's size: ``ours`` an
 six corners, ``signrelu_plain_v``, ``signrelu_plain_eps``, ``silu_ratio_v`` and ``silu_plain_v`` the others.
 ``--seeds`` trains each model once per seed (the seed moves the initialisation, the batch order and the draws).
 ``--period_steps N`` ends each period after N more steps instead of minutes, so that models are also compared at
-equal steps; ``--diagnose`` adds, at initialisation and at every evaluation, the training loss at steps evenly
+equal steps; ``--diagnose`` adds, at initialisation and at every evaluation, the denoising error at steps evenly
 spaced in log-SNR and the network's inside (``benchmarks/network_diagnosis.py``). ``--quick`` is the whole
 machinery at toy sizes, for a test.
 
@@ -227,7 +227,7 @@ def floor_row(dm, distances: FeatureDistances, args) -> dict:
 
 
 def diagnosis(model, dm, args) -> dict:
-    """With ``--diagnose``: the training loss at 8 steps evenly spaced in log-SNR on ``--diagnose_items`` held-out
+    """With ``--diagnose``: the denoising error ‖x0 − x̂0‖²/D at 8 steps evenly spaced in log-SNR on ``--diagnose_items`` held-out
     items, and the network's inside at 4 of them on a quarter of the items (:mod:`benchmarks.network_diagnosis`)."""
     if not args.diagnose:
         return {}

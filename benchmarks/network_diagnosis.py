@@ -5,11 +5,16 @@
 - :func:`diagnose`: per block of the network, the norm of the training loss's gradient and where its activations'
   inputs fall (below 0: SignReLU's dividing branch; below −1: where its slope α/(1 + |x|)² is under α/4); for a
   softmax-atom ratio head, the entropy of the atoms' weights as an effective number of atoms exp(H) and the range of
-  the denominator f2 = Σ_k u_k ∈ [1, K].
+  the denominator f2 = Σ_k u_k ∈ [1, K];
+- :func:`atom_spread`: how far a softmax-atom head's atoms are apart, against the read-out they share, and how much
+  of that spread is still the initialisation's. ``python -m benchmarks.network_diagnosis CKPT --seed S`` prints it
+  for a checkpoint of ``benchmarks/time_to_quality.py`` and for the same model rebuilt at initialisation with seed S.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import re
 from collections import defaultdict
@@ -17,7 +22,9 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from ddpm_signrelu.checkpoints import load_model
 from ddpm_signrelu.diffusion.process import q_sample
+from ddpm_signrelu.lit import DiffusionModel
 from ddpm_signrelu.nn.activations import ACTIVATIONS
 from ddpm_signrelu.nn.heads import RatioAtomHead
 from ddpm_signrelu.seeding import generator
@@ -130,3 +137,46 @@ def diagnose(model, x0: torch.Tensor, steps: list[int], seed: int = 0) -> dict:
     blocks = {k: {"below_0": v[1] / v[0], "below_minus_1": v[2] / v[0]} for k, v in hooks.counts.items() if v[0]}
     return {"steps": steps, **by_step, **hooks.head, "blocks": blocks, "grad_norms": gradient_norms(model, x0, seed)}
 
+
+
+def atom_weights(head: RatioAtomHead) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shared read-out (C, P), atom differences (K, C, P)) of a softmax-atom head, P its weights per output.
+    Free atoms share their mean; residual atoms share B and differ by D_k − mean_j D_j."""
+    k, c = head.num_atoms, head.out_channels
+    atoms = _weights(head.atoms).view(k, c, -1)
+    differences = atoms - atoms.mean(0, keepdim=True)
+    return (atoms.mean(0) if head.readout is None else _weights(head.readout)), differences
+
+
+def _weights(layer: nn.Module) -> torch.Tensor:
+    """A read-out's weights (out, F·k·k) and bias as one matrix (out, F·k·k + 1)."""
+    return torch.cat([layer.weight.flatten(1), layer.bias[:, None]], 1).detach()
+
+
+def atom_spread(head: RatioAtomHead, initial: RatioAtomHead | None = None) -> dict[str, float]:
+    """‖shared read-out‖ and ‖atom differences‖ (Frobenius) and, given the head at initialisation, the cosine
+    between the differences now and then (1: the atoms still differ as they were drawn)."""
+    shared, differences = atom_weights(head)
+    out = {"shared_norm": float(shared.norm()), "spread_norm": float(differences.norm())}
+    if initial is not None:
+        before = atom_weights(initial)[1]
+        out["spread_cosine_to_init"] = float((differences * before).sum() / (differences.norm() * before.norm()))
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="A softmax-atom head's atom spread in a checkpoint and at its "
+                                                 "initialisation.")
+    parser.add_argument("checkpoint")
+    parser.add_argument("--seed", type=int, default=0, help="the seed the run was initialised with")
+    args = parser.parse_args(argv)
+    model = load_model(args.checkpoint)
+    if not isinstance(model.model.head, RatioAtomHead):
+        parser.error(f"{args.checkpoint} has a {type(model.model.head).__name__}, not a softmax-atom ratio head")
+    torch.manual_seed(args.seed)
+    initial = DiffusionModel(**model.hparams).model.head
+    print(json.dumps({"initialisation": atom_spread(initial), "checkpoint": atom_spread(model.model.head, initial)}))
+
+
+if __name__ == "__main__":
+    main()

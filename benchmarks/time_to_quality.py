@@ -17,8 +17,11 @@ constant rate: a cosine decay would need a step count, which a time budget does 
 instead of v-space), ``ours_lr_2e-3`` (twice the learning rate), ``ours_ema_0.99`` (EMA decay 0.99 instead of 0.995:
 a shorter memory), ``ours_cosine_800`` (the rate decays on a cosine to 0 at step 800, about what ours reaches in 9
 minutes here, and training stops there), ``ours_v_mse`` (the v-loss ‖v − v̂‖², the loss of the space the head's atoms
-are read in, instead of L_simple), ``ours_eps_atoms`` (the atoms read in ε-space, under L_simple) and
-``ours_v_mse_ema_0.99`` (the v-loss and EMA decay 0.99 together).
+are read in, instead of L_simple), ``ours_eps_atoms`` (the atoms read in ε-space, under L_simple),
+``ours_v_mse_ema_0.99`` (the v-loss and EMA decay 0.99 together), ``ours_residual_atoms`` (the atoms a shared
+read-out plus zero-mean corrections: the head starts as the plain v head), ``ours_residual_eps_atoms`` (the same in
+ε-space: it starts as the plain ε head) and ``ours_residual_eps_k3`` (that head reading 3×3 neighbourhoods of the
+features).
 
 The factorial (``FACTORIAL``) crosses the activation (SignReLU, SiLU) with the head (the softmax-atom ratio head
 with v-atoms, a plain v head, a plain ε head) at the config's size: ``ours`` and ``ours_silu_eps`` are two of its
@@ -86,7 +89,12 @@ LEVERS = {"ours_min_snr": Lever(["--model.loss", "min_snr"]),
           "ours_cosine_800": Lever(["--model.lr_schedule", "cosine"], max_steps=800),
           "ours_v_mse": Lever(["--model.loss", "v_mse"]),
           "ours_eps_atoms": Lever(["--model.head.parameterization", "eps"]),
-          "ours_v_mse_ema_0.99": Lever(["--model.loss", "v_mse"], ema_decay=0.99)}
+          "ours_v_mse_ema_0.99": Lever(["--model.loss", "v_mse"], ema_decay=0.99),
+          "ours_residual_atoms": Lever(["--model.head.atom_form", "residual"]),
+          "ours_residual_eps_atoms": Lever(["--model.head.atom_form", "residual",
+                                            "--model.head.parameterization", "eps"]),
+          "ours_residual_eps_k3": Lever(["--model.head.atom_form", "residual", "--model.head.parameterization", "eps",
+                                         "--model.head.kernel_size", "3"])}
 HEADS = {"ratio_v": None, "plain_v": {"name": "plain", "parameterization": "v"},  # None: the config's own head
          "plain_eps": {"name": "plain", "parameterization": "eps"}}
 FACTORIAL = {("signrelu", "ratio_v"): "ours", ("signrelu", "plain_v"): "signrelu_plain_v",

@@ -260,7 +260,11 @@ def test_time_to_quality_levers_change_one_training_choice_of_ours(tmp_path):
                "ours_x0_atoms": ("head", dict(ours.hparams.head, parameterization="x0")),
                "ours_cosine_800": ("lr_schedule", "cosine"), "ours_ema_0.99": (None, None),
                "ours_v_mse": ("loss", "v_mse"), "ours_v_mse_ema_0.99": ("loss", "v_mse"),
-               "ours_eps_atoms": ("head", dict(ours.hparams.head, parameterization="eps"))}
+               "ours_eps_atoms": ("head", dict(ours.hparams.head, parameterization="eps")),
+               "ours_residual_atoms": ("head", dict(ours.hparams.head, atom_form="residual")),
+               "ours_residual_eps_atoms": ("head", dict(ours.hparams.head, atom_form="residual", parameterization="eps")),
+               "ours_residual_eps_k3": ("head", dict(ours.hparams.head, atom_form="residual", parameterization="eps",
+                                                     kernel_size=3))}
     assert set(changed) == set(time_to_quality.LEVERS)
     average = lambda ema: ema._kwargs["avg_fn"](torch.zeros(1), torch.ones(1), 1).item()  # noqa: E731  (1 - decay)
     for name, (key, value) in changed.items():

@@ -100,9 +100,10 @@ def test_head_output_shape_on_unet_and_mlp_features(head, network):
 
 @pytest.mark.parametrize("std", [0.3, 30.0])
 def test_ratio_heads_denominator_bounds_and_output_is_f1_over_f2(std):
-    """Through the modules: the atom head's f2 ∈ [1, K], the direct head's f2 ∈ [c, M·c], and forward = f1/f2."""
+    """Through the modules: the atom heads' f2 ∈ [1, K] (both atom forms), the direct head's f2 ∈ [c, M·c], and forward = f1/f2."""
     h, emb = torch.randn(4, 6, 5, 5), torch.randn(4, 8)
     for head, low, high in ((randomised(RatioAtomHead(6, 2, 8, num_atoms=7), std), 1.0, 7.0),
+                            (randomised(RatioAtomHead(6, 2, 8, num_atoms=7, atom_form="residual"), std), 1.0, 7.0),
                             (randomised(RatioDirectHead(6, 2, 8, floor=0.5, max_ratio=40), std), 0.5, 20.0)):
         f1, f2 = head.ratio(h, emb)
         assert f1.shape == (4, 2, 5, 5) and f2.shape[2:] == (5, 5)
@@ -196,3 +197,50 @@ def test_ratio_of_v_atoms_is_a_ratio_of_x0_atoms_with_the_same_denominator():
     assert RatioAtomHead(4, 2, 4, parameterization="v").parameterization == "v"
     with pytest.raises(ConfigError, match="ratio-head parameterization"):
         RatioDirectHead(4, 2, 4, parameterization="score")
+
+
+def test_residual_atoms_start_as_the_plain_head_and_correct_it_where_the_weights_are_not_uniform():
+    """atom_form="residual": A_k = B(h) + D_k(h) − mean_j D_j(h). At initialisation (D = 0) the output is the plain
+    head with B's weights, to rounding; with corrections it is B(h) + Σ_k (u_k/f2 − 1/K)·D_k, written out here; and
+    uniform weights (zero logits) give B(h) whatever D is (theory.md §4.2)."""
+    torch.manual_seed(0)
+    head, plain = RatioAtomHead(6, 2, 8, num_atoms=4, atom_form="residual"), PlainHead(6, 2, 8, "v")
+    plain.out.load_state_dict(head.readout.state_dict())
+    h, emb = torch.randn(3, 6, 5, 5), torch.randn(3, 8)
+    assert head.logits.weight.abs().min() > 0 and not head.atoms.weight.any()
+    torch.testing.assert_close(head(h, emb), plain(h, emb), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        head.atoms.weight.normal_(), head.atoms.bias.normal_()
+    corrections = head.atoms(h).view(3, 4, 2, 5, 5)
+    weights = torch.softmax(head.scaled_logits(h, emb), dim=1)
+    expected = plain(h, emb) + ((weights - 1 / 4) * corrections).sum(1)
+    assert (expected - plain(h, emb)).abs().max() > 0.1
+    torch.testing.assert_close(head(h, emb), expected, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        head.logits.weight.zero_(), head.logits.bias.zero_()
+    torch.testing.assert_close(head(h, emb), plain(h, emb), rtol=0, atol=1e-5)
+
+
+def test_a_bad_atom_form_is_named():
+    with pytest.raises(ConfigError, match="atom_form.*residual"):
+        RatioAtomHead(6, 2, 8, atom_form="shared")
+
+
+@pytest.mark.parametrize("head_class", [RatioAtomHead, RatioDirectHead, PlainHead])
+def test_a_kernel_size_3_read_out_sees_the_neighbours_and_1_only_the_position(head_class):
+    """Changing the features at one position moves the output at its 8 neighbours with kernel_size 3, not with 1."""
+    torch.manual_seed(0)
+    h, emb = torch.randn(2, 6, 5, 5), torch.randn(2, 8)
+    moved = h.clone()
+    moved[:, :, 2, 2] += 1.0
+    for k, reach in ((1, 1), (3, 9)):
+        head = randomised(head_class(6, 2, 8, kernel_size=k), 0.5)
+        changed = (head(moved, emb) - head(h, emb)).abs().amax((0, 1)) > 1e-6
+        assert changed.sum() == reach and changed[1:4, 1:4].sum() == reach, k
+
+
+def test_bad_kernel_sizes_are_named():
+    with pytest.raises(ConfigError, match="kernel_size must be an odd number"):
+        PlainHead(6, 2, 8, kernel_size=2)
+    with pytest.raises(ConfigError, match="kernel_size 3 reads a neighbourhood.*use kernel_size 1"):
+        build_network((4,), {"name": "mlp", "width": 8, "depth": 1}, {"name": "ratio_atoms", "kernel_size": 3})

@@ -15,7 +15,7 @@ from ddpm_signrelu.diffusion import (BETA_SCHEDULES, LOSSES, PARAMETERIZATIONS, 
                                      VARIANCES, DenoisingLoss, Diffusion, NoiseSchedule, vb_term)
 from ddpm_signrelu.lit import DiffusionModel
 from ddpm_signrelu.lit.module import LR_SCHEDULES
-from ddpm_signrelu.nn import ACTIVATIONS, HEADS, LOGITS_MODES, NETWORKS
+from ddpm_signrelu.nn import ACTIVATIONS, ATOM_FORMS, HEADS, LOGITS_MODES, NETWORKS
 
 T = 25
 TINY_NETWORKS = {"unet": {"name": "unet", "channels": 8, "channel_mult": [1, 2], "num_res_blocks": 1, "groups": 4,
@@ -34,6 +34,8 @@ CASES = [
     *[case(f"head={h}-{p}", {"head": {"name": h, "parameterization": p}}) for h in HEADS for p in PARAMETERIZATIONS],
     *[case(f"logits={v}", {"head": {"name": "ratio_atoms", "logits": v}}) for v in LOGITS_MODES],
     *[case(f"temperature={v}", {"head": {"name": "ratio_atoms", "temperature": v}}) for v in (True, False)],
+    *[case(f"atom_form={v}", {"head": {"name": "ratio_atoms", "atom_form": v}}) for v in ATOM_FORMS],
+    *[case(f"head={h}-kernel_size=3", {"head": {"name": h, "kernel_size": 3}}) for h in HEADS],
     *[case(f"beta_schedule={v}", {"beta_schedule": v}) for v in BETA_SCHEDULES],
     *[case(f"variance={v}", {"variance": v}) for v in VARIANCES],
     *[case(f"sampler={s}-eta={eta}", sampling={"sampler": s, "eta": eta}) for s in SAMPLERS

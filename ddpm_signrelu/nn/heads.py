@@ -1,7 +1,8 @@
 """Output heads of the reverse-process network (theory.md §4).
 
 Every head maps backbone features h (B, F, *spatial) and the time embedding (B, E) to a prediction with
-``out_channels`` channels. Its ``parameterization`` says what that prediction is: ``x0``, ``eps`` or ``v``.
+``out_channels`` channels. Its ``parameterization`` says what that prediction is: ``x0``, ``eps`` or ``v``. Its
+read-outs are linear in h at each position (``kernel_size`` 1) or in the position's k×k neighbourhood (image features).
 
 The ratio heads form f1/f2 through the division gate, in fp32 (or float64) with autocast off (§4.4). Their atoms
 can be read in x0-, ε- or v-space: the ε/v → x0 maps are affine and the softmax weights sum to 1, so a ratio of
@@ -19,9 +20,10 @@ from torch import nn
 from ddpm_signrelu.diffusion.process import PARAMETERIZATIONS, Parameterization
 from ddpm_signrelu.errors import ConfigError, check_choice
 from ddpm_signrelu.nn.division import division_gate
-from ddpm_signrelu.nn.layers import Pointwise, at_least_float32, zero_init
+from ddpm_signrelu.nn.layers import at_least_float32, readout, zero_init
 
 LOGITS_MODES = ("pixel", "global")
+ATOM_FORMS = ("free", "residual")
 
 
 def softmax_ratio(logits: torch.Tensor, atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,6 +34,12 @@ def softmax_ratio(logits: torch.Tensor, atoms: torch.Tensor) -> tuple[torch.Tens
     """
     u = torch.exp(logits - logits.amax(dim=1, keepdim=True))
     return (u * atoms).sum(dim=1), u.sum(dim=1)
+
+
+def check_kernel_size(kernel_size: int) -> int:
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ConfigError(f"head kernel_size must be an odd number >= 1 (1: pointwise), got {kernel_size}")
+    return kernel_size
 
 
 def gated_ratio(f1: torch.Tensor, f2: torch.Tensor, floor: float) -> torch.Tensor:
@@ -73,17 +81,27 @@ class RatioAtomHead(_RatioHead):
     ``logits="pixel"`` gives one logit per atom and position (shared across channels); ``"global"`` pools
     them to one per atom and image. ``temperature`` scales the logits by softplus(MLP(t_emb)) > 0.
     ``parameterization`` is the space the atoms are read in (see the module docstring).
+
+    ``atom_form="free"``: K independent linear read-outs, zero logits (the output starts as their mean).
+    ``"residual"``: A_k = B(h) + D_k(h) − mean_j D_j(h), one shared read-out B plus zero-mean corrections D_k
+    (zero-initialised; the logits start random to tell them apart): the output is B(h) + Σ_k (u_k/f2 − 1/K)·D_k,
+    exactly a plain head's B(h) at initialisation and wherever the weights are uniform (theory.md §4.2).
     """
 
     def __init__(self, features: int, out_channels: int, emb_dim: int, num_atoms: int = 8,
-                 logits: str = "pixel", temperature: bool = True, parameterization: Parameterization = "v"):
+                 logits: str = "pixel", temperature: bool = True, parameterization: Parameterization = "v",
+                 atom_form: str = "free", kernel_size: int = 1):
         super().__init__(parameterization)
         check_choice("ratio-head logits mode", logits, LOGITS_MODES)
+        check_choice("ratio-head atom_form", atom_form, ATOM_FORMS)
         if num_atoms < 1:
             raise ConfigError(f"ratio head num_atoms must be >= 1, got {num_atoms}")
+        k = check_kernel_size(kernel_size)
         self.num_atoms, self.out_channels, self.global_logits = num_atoms, out_channels, logits == "global"
-        self.atoms = Pointwise(features, num_atoms * out_channels)
-        self.logits = zero_init(Pointwise(features, num_atoms))
+        self.readout = readout(features, out_channels, k) if atom_form == "residual" else None
+        self.atoms = readout(features, num_atoms * out_channels, k)
+        self.logits = readout(features, num_atoms, k)
+        zero_init(self.logits if self.readout is None else self.atoms)
         self.temperature = None
         if temperature:
             self.temperature = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), zero_init(nn.Linear(emb_dim, 1)))
@@ -102,6 +120,8 @@ class RatioAtomHead(_RatioHead):
     def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f1, f2) of :func:`softmax_ratio` over the K atoms and the :meth:`scaled_logits` read from h."""
         atoms = self.atoms(h).view(h.shape[0], self.num_atoms, self.out_channels, *h.shape[2:])
+        if self.readout is not None:
+            atoms = self.readout(h).unsqueeze(1) + atoms - atoms.mean(dim=1, keepdim=True)
         return softmax_ratio(self.scaled_logits(h, emb), atoms)
 
 
@@ -112,13 +132,14 @@ class RatioDirectHead(_RatioHead):
     """
 
     def __init__(self, features: int, out_channels: int, emb_dim: int, floor: float = 1.0, max_ratio: float = 100.0,
-                 parameterization: Parameterization = "v"):
+                 parameterization: Parameterization = "v", kernel_size: int = 1):
         super().__init__(parameterization)
         if floor <= 0 or max_ratio <= 1:
             raise ConfigError(f"direct ratio head needs floor > 0 and max_ratio > 1, got {floor}, {max_ratio}")
         self.floor, self.max_ratio = float(floor), float(max_ratio)
-        self.numerator = Pointwise(features, out_channels)
-        self.denominator = zero_init(Pointwise(features, 1))
+        k = check_kernel_size(kernel_size)
+        self.numerator = readout(features, out_channels, k)
+        self.denominator = zero_init(readout(features, 1, k))
 
     def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f1, f2) = (W_1·h, c·(1 + (M − 1)·sigmoid(W_2·h)))."""
@@ -128,11 +149,12 @@ class RatioDirectHead(_RatioHead):
 class PlainHead(nn.Module):
     """A linear read-out predicting ε, x0 or v directly: the ablation and baseline head."""
 
-    def __init__(self, features: int, out_channels: int, emb_dim: int, parameterization: Parameterization = "eps"):
+    def __init__(self, features: int, out_channels: int, emb_dim: int, parameterization: Parameterization = "eps",
+                 kernel_size: int = 1):
         super().__init__()
         check_choice("plain-head parameterization", parameterization, PARAMETERIZATIONS)
         self.parameterization = parameterization
-        self.out = Pointwise(features, out_channels)
+        self.out = readout(features, out_channels, check_kernel_size(kernel_size))
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return self.out(h)

@@ -18,6 +18,14 @@ class Pointwise(nn.Linear):
         return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
+def readout(features: int, out: int, kernel_size: int = 1) -> nn.Module:
+    """A head's linear read-out: :class:`Pointwise` for ``kernel_size`` 1, else a k×k convolution (odd k, padded to
+    keep the size) that reads each position's k×k neighbourhood of image features."""
+    if kernel_size == 1:
+        return Pointwise(features, out)
+    return nn.Conv2d(features, out, kernel_size, padding=kernel_size // 2)
+
+
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32 if its dtype is narrower (bf16, fp16), else unchanged (float32, float64)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))

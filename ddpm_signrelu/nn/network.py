@@ -71,6 +71,9 @@ def build_network(data_shape, network: dict, head: dict) -> ReverseNetwork:
     data_shape = tuple(int(s) for s in data_shape)
     network, head = resolve_config("network", network), resolve_config("head", head)
     backbone = NETWORKS[network.pop("name")](data_shape=data_shape, **network)
+    if head.get("kernel_size", 1) > 1 and not isinstance(backbone, UNet):
+        raise ConfigError(f"head kernel_size {head['kernel_size']} reads a neighbourhood of image features; the "
+                          f"{type(backbone).__name__} gives vectors: use kernel_size 1")
     out_channels = data_shape[0] if isinstance(backbone, UNet) else math.prod(data_shape)
     return ReverseNetwork(backbone, HEADS[head.pop("name")](features=backbone.features, out_channels=out_channels,
                                                       emb_dim=backbone.emb_dim, **head))

@@ -1,6 +1,8 @@
 """The benchmark scripts run, measure what they say, and compare networks of matched size."""
 
 import argparse
+import copy
+import json
 import math
 import re
 
@@ -211,6 +213,7 @@ def test_time_to_quality_factorial_quick_diagnoses_compares_at_equal_steps_and_r
     """--quick over the factorial and diffusers, 2 seeds: an initial diagnosis and two 2-step periods of every run,
     the seeds' runs distinct, the report's equal-step, factor, loss-per-log-SNR and inside tables written, and a
     rerun that trains nothing."""
+    from benchmarks import network_diagnosis
     from benchmarks import time_to_quality as ttq
     from test_domain import write_data_set
 
@@ -236,6 +239,13 @@ def test_time_to_quality_factorial_quick_diagnoses_compares_at_equal_steps_and_r
             assert diag["effective_atoms"] == pytest.approx([8.0] * 4) and diag["f2_max"] == pytest.approx([8.0] * 4)
     first = {(r["model"], r["seed"]): r for r in rows if r.get("period") == 1}
     assert all(first[m, 0]["fid"] != first[m, 1]["fid"] for m in models)  # the seed moves the run
+    capsys.readouterr()
+    network_diagnosis.main([str(tmp_path / "out" / "ours_seed1.ckpt"), "--seed", "1"])  # 4 steps from its init
+    spread = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert 0.99 < spread["checkpoint"]["spread_cosine_to_init"] <= 1  # the same draw: a mismatched one gives ~0
+    assert spread["checkpoint"]["spread_norm"] == pytest.approx(spread["initialisation"]["spread_norm"], rel=0.05)
+    with pytest.raises(SystemExit):  # a plain head has no atoms
+        network_diagnosis.main([str(tmp_path / "out" / "signrelu_plain_eps.ckpt")])
     assert len({first[m, 0]["loss_by_t"]["loss"][0] for m in models}) == len(models)
     out = capsys.readouterr().out
     assert "FID (domain) at equal steps" in out and "| step 2 | step 4 |" in out
@@ -277,6 +287,26 @@ def test_time_to_quality_levers_change_one_training_choice_of_ours(tmp_path):
         assert average(ema) == pytest.approx(0.01 if name.endswith("ema_0.99") else average(ours_ema))
         assert steps == (800 if name == "ours_cosine_800" else -1)
     assert average(ours_ema) == pytest.approx(0.005) and ours_steps == -1
+
+
+def test_atom_spread_parts_the_shared_read_out_from_the_atoms_differences():
+    """A shift common to every free atom moves the shared read-out, not the spread (cosine 1 to the start); residual
+    atoms start with no spread and B as the shared read-out."""
+    from benchmarks.network_diagnosis import atom_spread
+    from ddpm_signrelu.nn import RatioAtomHead
+
+    torch.manual_seed(0)
+    free = RatioAtomHead(6, 2, 8, num_atoms=4)
+    shifted = copy.deepcopy(free)
+    with torch.no_grad():
+        shifted.atoms.weight += torch.randn(1, 2, 6).expand(4, 2, 6).reshape(8, 6)
+    before, after = atom_spread(free), atom_spread(shifted, free)
+    assert after["spread_norm"] == pytest.approx(before["spread_norm"])
+    assert after["spread_cosine_to_init"] == pytest.approx(1)
+    assert after["shared_norm"] > before["shared_norm"] + 1
+    residual = RatioAtomHead(6, 2, 8, num_atoms=4, atom_form="residual")
+    expected = torch.cat([residual.readout.weight, residual.readout.bias[:, None]], 1).detach().norm()
+    assert atom_spread(residual) == {"shared_norm": pytest.approx(float(expected)), "spread_norm": 0.0}
 
 
 def test_the_factorial_crosses_activation_and_head_at_ours_size_and_seeds_move_the_initialisation(tmp_path):

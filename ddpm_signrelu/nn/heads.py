@@ -36,12 +36,6 @@ def softmax_ratio(logits: torch.Tensor, atoms: torch.Tensor) -> tuple[torch.Tens
     return (u * atoms).sum(dim=1), u.sum(dim=1)
 
 
-def check_kernel_size(kernel_size: int) -> int:
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ConfigError(f"head kernel_size must be an odd number >= 1 (1: pointwise), got {kernel_size}")
-    return kernel_size
-
-
 def gated_ratio(f1: torch.Tensor, f2: torch.Tensor, floor: float) -> torch.Tensor:
     """f1 ⊙ inv_c(f2), c = ``floor``: exactly f1/f2 where f2 ≥ c (theory.md §3, §4)."""
     return f1 * division_gate(f2, floor=floor)
@@ -96,11 +90,10 @@ class RatioAtomHead(_RatioHead):
         check_choice("ratio-head atom_form", atom_form, ATOM_FORMS)
         if num_atoms < 1:
             raise ConfigError(f"ratio head num_atoms must be >= 1, got {num_atoms}")
-        k = check_kernel_size(kernel_size)
         self.num_atoms, self.out_channels, self.global_logits = num_atoms, out_channels, logits == "global"
-        self.readout = readout(features, out_channels, k) if atom_form == "residual" else None
-        self.atoms = readout(features, num_atoms * out_channels, k)
-        self.logits = readout(features, num_atoms, k)
+        self.readout = readout(features, out_channels, kernel_size) if atom_form == "residual" else None
+        self.atoms = readout(features, num_atoms * out_channels, kernel_size)
+        self.logits = readout(features, num_atoms, kernel_size)
         zero_init(self.logits if self.readout is None else self.atoms)
         self.temperature = None
         if temperature:
@@ -137,9 +130,9 @@ class RatioDirectHead(_RatioHead):
         if floor <= 0 or max_ratio <= 1:
             raise ConfigError(f"direct ratio head needs floor > 0 and max_ratio > 1, got {floor}, {max_ratio}")
         self.floor, self.max_ratio = float(floor), float(max_ratio)
-        k = check_kernel_size(kernel_size)
-        self.numerator = readout(features, out_channels, k)
-        self.denominator = zero_init(readout(features, 1, k))
+
+        self.numerator = readout(features, out_channels, kernel_size)
+        self.denominator = zero_init(readout(features, 1, kernel_size))
 
     def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(f1, f2) = (W_1·h, c·(1 + (M − 1)·sigmoid(W_2·h)))."""
@@ -154,7 +147,7 @@ class PlainHead(nn.Module):
         super().__init__()
         check_choice("plain-head parameterization", parameterization, PARAMETERIZATIONS)
         self.parameterization = parameterization
-        self.out = readout(features, out_channels, check_kernel_size(kernel_size))
+        self.out = readout(features, out_channels, kernel_size)
 
     def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         return self.out(h)

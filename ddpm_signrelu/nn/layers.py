@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ddpm_signrelu.errors import ConfigError
+
 
 class Pointwise(nn.Linear):
     """A linear map along dim 1 (channels): a 1×1 convolution for images (B, C, H, W), a Linear for (B, C)."""
@@ -21,6 +23,8 @@ class Pointwise(nn.Linear):
 def readout(features: int, out: int, kernel_size: int = 1) -> nn.Module:
     """A head's linear read-out: :class:`Pointwise` for ``kernel_size`` 1, else a k×k convolution (odd k, padded to
     keep the size) that reads each position's k×k neighbourhood of image features."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ConfigError(f"head kernel_size must be an odd number >= 1 (1: pointwise), got {kernel_size}")
     if kernel_size == 1:
         return Pointwise(features, out)
     return nn.Conv2d(features, out, kernel_size, padding=kernel_size // 2)

@@ -326,6 +326,8 @@ def report(args) -> None:
                                                    for m in models) + " | "
                      + " | ".join(ratio_cell(times[m], times[best]) if best else "–" for m in ours) + " |")
     lines += factorial_tables(rows, runs, models, FACTORIAL, "ours_silu_eps")
+    hours = (sum(mine[-1]["train_seconds"] for mine in runs.values()) + sum(r.get("eval_seconds", 0) for r in rows)) / 3600
+    lines += ["", f"Study time: {hours:.2f} hours of training and evaluation over {len(runs)} runs."]
     print("\n".join(lines))
     docs, study = Path(args.docs), Path(args.out).name
     docs.mkdir(parents=True, exist_ok=True)

@@ -197,6 +197,8 @@ def test_time_to_quality_takes_turns_resumes_and_writes_the_report(tmp_path, cap
     assert len(time_to_quality.read_rows(tmp_path / "out" / "rows.jsonl")) == 9
     doc = (tmp_path / "docs" / "fashion_mnist.md").read_text()
     assert doc.count(time_to_quality.begin("out")) == 1 and "| 1e+09 | " in doc
+    hours = (sum(r["train_seconds"] for r in rows[5:]) + sum(r.get("eval_seconds", 0) for r in rows)) / 3600
+    assert f"Study time: {hours:.2f} hours of training and evaluation over 4 runs." in doc
     assert (tmp_path / "docs" / "fashion_mnist_out.png").is_file()
     assert (tmp_path / "docs" / "fashion_mnist_out_ours.png").is_file()
     time_to_quality.main(args + ["--budget", "0.01", "--models", *time_to_quality.LEVERS])  # one period of each lever

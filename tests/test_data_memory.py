@@ -54,11 +54,13 @@ def test_celeba_estimate_in_numbers_and_the_error_above_the_bound():
     stored = 200_599 * 12_288  # one byte a value, no mirror images: D*_n flips chunk by chunk
     cache = 256 * 17 * 12_288 * 4 * 5  # items x (16 strata + t = 1) x D float32 values x 5 arrays
     working = 4096 * (1024 + 12_288) * 8  # logits (batch x chunk) and one chunk in float64
-    assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8) == stored + cache + working == 3_970_715_648
-    assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8, world_size=8) == stored + cache // 8 + working
+    reference = (1024 + 2 * 512) * 12_288 * 8  # the Gaussian reference's items and two D x rank arrays in float64
+    assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8) == stored + cache + working + reference == 4_172_042_240
+    assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8, world_size=8) == stored + cache // 8 + working + reference
     # float32 storage, as before the data were held as uint8, would not fit (mirror images aside)
-    with pytest.raises(ConfigError, match=r"would hold 10\.59 GiB per process \(training split \(200599, 3, 64, 64\) "
+    with pytest.raises(ConfigError, match=r"would hold 10\.77 GiB per process \(training split \(200599, 3, 64, 64\) "
                                           r"float32 for D\*_n, cache of 256 items x 17 points x 12288 values x 5 "
-                                          r"arrays\), above max_memory_gb=4\.0; lower num_items, num_strata or "
-                                          r"batch_size, or raise max_memory_gb"):
+                                          r"arrays, the reference's 1024 items\), above max_memory_gb=4\.0; lower "
+                                          r"num_items, num_strata, batch_size or reference_items, or raise "
+                                          r"max_memory_gb"):
         risk.check_memory(200_599, (3, 64, 64), torch.float32)

@@ -70,7 +70,7 @@ def test_known_density_identity():
     model = _perturbed(dm)
     cols = _item_columns(cb, model)
     assert cols["excess_true"].mean() > 0.005 and cols["kernel_ratio_error"].mean() > 0.005
-    _within_mc_error(cols["excess_true"] - (cols["approximation"] + cols["estimation"] + cols["optimism"]))
+    _within_mc_error(cols["excess_true"] - (cols["approximation"] + cols["estimation_paired"] + cols["optimism"]))
     held, empirical = cb.held_points, cb.empirical_held
     vlb_ref_pop = model_risk_columns(SCHEDULE, held, held, empirical, empirical, empirical, None)["vlb_train"].sum(1)
     _within_mc_error(cols["kernel_ratio_error"] - (vlb_ref_pop - cols["vlb_bayes_true"]))

@@ -9,11 +9,13 @@ import torch
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data, evaluation_rows
 from ddpm_signrelu.callbacks.curves import write_curves
-from ddpm_signrelu.diffusion import Diffusion, Proposal, draw_for_items, evaluation_points, predict, to_bits_per_dim
+from ddpm_signrelu.diffusion import (Diffusion, Proposal, draw_for_items, evaluation_points, predict, to_bits_per_dim,
+                                     vlb_columns)
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.metrics.empirical_bayes import empirical_bayes_denoiser
-from ddpm_signrelu.metrics.risk import (ColumnStats, excess_true_columns, model_risk_columns,
-                                        data_columns)
+from ddpm_signrelu.metrics.gaussian_reference import GaussianDenoiser
+from ddpm_signrelu.metrics.risk import (ColumnStats, EstimationStats, data_columns, excess_true_columns,
+                                        model_risk_columns)
 
 
 class RiskMetrics(ValidationEvaluator):
@@ -25,23 +27,36 @@ class RiskMetrics(ValidationEvaluator):
     cached; each evaluation then costs 2·num_items·(num_strata + 1) network calls, items sharded over ranks and
     reduced with torchmetrics. With a ``WeightAveraging`` callback (EMA) the averaged weights are evaluated.
 
+    ``risk/estimation`` carries a control variate (§6.6): the same paired difference for a Gaussian denoiser
+    fitted, at fit start, on up to ``reference_items`` items of both splits outside S_train and S_held. Both
+    evaluation sets are unseen by it, so its difference has mean 0, and subtracting its cross-fitted share removes
+    the item-to-item noise the two share. ``risk/estimation_paired`` is the plain difference.
+
     Args:
         num_items: m, the size of S_train and S_held.  num_strata: K.  proposal: π_k, ``weight`` or ``uniform``.
         every_n_val_checks: evaluate at every n-th validation check (never during the sanity check).
         batch_size: network inputs per call.  chunk_size: training rows per step of D*_n.
         seed: seed of the subsets and draws.  entropy_samples: Monte Carlo size of H(p) (known density).
         max_memory_gb: bound on what one rank holds (:meth:`memory_bytes`); set-up fails above it.
+        reference_items: items the Gaussian reference is fitted on.  reference_rank: its principal directions
+        (all of them up to this dimension).  reference_shrinkage: s, its covariance Σ + s·tr(Σ)/D·I.
     """
 
     def __init__(self, num_items: int = 256, num_strata: int = 16, proposal: Proposal = "weight",
                  every_n_val_checks: int = 1, batch_size: int = 1024, chunk_size: int = 4096, seed: int = 0,
-                 entropy_samples: int = 100_000, max_memory_gb: float = 4.0):
+                 entropy_samples: int = 100_000, max_memory_gb: float = 4.0, reference_items: int = 4096,
+                 reference_rank: int = 1024, reference_shrinkage: float = 0.03):
         super().__init__(every_n_val_checks)
-        if num_items < 2 or num_strata < 1 or batch_size < 1 or chunk_size < 1:
-            raise ConfigError("RiskMetrics needs num_items >= 2 and num_strata, batch_size, chunk_size >= 1")
+        if num_items < 3 or num_strata < 1 or batch_size < 1 or chunk_size < 1:
+            raise ConfigError("RiskMetrics needs num_items >= 3 and num_strata, batch_size, chunk_size >= 1")
+        if reference_items < 2 or reference_rank < 1 or reference_shrinkage < 0:
+            raise ConfigError("RiskMetrics needs reference_items >= 2, reference_rank >= 1 and reference_shrinkage "
+                              ">= 0")
         self.num_items, self.num_strata, self.proposal = num_items, num_strata, proposal
         self.batch_size, self.chunk_size = batch_size, chunk_size
         self.seed, self.entropy_samples, self.max_memory_gb = seed, entropy_samples, max_memory_gb
+        self.reference_items, self.reference_rank = reference_items, reference_rank
+        self.reference_shrinkage = reference_shrinkage
 
     # ----------------------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -55,6 +70,9 @@ class RiskMetrics(ValidationEvaluator):
                               f"split ({len(held)}); lower num_items or enlarge the splits")
         if m < trainer.world_size:
             raise ConfigError(f"RiskMetrics num_items={m} is below the number of processes ({trainer.world_size})")
+        if len(train) + len(held) - 2 * m < 2:
+            raise ConfigError(f"RiskMetrics leaves {len(train) + len(held) - 2 * m} items outside its evaluation sets "
+                              f"for the estimation's reference (2 needed); lower num_items or enlarge the splits")
         self.check_memory(len(train), tuple(train.shape[1:]), train.dtype, trainer.world_size)
         super().setup(trainer, pl_module, stage)
 
@@ -62,11 +80,13 @@ class RiskMetrics(ValidationEvaluator):
                      world_size: int = 1) -> int:
         """Bytes one of ``world_size`` processes holds for these metrics, from sizes alone: the training split
         (num_train items of ``item_shape`` in ``dtype``, as stored: D*_n flips and converts it chunk by chunk),
-        the cache (⌈m/W⌉ items x (K + 1) points x D values x 5 float32 arrays) and D*_n's working set (the logits,
-        batch x chunk, and a chunk converted to float64)."""
+        the cache (⌈m/W⌉ items x (K + 1) points x D values x 5 float32 arrays), D*_n's working set (the logits,
+        batch x chunk, and a chunk converted to float64) and the reference's fit (its items and two D x r arrays in
+        float64)."""
         dim = math.prod(item_shape)
         cache = math.ceil(self.num_items / world_size) * (self.num_strata + 1) * dim * 4 * 5
-        return num_train * dim * dtype.itemsize + cache + self.chunk_size * (self.batch_size + dim) * 8
+        reference = (self.reference_items + 2 * min(dim, self.reference_rank)) * dim * 8
+        return num_train * dim * dtype.itemsize + cache + self.chunk_size * (self.batch_size + dim) * 8 + reference
 
     def check_memory(self, num_train: int, item_shape: tuple[int, ...], dtype: torch.dtype,
                      world_size: int = 1) -> None:
@@ -77,8 +97,8 @@ class RiskMetrics(ValidationEvaluator):
             raise ConfigError(
                 f"RiskMetrics would hold {need / 2**30:.2f} GiB per process (training split {(num_train, *item_shape)} "
                 f"{str(dtype).removeprefix('torch.')} for D*_n, cache of {per_rank} items x {k} points x {dim} values "
-                f"x 5 arrays), above max_memory_gb={self.max_memory_gb}; lower num_items, num_strata or batch_size, "
-                f"or raise max_memory_gb")
+                f"x 5 arrays, the reference's {self.reference_items} items), above max_memory_gb={self.max_memory_gb}; "
+                f"lower num_items, num_strata, batch_size or reference_items, or raise max_memory_gb")
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.prepare(trainer.datamodule, pl_module.diffusion, pl_module.device, trainer.global_rank, trainer.world_size)
@@ -104,6 +124,7 @@ class RiskMetrics(ValidationEvaluator):
 
         self.empirical_train = predict(empirical, self.train_points, self.batch_size)
         self.empirical_held = predict(empirical, self.held_points, self.batch_size)
+        self.reference_delta = self.reference_difference(dm, train_rows, held_rows)
         self.bayes_held = None
         if self.mixture is not None:
             bayes = self.mixture.denoiser_at_steps(schedule.alphas_cumprod)
@@ -117,9 +138,34 @@ class RiskMetrics(ValidationEvaluator):
         if self.mixture is not None:
             h, se = self.mixture.entropy(self.entropy_samples, self.seed)
             self.entropy = (to_bits_per_dim(h, math.prod(shape)), to_bits_per_dim(se, math.prod(shape)))
-        names = ["vlb_train", "vlb_heldout", "approximation", "estimation", "excess"]
+        names = ["vlb_train", "vlb_heldout", "approximation"]
         self.stats = ColumnStats(names + (["excess_true"] if self.mixture is not None else []),
                                  len(self.strata) + 2).to(device)
+        self.estimation_stats = EstimationStats().to(device)
+
+    def reference_difference(self, dm, train_rows: torch.Tensor, held_rows: torch.Tensor) -> torch.Tensor:
+        """Δ^ref = L̂(held_j) − L̂(train_j) of this rank's items, bits/dim columns, for the Gaussian denoiser fitted on
+        up to ``reference_items`` items drawn (under ``seed``) from both splits outside S_train and S_held (§6.6)."""
+        outside = []
+        for data, taken in ((dm.train_data, train_rows), (dm.val_data, held_rows)):
+            keep = torch.ones(len(data), dtype=torch.bool)
+            keep[taken] = False
+            outside += [(data, row) for row in keep.nonzero()[:, 0].tolist()]
+        g = torch.Generator().manual_seed(self.seed)
+        chosen = [outside[i] for i in torch.randperm(len(outside), generator=g)[:self.reference_items].tolist()]
+        x = torch.stack([dm.to_unit(data[row:row + 1])[0] for data, row in chosen])
+        reference = GaussianDenoiser.fit(x, self.reference_rank, self.reference_shrinkage,
+                                         clip=dm.num_levels is not None)
+        alphas_cumprod = self.schedule.alphas_cumprod
+
+        def denoise(x_t, t):
+            return reference(x_t, alphas_cumprod.to(x_t.device)[t])
+
+        dim = x[0].numel()
+        held, train = (to_bits_per_dim(vlb_columns(self.schedule, points, predict(denoise, points, self.batch_size),
+                                                   self.num_levels), dim)
+                       for points in (self.held_points, self.train_points))
+        return held - train
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -135,12 +181,15 @@ class RiskMetrics(ValidationEvaluator):
             model_train, model_held = predict(denoise, train, self.batch_size), predict(denoise, held, self.batch_size)
             columns = model_risk_columns(self.schedule, train, held, model_train, model_held,
                                          self.empirical_train[rows], self.num_levels)
+            self.estimation_stats.update(columns["estimation_paired"], self.reference_delta[rows],
+                                         columns["approximation"])
             if self.bayes_held is not None:
                 columns |= excess_true_columns(self.schedule, held, model_held, self.bayes_held[rows],
                                                self.num_levels)
             self.stats.update(columns)
-        results = self.stats.compute() | self.data_metrics
+        results = self.stats.compute() | self.estimation_stats.compute() | self.data_metrics
         self.stats.reset()
+        self.estimation_stats.reset()
         if self.entropy is not None:
             (h, h_se), (vlb, vlb_se) = self.entropy, results["vlb_heldout"][:2]
             results["entropy_true"] = (h, h_se, None)
@@ -150,7 +199,8 @@ class RiskMetrics(ValidationEvaluator):
     def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, results: dict) -> None:
         for name, (value, se, _) in results.items():
             pl_module.log(f"risk/{name}", value, batch_size=1)
-            pl_module.log(f"risk/{name}_se", se, batch_size=1)
+            if se is not None:
+                pl_module.log(f"risk/{name}_se", se, batch_size=1)
         out_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank asks
         if trainer.is_global_zero:
             curves = {name: cols for name, (_, _, cols) in results.items() if cols is not None}

@@ -9,9 +9,32 @@ from __future__ import annotations
 
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from ddpm_signrelu.diffusion.bound import EvalPoints, to_bits_per_dim, vlb_columns, weighted_sq_columns
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
+
+
+def cross_fitted_control_variate(delta: torch.Tensor, delta_ref: torch.Tensor) -> torch.Tensor:
+    """Per-item columns z_jc = Δ_jc − β̂_c^(−j)·Δ^ref_jc (theory.md §6.6), (m, C).
+
+    ``delta``: the network's paired differences Δ_j = L̂(held_j) − L̂(train_j) by column; ``delta_ref``: the
+    reference's at the same points. β̂_c^(−j) is column c's least-squares slope of Δ on Δ^ref over the other m − 1
+    items (0 where Δ^ref has no spread there): independent of item j, so E[z_j] = E[Δ_j] whenever E[Δ^ref_j] = 0,
+    with no O(1/m) bias from fitting the slope on the item it corrects.
+    """
+    m = len(delta)
+    rest_x, rest_y = delta.sum(0) - delta, delta_ref.sum(0) - delta_ref
+    cov = (delta * delta_ref).sum(0) - delta * delta_ref - rest_x * rest_y / (m - 1)
+    var = delta_ref.square().sum(0) - delta_ref.square() - rest_y.square() / (m - 1)
+    beta = torch.where(var > 0, cov / var.clamp(min=torch.finfo(var.dtype).tiny), torch.zeros_like(var))
+    return delta - beta * delta_ref
+
+
+def item_summary(columns: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """(mean of the item totals, its standard error, column means) of per-item columns (m, C)."""
+    totals = columns.sum(1)
+    return totals.mean().item(), (totals.std() / len(totals) ** 0.5).item(), columns.mean(0).cpu()
 
 
 def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, model_train: torch.Tensor,
@@ -20,7 +43,7 @@ def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoi
 
     ``vlb_train`` = VLB(x̂0_θ; S_train); ``vlb_heldout`` = VLB(x̂0_θ; S_held);
     ``approximation`` = Σ_t w_t ‖x̂0_θ − D*_n‖² on S_train (t = 1 included for the continuous decoder);
-    ``estimation`` = vlb_heldout − vlb_train; ``excess`` = approximation + estimation.
+    ``estimation_paired`` = vlb_heldout − vlb_train, Δ of :class:`EstimationStats`.
     ``model_*``: x̂0_θ at the points, ``empirical_train``: D*_n at the S_train points.
     """
     dim = train.x0[0].numel()
@@ -28,9 +51,8 @@ def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoi
     vlb_held = to_bits_per_dim(vlb_columns(schedule, held, model_held, num_levels), dim)
     continuous = num_levels is None
     approximation = to_bits_per_dim(weighted_sq_columns(schedule, train, model_train, empirical_train, continuous), dim)
-    estimation = vlb_held - vlb_train
     return {"vlb_train": vlb_train, "vlb_heldout": vlb_held, "approximation": approximation,
-            "estimation": estimation, "excess": approximation + estimation}
+            "estimation_paired": vlb_held - vlb_train}
 
 
 def excess_true_columns(schedule: NoiseSchedule, held: EvalPoints, model_held: torch.Tensor,
@@ -85,3 +107,34 @@ class ColumnStats(Metric):
         var = (self.sq_sums / n - mean.square()).clamp(min=0) * n / (n - 1).clamp(min=1)
         se = (var / n).sqrt()
         return {name: (mean[i].item(), se[i].item(), col_means[i].cpu()) for i, name in enumerate(self.names)}
+
+
+class EstimationStats(Metric):
+    """The estimation component with its control variate (theory.md §6.6): every item's columns of Δ, Δ^ref and
+    approximation, gathered across ranks (the cross-fitted slopes need all items).
+
+    ``compute`` returns, as (value, SE, column means): ``estimation`` (Δ − β̂Δ^ref), ``estimation_paired`` (Δ, the
+    plain paired difference), ``estimation_reference`` (Δ^ref: 0 in expectation, a check of the split) and
+    ``excess`` (approximation + estimation); and ``estimation_variance_ratio`` (value, None, None), the item
+    variance of Δ over that of Δ − β̂Δ^ref.
+    """
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        for name in ("delta", "delta_ref", "approximation"):
+            self.add_state(name, [], dist_reduce_fx="cat")
+
+    def update(self, delta: torch.Tensor, delta_ref: torch.Tensor, approximation: torch.Tensor) -> None:
+        self.delta.append(delta.double())
+        self.delta_ref.append(delta_ref.double())
+        self.approximation.append(approximation.double())
+
+    def compute(self) -> dict:
+        delta, delta_ref, approximation = (dim_zero_cat(x) for x in (self.delta, self.delta_ref, self.approximation))
+        estimation = cross_fitted_control_variate(delta, delta_ref)
+        ratio = (delta.sum(1).var() / estimation.sum(1).var().clamp(min=torch.finfo(torch.float64).tiny)).item()
+        return {"estimation": item_summary(estimation), "estimation_paired": item_summary(delta),
+                "estimation_reference": item_summary(delta_ref), "excess": item_summary(approximation + estimation),
+                "estimation_variance_ratio": (ratio, None, None)}

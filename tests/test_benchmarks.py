@@ -5,6 +5,7 @@ import copy
 import json
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -502,3 +503,16 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
         *(f"| discrim. AUC: {g}" for g in credit_default_diagnosis.GROUPS), "| bill change", "| score change",
         "| equal bills", "| equal non-zero bills", "| paid in full"]
     assert all(0 <= float(v) <= 1 for line in lines[2:10] for v in line.strip("| ").split(" | ")[2:])
+
+
+def test_estimation_variance_prints_both_estimates_and_their_ratio(capsys):
+    """The digits default at initialisation, two item seeds: per seed both estimates with their errors, then the
+    spread over seeds and the ratio of standard errors, the control variate's the smaller."""
+    from benchmarks import estimation_variance
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "digits.yaml")
+    estimation_variance.main(["--config", config, "--seeds", "0", "1", "--num_items", "16", "--num_strata", "4"])
+    out = capsys.readouterr().out
+    assert len(re.findall(r"^seed \d: paired [+-]\d\.\d{4} ± \d\.\d{4}  control variate", out, re.M)) == 2
+    ratio = float(re.search(r"SE ratio paired / control variate: (\d+\.\d+)", out).group(1))
+    assert ratio > 1.5

@@ -362,7 +362,9 @@ def test_the_logger_can_be_swapped_on_the_command_line(tmp_path, capsys, logger,
     (["--trainer.val_check_interval", "0"], "error: trainer.val_check_interval must be > 0"),
     (["--trainer.devices", "0"], "error: `Trainer(devices='0')` value is not a valid input using cpu accelerator."),
     (["--trainer.callbacks+=ddpm_signrelu.callbacks.RiskMetrics", "--trainer.callbacks.num_items", "1"],
-     "error: RiskMetrics needs num_items >= 2"),
+     "error: RiskMetrics needs num_items >= 3"),
+    (["--trainer.callbacks+=ddpm_signrelu.callbacks.RiskMetrics", "--trainer.callbacks.reference_items", "1"],
+     "error: RiskMetrics needs reference_items >= 2"),
     (["--data.class_path", "helpers.MissingDigits"], "error: digits files not found"),
 ])
 def test_bad_data_trainer_and_callback_settings_are_one_line(tmp_path, capsys, monkeypatch, args, message):

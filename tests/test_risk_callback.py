@@ -60,7 +60,8 @@ def test_all_keys_and_curves_on_digits(tmp_path):
     for name in BASE:
         assert {f"risk/{name}", f"risk/{name}_se"} <= logged, name
     assert not any(f"risk/{name}" in logged for name in KNOWN)
-    assert "risk/estimation_variance_ratio" in logged and "risk/estimation_variance_ratio_se" not in logged
+    for name in ("estimation_variance_ratio", "estimation_z"):
+        assert f"risk/{name}" in logged and f"risk/{name}_se" not in logged
     assert "val/dsm_x0" in logged
     with open(tmp_path / "risk_curves.csv") as f:
         rows = list(csv.DictReader(f))
@@ -83,6 +84,7 @@ def test_all_keys_on_a_mixture_and_the_identity_in_logs(tmp_path):
     assert m["risk/excess"] == pytest.approx(m["risk/approximation"] + m["risk/estimation"], abs=1e-5)
     assert m["risk/estimation_paired"] == pytest.approx(m["risk/vlb_heldout"] - m["risk/vlb_train"], abs=1e-5)
     assert m["risk/estimation_variance_ratio"] > 1
+    assert m["risk/estimation_z"] == pytest.approx(m["risk/estimation"] / m["risk/estimation_se"], rel=1e-5)
 
 
 @pytest.mark.parametrize("ema_first", [True, False])
@@ -171,6 +173,17 @@ def test_discrepancy_principle_stops_an_overfitting_run(tmp_path):
     early, late = (float(t.callback_metrics["risk/excess_true"]) for t in (stopped, overtrained))
     assert early < 0.5 * late, (early, late)
     assert float(stopped.callback_metrics["risk/estimation"]) < float(overtrained.callback_metrics["risk/estimation"])
+
+
+def test_stopping_when_the_gap_is_measurably_positive(tmp_path):
+    """Lightning's EarlyStopping on risk/estimation_z with divergence_threshold=2 stops the overfitting run at the
+    first check where the estimation exceeds two of its standard errors."""
+    early = EarlyStopping(monitor="risk/estimation_z", mode="min", divergence_threshold=2.0, patience=10**6)
+    report = StopReport()
+    stopped = overfitting_run(tmp_path, [early, report])
+    assert report.reason == "holdout_divergence_threshold" and 50 < report.step < 1500, (report.reason, report.step)
+    m = {k: float(v) for k, v in stopped.callback_metrics.items()}
+    assert m["risk/estimation_z"] > 2 and m["risk/estimation"] > 2 * m["risk/estimation_se"]
 
 
 def test_holdout_rule_reports_patience(tmp_path):

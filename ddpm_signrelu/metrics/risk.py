@@ -115,8 +115,9 @@ class EstimationStats(Metric):
 
     ``compute`` returns, as (value, SE, column means): ``estimation`` (Δ − β̂Δ^ref), ``estimation_paired`` (Δ, the
     plain paired difference), ``estimation_reference`` (Δ^ref: 0 in expectation, a check of the split) and
-    ``excess`` (approximation + estimation); and ``estimation_variance_ratio`` (value, None, None), the item
-    variance of Δ over that of Δ − β̂Δ^ref.
+    ``excess`` (approximation + estimation); and as (value, None, None) ``estimation_variance_ratio``, the item
+    variance of Δ over that of Δ − β̂Δ^ref, and ``estimation_z``, the estimate over its SE (a stopping rule's
+    monitor: the gap is measurably positive above 2).
     """
 
     full_state_update = False
@@ -135,6 +136,7 @@ class EstimationStats(Metric):
         delta, delta_ref, approximation = (dim_zero_cat(x) for x in (self.delta, self.delta_ref, self.approximation))
         estimation = cross_fitted_control_variate(delta, delta_ref)
         ratio = (delta.sum(1).var() / estimation.sum(1).var().clamp(min=torch.finfo(torch.float64).tiny)).item()
-        return {"estimation": item_summary(estimation), "estimation_paired": item_summary(delta),
+        value, se, columns = item_summary(estimation)
+        return {"estimation": (value, se, columns), "estimation_paired": item_summary(delta),
                 "estimation_reference": item_summary(delta_ref), "excess": item_summary(approximation + estimation),
-                "estimation_variance_ratio": (ratio, None, None)}
+                "estimation_variance_ratio": (ratio, None, None), "estimation_z": (value / max(se, 1e-30), None, None)}

@@ -181,7 +181,7 @@ def test_stopping_when_the_gap_is_measurably_positive(tmp_path):
     early = EarlyStopping(monitor="risk/estimation_z", mode="min", divergence_threshold=2.0, patience=10**6)
     report = StopReport()
     stopped = overfitting_run(tmp_path, [early, report])
-    assert report.reason == "holdout_divergence_threshold" and 50 < report.step < 1500, (report.reason, report.step)
+    assert report.reason == "holdout_divergence_threshold" and report.step < 1500, (report.reason, report.step)
     m = {k: float(v) for k, v in stopped.callback_metrics.items()}
     assert m["risk/estimation_z"] > 2 and m["risk/estimation"] > 2 * m["risk/estimation_se"]
 

@@ -27,10 +27,10 @@ class RiskMetrics(ValidationEvaluator):
     cached; each evaluation then costs 2·num_items·(num_strata + 1) network calls, items sharded over ranks and
     reduced with torchmetrics. With a ``WeightAveraging`` callback (EMA) the averaged weights are evaluated.
 
-    ``risk/estimation`` carries a control variate (§6.6): the same paired difference for a Gaussian denoiser
-    fitted, at fit start, on up to ``reference_items`` items of both splits outside S_train and S_held. Both
-    evaluation sets are unseen by it, so its difference has mean 0, and subtracting its cross-fitted share removes
-    the item-to-item noise the two share. ``risk/estimation_paired`` is the plain difference.
+    ``risk/estimation`` carries a control variate (§6.6): the same paired difference for a Gaussian denoiser fitted
+    at fit start, centred on its mean given the splits (computed once over up to ``reference_items`` items of each).
+    Subtracting its cross-fitted share keeps the paired difference's mean and removes the item-to-item noise the
+    two share. ``risk/estimation_paired`` is the plain difference.
 
     Args:
         num_items: m, the size of S_train and S_held.  num_strata: K.  proposal: π_k, ``weight`` or ``uniform``.
@@ -38,8 +38,9 @@ class RiskMetrics(ValidationEvaluator):
         batch_size: network inputs per call.  chunk_size: training rows per step of D*_n.
         seed: seed of the subsets and draws.  entropy_samples: Monte Carlo size of H(p) (known density).
         max_memory_gb: bound on what one rank holds (:meth:`memory_bytes`); set-up fails above it.
-        reference_items: items the Gaussian reference is fitted on.  reference_rank: its principal directions
-        (all of them up to this dimension).  reference_shrinkage: s, its covariance Σ + s·tr(Σ)/D·I.
+        reference_items: training items the Gaussian reference is fitted on, and items per split of its centring.
+        reference_rank: its principal directions (all up to this dimension).  reference_shrinkage: s, its
+        covariance Σ + s·tr(Σ)/D·I.
     """
 
     def __init__(self, num_items: int = 256, num_strata: int = 16, proposal: Proposal = "weight",
@@ -70,9 +71,6 @@ class RiskMetrics(ValidationEvaluator):
                               f"split ({len(held)}); lower num_items or enlarge the splits")
         if m < trainer.world_size:
             raise ConfigError(f"RiskMetrics num_items={m} is below the number of processes ({trainer.world_size})")
-        if len(train) + len(held) - 2 * m < 2:
-            raise ConfigError(f"RiskMetrics leaves {len(train) + len(held) - 2 * m} items outside its evaluation sets "
-                              f"for the estimation's reference (2 needed); lower num_items or enlarge the splits")
         self.check_memory(len(train), tuple(train.shape[1:]), train.dtype, trainer.world_size)
         super().setup(trainer, pl_module, stage)
 
@@ -124,7 +122,7 @@ class RiskMetrics(ValidationEvaluator):
 
         self.empirical_train = predict(empirical, self.train_points, self.batch_size)
         self.empirical_held = predict(empirical, self.held_points, self.batch_size)
-        self.reference_delta = self.reference_difference(dm, train_rows, held_rows)
+        self.reference_delta = self.reference_difference(dm, device)
         self.bayes_held = None
         if self.mixture is not None:
             bayes = self.mixture.denoiser_at_steps(schedule.alphas_cumprod)
@@ -141,31 +139,36 @@ class RiskMetrics(ValidationEvaluator):
         names = ["vlb_train", "vlb_heldout", "approximation"]
         self.stats = ColumnStats(names + (["excess_true"] if self.mixture is not None else []),
                                  len(self.strata) + 2).to(device)
-        self.estimation_stats = EstimationStats().to(device)
+        self.estimation_stats = EstimationStats(self.reference_centre_cov).to(device)
 
-    def reference_difference(self, dm, train_rows: torch.Tensor, held_rows: torch.Tensor) -> torch.Tensor:
-        """Δ^ref = L̂(held_j) − L̂(train_j) of this rank's items, bits/dim columns, for the Gaussian denoiser fitted on
-        up to ``reference_items`` items drawn (under ``seed``) from both splits outside S_train and S_held (§6.6)."""
-        outside = []
-        for data, taken in ((dm.train_data, train_rows), (dm.val_data, held_rows)):
-            keep = torch.ones(len(data), dtype=torch.bool)
-            keep[taken] = False
-            outside += [(data, row) for row in keep.nonzero()[:, 0].tolist()]
+    def reference_difference(self, dm, device) -> torch.Tensor:
+        """Δ^ref_j − c of this rank's items, bits/dim columns (§6.6): the paired difference of the Gaussian denoiser
+        fitted on up to ``reference_items`` items of the training split, less c, that difference's mean given the
+        splits (its bound over the held-out split less over the training split, up to ``reference_items`` items each
+        with draws of seed + 1, repeated up to that many points)."""
         g = torch.Generator().manual_seed(self.seed)
-        chosen = [outside[i] for i in torch.randperm(len(outside), generator=g)[:self.reference_items].tolist()]
-        x = torch.stack([dm.to_unit(data[row:row + 1])[0] for data, row in chosen])
-        reference = GaussianDenoiser.fit(x, self.reference_rank, self.reference_shrinkage,
-                                         clip=dm.num_levels is not None)
-        alphas_cumprod = self.schedule.alphas_cumprod
+        sides = {name: dm.to_unit(data[torch.randperm(len(data), generator=g)[:self.reference_items]])
+                 for name, data in (("train", dm.train_data), ("held", dm.val_data))}
+        reference = self.reference = GaussianDenoiser.fit(sides["train"], self.reference_rank, self.reference_shrinkage,
+                                                          clip=dm.num_levels is not None)
+        alphas_cumprod = self.schedule.alphas_cumprod.to(device)
 
-        def denoise(x_t, t):
-            return reference(x_t, alphas_cumprod.to(x_t.device)[t])
+        def bound_columns(points):
+            x0_hat = predict(lambda x_t, t: reference(x_t, alphas_cumprod[t]), points, self.batch_size)
+            return to_bits_per_dim(vlb_columns(self.schedule, points, x0_hat, self.num_levels), points.x0[0].numel())
 
-        dim = x[0].numel()
-        held, train = (to_bits_per_dim(vlb_columns(self.schedule, points, predict(denoise, points, self.batch_size),
-                                                   self.num_levels), dim)
-                       for points in (self.held_points, self.train_points))
-        return held - train
+        self.reference_centre, self.reference_centre_cov = 0, 0
+        for sign, x0 in ((1, sides["held"]), (-1, sides["train"])):
+            x0 = x0.repeat(max(1, self.reference_items // len(x0)), *[1] * (x0.dim() - 1))
+            total = square = 0
+            for i in range(0, len(x0), 256):
+                draws = draw_for_items(self.strata, self.seed + 1, range(i, min(i + 256, len(x0))), x0.shape[1:])
+                cols = bound_columns(evaluation_points(self.schedule, x0[i:i + 256].to(device), draws))
+                total, square = total + cols.sum(0), square + cols.T @ cols
+            mean = total / len(x0)
+            self.reference_centre = self.reference_centre + sign * mean
+            self.reference_centre_cov = self.reference_centre_cov + (square / len(x0) - mean.outer(mean)) / len(x0)
+        return bound_columns(self.held_points) - bound_columns(self.train_points) - self.reference_centre
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

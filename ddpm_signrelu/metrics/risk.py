@@ -15,8 +15,8 @@ from ddpm_signrelu.diffusion.bound import EvalPoints, to_bits_per_dim, vlb_colum
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 
 
-def cross_fitted_control_variate(delta: torch.Tensor, delta_ref: torch.Tensor) -> torch.Tensor:
-    """Per-item columns z_jc = Δ_jc − β̂_c^(−j)·Δ^ref_jc (theory.md §6.6), (m, C).
+def cross_fitted_control_variate(delta: torch.Tensor, delta_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item columns z_jc = Δ_jc − β̂_c^(−j)·Δ^ref_jc (theory.md §6.6), (m, C), and the slopes β̂^(−j), (m, C).
 
     ``delta``: the network's paired differences Δ_j = L̂(held_j) − L̂(train_j) by column; ``delta_ref``: the
     reference's at the same points. β̂_c^(−j) is column c's least-squares slope of Δ on Δ^ref over the other m − 1
@@ -28,7 +28,7 @@ def cross_fitted_control_variate(delta: torch.Tensor, delta_ref: torch.Tensor) -
     cov = (delta * delta_ref).sum(0) - delta * delta_ref - rest_x * rest_y / (m - 1)
     var = delta_ref.square().sum(0) - delta_ref.square() - rest_y.square() / (m - 1)
     beta = torch.where(var > 0, cov / var.clamp(min=torch.finfo(var.dtype).tiny), torch.zeros_like(var))
-    return delta - beta * delta_ref
+    return delta - beta * delta_ref, beta
 
 
 def item_summary(columns: torch.Tensor) -> tuple[float, float, torch.Tensor]:
@@ -113,7 +113,9 @@ class EstimationStats(Metric):
     """The estimation component with its control variate (theory.md §6.6): every item's columns of Δ, Δ^ref and
     approximation, gathered across ranks (the cross-fitted slopes need all items).
 
-    ``compute`` returns, as (value, SE, column means): ``estimation`` (Δ − β̂Δ^ref), ``estimation_paired`` (Δ, the
+    ``centre_cov``: the covariance of the centring c in Δ^ref = Δ^ref_raw − c, (C, C) or 0; its share enters the SEs of
+    ``estimation`` and ``excess`` through the mean slope. ``compute`` returns, as (value, SE, column means):
+    ``estimation`` (Δ − β̂Δ^ref), ``estimation_paired`` (Δ, the
     plain paired difference), ``estimation_reference`` (Δ^ref: 0 in expectation, a check of the split) and
     ``excess`` (approximation + estimation); and as (value, None, None) ``estimation_variance_ratio``, the item
     variance of Δ over that of Δ − β̂Δ^ref, and ``estimation_z``, the estimate over its SE (a stopping rule's
@@ -122,8 +124,9 @@ class EstimationStats(Metric):
 
     full_state_update = False
 
-    def __init__(self):
+    def __init__(self, centre_cov: torch.Tensor | float = 0.0):
         super().__init__()
+        self.centre_cov = centre_cov
         for name in ("delta", "delta_ref", "approximation"):
             self.add_state(name, [], dist_reduce_fx="cat")
 
@@ -134,9 +137,13 @@ class EstimationStats(Metric):
 
     def compute(self) -> dict:
         delta, delta_ref, approximation = (dim_zero_cat(x) for x in (self.delta, self.delta_ref, self.approximation))
-        estimation = cross_fitted_control_variate(delta, delta_ref)
+        estimation, beta = cross_fitted_control_variate(delta, delta_ref)
         ratio = (delta.sum(1).var() / estimation.sum(1).var().clamp(min=torch.finfo(torch.float64).tiny)).item()
-        value, se, columns = item_summary(estimation)
+        cov, slope = torch.as_tensor(self.centre_cov, dtype=beta.dtype, device=beta.device), beta.mean(0)
+        centre_var = float(slope @ cov @ slope) if cov.dim() == 2 else 0.0
+        (value, se, columns), (excess, excess_se, excess_columns) = (
+            item_summary(estimation), item_summary(approximation + estimation))
+        se, excess_se = ((s**2 + centre_var) ** 0.5 for s in (se, excess_se))
         return {"estimation": (value, se, columns), "estimation_paired": item_summary(delta),
-                "estimation_reference": item_summary(delta_ref), "excess": item_summary(approximation + estimation),
+                "estimation_reference": item_summary(delta_ref), "excess": (excess, excess_se, excess_columns),
                 "estimation_variance_ratio": (ratio, None, None), "estimation_z": (value / max(se, 1e-30), None, None)}

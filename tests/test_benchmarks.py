@@ -516,3 +516,19 @@ def test_estimation_variance_prints_both_estimates_and_their_ratio(capsys):
     assert len(re.findall(r"^seed \d: paired [+-]\d\.\d{4} ± \d\.\d{4}  control variate", out, re.M)) == 2
     ratio = float(re.search(r"SE ratio paired / control variate: (\d+\.\d+)", out).group(1))
     assert ratio > 1.5
+
+
+def test_risk_validation_quick_writes_the_agreement_and_the_gap_rule(tmp_path):
+    """--quick: four small mixture runs and the discrepancy run; the page holds each run's true gap beside both
+    estimates, the estimators' bias and Kendall τ, and the gap rule replayed on each run's log."""
+    from benchmarks import risk_validation
+
+    risk_validation.main(["--quick", "--out", str(tmp_path / "runs"), "--docs", str(tmp_path)])
+    doc = (tmp_path / "risk_validation.md").read_text()
+    agreement = doc[doc.index("## Agreement with the true gap"):doc.index("## Stopping when")]
+    rows = re.findall(r"^\| (64|512) \| (32|128) \| (-?\d+\.\d{4}) ± (\d+\.\d{4}) \|", agreement, re.M)
+    assert len(rows) == 4 and all(float(se) > 0 for *_, se in rows)
+    assert re.search(r"^\| control variate \(`risk/estimation`\) \| [+-]\d\.\d{4} \| \d\.\d{4} \| \d\.\d{4} \| -?\d\.\d\d \|$",
+                     agreement, re.M)
+    stopping = doc[doc.index("## Stopping when"):doc.index("## Where the terms sit")]
+    assert len(re.findall(r"^\| (64|512) \| (32|128) \| (yes|no) \| \d+ \(", stopping, re.M)) == 4

@@ -158,16 +158,19 @@ class RiskMetrics(ValidationEvaluator):
             return to_bits_per_dim(vlb_columns(self.schedule, points, x0_hat, self.num_levels), points.x0[0].numel())
 
         self.reference_centre, self.reference_centre_cov = 0, 0
-        for sign, x0 in ((1, sides["held"]), (-1, sides["train"])):
-            x0 = x0.repeat(max(1, self.reference_items // len(x0)), *[1] * (x0.dim() - 1))
-            total = square = 0
-            for i in range(0, len(x0), 256):
-                draws = draw_for_items(self.strata, self.seed + 1, range(i, min(i + 256, len(x0))), x0.shape[1:])
-                cols = bound_columns(evaluation_points(self.schedule, x0[i:i + 256].to(device), draws))
-                total, square = total + cols.sum(0), square + cols.T @ cols
-            mean = total / len(x0)
+        for sign, items, whole in ((1, sides["held"], len(dm.val_data)), (-1, sides["train"], len(dm.train_data))):
+            repeats = max(1, self.reference_items // len(items))
+            x0 = items.repeat(repeats, *[1] * (items.dim() - 1))
+            cols = torch.cat([bound_columns(evaluation_points(
+                self.schedule, x0[i:i + 256].to(device),
+                draw_for_items(self.strata, self.seed + 1, range(i, min(i + 256, len(x0))), x0.shape[1:])))
+                for i in range(0, len(x0), 256)])
+            mean = cols.mean(0)
+            if len(items) == whole and repeats > 1:  # the whole split: only the draws are noise
+                cols = cols.view(repeats, len(items), -1)
+                cols = cols - cols.mean(0) + mean
             self.reference_centre = self.reference_centre + sign * mean
-            self.reference_centre_cov = self.reference_centre_cov + (square / len(x0) - mean.outer(mean)) / len(x0)
+            self.reference_centre_cov = self.reference_centre_cov + torch.cov(cols.reshape(len(x0), -1).T) / len(x0)
         return bound_columns(self.held_points) - bound_columns(self.train_points) - self.reference_centre
 
     # ----------------------------------------------------------------------------------------------- evaluation

@@ -32,7 +32,8 @@ def measure(args) -> list[dict]:
     rows = []
     for seed in args.seeds:
         metrics = RiskMetrics(num_items=args.num_items or risk.num_items, num_strata=args.num_strata or risk.num_strata,
-                              seed=seed, entropy_samples=1000)
+                              seed=seed, entropy_samples=1000,
+                              reference_items=args.reference_items or risk.reference_items)
         metrics.prepare(dm, model.diffusion, torch.device("cpu"))
         with torch.no_grad():
             res = metrics.evaluate(model.denoise)
@@ -66,6 +67,7 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--num_items", type=int, default=None)
     p.add_argument("--num_strata", type=int, default=None)
+    p.add_argument("--reference_items", type=int, default=None)
     print(summary(measure(p.parse_args(argv))))
 
 

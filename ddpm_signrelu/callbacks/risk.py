@@ -9,8 +9,8 @@ import torch
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data, evaluation_rows
 from ddpm_signrelu.callbacks.curves import write_curves
-from ddpm_signrelu.diffusion import (Diffusion, Proposal, draw_for_items, evaluation_points, predict, to_bits_per_dim,
-                                     vlb_columns)
+from ddpm_signrelu.diffusion import (Diffusion, Draws, Proposal, draw_for_items, evaluation_points, predict,
+                                     to_bits_per_dim, vlb_columns)
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.metrics.empirical_bayes import empirical_bayes_denoiser
 from ddpm_signrelu.metrics.gaussian_reference import GaussianDenoiser
@@ -144,13 +144,16 @@ class RiskMetrics(ValidationEvaluator):
     def reference_difference(self, dm, device) -> torch.Tensor:
         """Δ^ref_j − c of this rank's items, bits/dim columns (§6.6): the paired difference of the Gaussian denoiser
         fitted on up to ``reference_items`` items of the training split, less c, that difference's mean given the
-        splits (its bound over the held-out split less over the training split, up to ``reference_items`` items each
-        with draws of seed + 1, repeated up to that many points)."""
+        splits (its bound over the held-out split less over the training split, up to P = ``reference_items``·
+        min(16, max(1, ⌊1024/D⌋)) items each with draws of seed + 1, repeated up to P points); c's covariance is kept for the
+        SE."""
         g = torch.Generator().manual_seed(self.seed)
-        sides = {name: dm.to_unit(data[torch.randperm(len(data), generator=g)[:self.reference_items]])
+        dim = math.prod(dm.train_data.shape[1:])
+        points, chunk = self.reference_items * min(16, max(1, 1024 // dim)), max(256, 65536 // dim)  # more if D small
+        sides = {name: dm.to_unit(data[torch.randperm(len(data), generator=g)[:points]])
                  for name, data in (("train", dm.train_data), ("held", dm.val_data))}
-        reference = self.reference = GaussianDenoiser.fit(sides["train"], self.reference_rank, self.reference_shrinkage,
-                                                          clip=dm.num_levels is not None)
+        reference = self.reference = GaussianDenoiser.fit(sides["train"][:self.reference_items], self.reference_rank,
+                                                          self.reference_shrinkage, clip=dm.num_levels is not None)
         alphas_cumprod = self.schedule.alphas_cumprod.to(device)
 
         def bound_columns(points):
@@ -159,12 +162,16 @@ class RiskMetrics(ValidationEvaluator):
 
         self.reference_centre, self.reference_centre_cov = 0, 0
         for sign, items, whole in ((1, sides["held"], len(dm.val_data)), (-1, sides["train"], len(dm.train_data))):
-            repeats = max(1, self.reference_items // len(items))
+            repeats = max(1, points // len(items))
             x0 = items.repeat(repeats, *[1] * (items.dim() - 1))
-            cols = torch.cat([bound_columns(evaluation_points(
-                self.schedule, x0[i:i + 256].to(device),
-                draw_for_items(self.strata, self.seed + 1, range(i, min(i + 256, len(x0))), x0.shape[1:])))
-                for i in range(0, len(x0), 256)])
+            g = torch.Generator().manual_seed(self.seed + 1)  # one stream: these draws are never shared by item
+            cols = []
+            for i in range(0, len(x0), chunk):
+                part = x0[i:i + chunk]
+                t, pi = self.strata.draw(torch.rand(len(part), len(self.strata), generator=g, dtype=torch.float64))
+                eps = torch.randn(len(part), len(self.strata) + 1, *part.shape[1:], generator=g)
+                cols.append(bound_columns(evaluation_points(self.schedule, part.to(device), Draws(t, pi, eps))))
+            cols = torch.cat(cols)
             mean = cols.mean(0)
             if len(items) == whole and repeats > 1:  # the whole split: only the draws are noise
                 cols = cols.view(repeats, len(items), -1)

@@ -520,7 +520,7 @@ def test_estimation_variance_prints_both_estimates_and_their_ratio(capsys):
 
 def test_risk_validation_quick_writes_the_agreement_and_the_gap_rule(tmp_path):
     """--quick: four small mixture runs and the discrepancy run; the page holds each run's true gap beside both
-    estimates, the estimators' bias and Kendall τ, and the gap rule replayed on each run's log."""
+    estimates, the estimators' bias and Kendall τ, and the gap-rise rule replayed on each run's log."""
     from benchmarks import risk_validation
 
     risk_validation.main(["--quick", "--out", str(tmp_path / "runs"), "--docs", str(tmp_path)])
@@ -530,5 +530,5 @@ def test_risk_validation_quick_writes_the_agreement_and_the_gap_rule(tmp_path):
     assert len(rows) == 4 and all(float(se) > 0 for *_, se in rows)
     assert re.search(r"^\| control variate \(`risk/estimation`\) \| [+-]\d\.\d{4} \| \d\.\d{4} \| \d\.\d{4} \| -?\d\.\d\d \|$",
                      agreement, re.M)
-    stopping = doc[doc.index("## Stopping when"):doc.index("## Where the terms sit")]
+    stopping = doc[doc.index("## Stopping when the gap rises"):doc.index("## Where the terms sit")]
     assert len(re.findall(r"^\| (64|512) \| (32|128) \| (yes|no) \| \d+ \(", stopping, re.M)) == 4

@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAverag
 from lightning.pytorch.loggers import CSVLogger
 from PIL import Image
 
-from ddpm_signrelu.callbacks import DiscrepancyStop, RiskMetrics, StopReport
+from ddpm_signrelu.callbacks import DiscrepancyStop, GapRiseStop, RiskMetrics, StopReport
 from ddpm_signrelu.data import DigitsDataModule, GaussianMixtureDataModule, ImageFolderDataModule
 from ddpm_signrelu.diffusion import DenoisingLoss, Diffusion, NoiseSchedule, predict
 from ddpm_signrelu.errors import ConfigError
@@ -60,8 +60,7 @@ def test_all_keys_and_curves_on_digits(tmp_path):
     for name in BASE:
         assert {f"risk/{name}", f"risk/{name}_se"} <= logged, name
     assert not any(f"risk/{name}" in logged for name in KNOWN)
-    for name in ("estimation_variance_ratio", "estimation_z"):
-        assert f"risk/{name}" in logged and f"risk/{name}_se" not in logged
+    assert "risk/estimation_variance_ratio" in logged and "risk/estimation_variance_ratio_se" not in logged
     assert "val/dsm_x0" in logged
     with open(tmp_path / "risk_curves.csv") as f:
         rows = list(csv.DictReader(f))
@@ -84,7 +83,6 @@ def test_all_keys_on_a_mixture_and_the_identity_in_logs(tmp_path):
     assert m["risk/excess"] == pytest.approx(m["risk/approximation"] + m["risk/estimation"], abs=1e-5)
     assert m["risk/estimation_paired"] == pytest.approx(m["risk/vlb_heldout"] - m["risk/vlb_train"], abs=1e-5)
     assert m["risk/estimation_variance_ratio"] > 1
-    assert m["risk/estimation_z"] == pytest.approx(m["risk/estimation"] / m["risk/estimation_se"], rel=1e-5)
 
 
 @pytest.mark.parametrize("ema_first", [True, False])
@@ -175,15 +173,16 @@ def test_discrepancy_principle_stops_an_overfitting_run(tmp_path):
     assert float(stopped.callback_metrics["risk/estimation"]) < float(overtrained.callback_metrics["risk/estimation"])
 
 
-def test_stopping_when_the_gap_is_measurably_positive(tmp_path):
-    """Lightning's EarlyStopping on risk/estimation_z with divergence_threshold=2 stops the overfitting run at the
-    first check where the estimation exceeds two of its standard errors."""
-    early = EarlyStopping(monitor="risk/estimation_z", mode="min", divergence_threshold=2.0, patience=10**6)
-    report = StopReport()
-    stopped = overfitting_run(tmp_path, [early, report])
-    assert report.reason == "holdout_divergence_threshold" and report.step < 1500, (report.reason, report.step)
+def test_gap_rise_rule_stops_an_overfitting_run_when_the_rise_exceeds_its_noise(tmp_path):
+    """GapRiseStop stops the overfitting run at the first check where the estimation stands more than 2 SE above its
+    lowest value so far, and StopReport names it."""
+    stop, report = GapRiseStop(threshold=2.0), StopReport()
+    stopped = overfitting_run(tmp_path, [stop, report])
+    assert report.reason == "gap_rise" and report.step == stop.stopped_step < 1500, (report.reason, report.step)
     m = {k: float(v) for k, v in stopped.callback_metrics.items()}
-    assert m["risk/estimation_z"] > 2 and m["risk/estimation"] > 2 * m["risk/estimation_se"]
+    assert m["risk/estimation"] - stop.lowest > 2 * m["risk/estimation_se"] and stop.lowest < m["risk/estimation"]
+    with pytest.raises(ConfigError, match="threshold must be > 0"):
+        GapRiseStop(threshold=0)
 
 
 def test_holdout_rule_reports_patience(tmp_path):

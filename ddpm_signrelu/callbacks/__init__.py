@@ -5,8 +5,8 @@ from ddpm_signrelu.callbacks.checkpoint import ExceptionCheckpoint
 from ddpm_signrelu.callbacks.quality import SampleQuality
 from ddpm_signrelu.callbacks.risk import RiskMetrics
 from ddpm_signrelu.callbacks.samples import SampleGrid, SampleWriter
-from ddpm_signrelu.callbacks.stopping import DiscrepancyStop, StopReport
+from ddpm_signrelu.callbacks.stopping import DiscrepancyStop, GapRiseStop, StopReport
 from ddpm_signrelu.callbacks.trajectory import TrajectoryStatistics
 
-__all__ = ["DiscrepancyStop", "ExceptionCheckpoint", "RiskMetrics", "SampleGrid", "SampleQuality", "SampleWriter",
+__all__ = ["DiscrepancyStop", "ExceptionCheckpoint", "GapRiseStop", "RiskMetrics", "SampleGrid", "SampleQuality", "SampleWriter",
            "StopReport", "TrajectoryStatistics"]

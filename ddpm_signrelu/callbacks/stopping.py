@@ -1,4 +1,5 @@
-"""Early stopping guided by the estimation error (theory.md §7): the discrepancy principle and a stop report.
+"""Early stopping guided by the estimation error (theory.md §7): the gap-rise rule, the discrepancy principle and a
+stop report.
 
 The hold-out rule needs no code of its own: Lightning's ``EarlyStopping`` and ``ModelCheckpoint`` monitoring
 ``risk/vlb_heldout`` (or the cheaper ``val/dsm_x0``), as in ``configs/gmm2d.yaml``.
@@ -32,6 +33,8 @@ class DiscrepancyStop(ValidationEvaluator):
     loss ≤ ν + ``tau``·SE, SE combining both Monte Carlo errors: below ν the network fits label noise
     (the training-set minimiser D*_n lies below ν). Needs data of known density (a Gaussian-mixture data module).
     """
+
+    reason = "discrepancy"
 
     def __init__(self, tau: float = 1.5, num_items: int = 256, draws_per_item: int = 8,
                  population_samples: int = 20_000, seed: int = 0, every_n_val_checks: int = 1):
@@ -82,13 +85,45 @@ class DiscrepancyStop(ValidationEvaluator):
                            f"(ν = {nu:.5g}) at step {trainer.global_step}; stopping")
 
 
+class GapRiseStop(Callback):
+    """Stops once the estimation has risen above its lowest value so far by more than ``threshold`` of its standard
+    error (theory.md §7): a change larger than its noise, neither a level (the split's own luck moves the level) nor
+    a patience count. Reads ``monitor`` and ``monitor + "_se"`` from the validation metrics (``RiskMetrics``)."""
+
+    reason = "gap_rise"
+
+    def __init__(self, monitor: str = "risk/estimation", threshold: float = 2.0):
+        if threshold <= 0:
+            raise ConfigError(f"GapRiseStop threshold must be > 0, got {threshold}")
+        self.monitor, self.threshold = monitor, threshold
+        self.lowest = math.inf
+        self.stopped_step: int | None = None
+        self.stopped_value = math.nan
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        if trainer.sanity_checking or self.monitor not in metrics:
+            return
+        value, se = float(metrics[self.monitor]), float(metrics[f"{self.monitor}_se"])
+        self.lowest = min(self.lowest, value)
+        if value - self.lowest > self.threshold * se and self.stopped_step is None:
+            self.stopped_step, self.stopped_value = trainer.global_step, value
+        trainer.should_stop = trainer.should_stop or self.stopped_step is not None
+
+    def state_dict(self) -> dict:
+        return {"lowest": self.lowest, "stopped_step": self.stopped_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lowest, self.stopped_step = state["lowest"], state["stopped_step"]
+
+
 class StopReport(Callback):
     """At the end of training, log why and when it stopped: ``stop/step`` and ``stop/value`` as metrics, and
-    ``stop/reason`` as a hyper-parameter (it is a string): ``discrepancy``, ``holdout_`` + the stopping reason of
-    Lightning's ``EarlyStopping`` (``holdout_patience_exhausted``, ``holdout_non_finite_metric``, ...), or
-    ``max_steps``.
+    ``stop/reason`` as a hyper-parameter (it is a string): ``discrepancy``, ``gap_rise``, ``holdout_`` + the
+    stopping reason of Lightning's ``EarlyStopping`` (``holdout_patience_exhausted``, ...), or ``max_steps``.
 
-    ``stop/value`` is the monitored value at the stop: the discrepancy loss, or the ``EarlyStopping`` monitor.
+    ``stop/value`` is the monitored value at the stop: the discrepancy loss, the estimation, or the ``EarlyStopping``
+    monitor.
     """
 
     def __init__(self):
@@ -98,12 +133,12 @@ class StopReport(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         callbacks = trainer.callbacks
-        discrepancy = [cb for cb in callbacks if isinstance(cb, DiscrepancyStop) and cb.stopped_step is not None]
+        rules = [cb for cb in callbacks if isinstance(cb, (DiscrepancyStop, GapRiseStop)) and cb.stopped_step is not None]
         holdout = sorted((cb for cb in callbacks if isinstance(cb, EarlyStopping)),
                          key=lambda cb: cb.stopping_reason == EarlyStoppingReason.NOT_STOPPED)  # the one that stopped
         self.step = trainer.global_step
-        if discrepancy:
-            self.reason, self.value = "discrepancy", discrepancy[0].stopped_value
+        if rules:
+            self.reason, self.value = rules[0].reason, rules[0].stopped_value
         else:
             stopped = holdout and holdout[0].stopping_reason != EarlyStoppingReason.NOT_STOPPED
             self.reason = f"holdout_{holdout[0].stopping_reason.name.lower()}" if stopped else "max_steps"

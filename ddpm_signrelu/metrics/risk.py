@@ -117,9 +117,8 @@ class EstimationStats(Metric):
     ``estimation`` and ``excess`` through the mean slope. ``compute`` returns, as (value, SE, column means):
     ``estimation`` (Δ − β̂Δ^ref), ``estimation_paired`` (Δ, the
     plain paired difference), ``estimation_reference`` (Δ^ref: 0 in expectation, a check of the split) and
-    ``excess`` (approximation + estimation); and as (value, None, None) ``estimation_variance_ratio``, the item
-    variance of Δ over that of Δ − β̂Δ^ref, and ``estimation_z``, the estimate over its SE (a stopping rule's
-    monitor: the gap is measurably positive above 2).
+    ``excess`` (approximation + estimation); and ``estimation_variance_ratio`` as (value, None, None), the item
+    variance of Δ over that of Δ − β̂Δ^ref.
     """
 
     full_state_update = False
@@ -146,4 +145,4 @@ class EstimationStats(Metric):
         se, excess_se = ((s**2 + centre_var) ** 0.5 for s in (se, excess_se))
         return {"estimation": (value, se, columns), "estimation_paired": item_summary(delta),
                 "estimation_reference": item_summary(delta_ref), "excess": (excess, excess_se, excess_columns),
-                "estimation_variance_ratio": (ratio, None, None), "estimation_z": (value / max(se, 1e-30), None, None)}
+                "estimation_variance_ratio": (ratio, None, None)}

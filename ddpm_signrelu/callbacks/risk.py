@@ -145,11 +145,11 @@ class RiskMetrics(ValidationEvaluator):
         """Δ^ref_j − c of this rank's items, bits/dim columns (§6.6): the paired difference of the Gaussian denoiser
         fitted on up to ``reference_items`` items of the training split, less c, that difference's mean given the
         splits (its bound over the held-out split less over the training split, up to P = ``reference_items``·
-        min(16, max(1, ⌊1024/D⌋)) items each with draws of seed + 1, repeated up to P points); c's covariance is kept for the
-        SE."""
+        min(16, max(1, ⌊256/D⌋)) items each with draws of seed + 1, repeated up to P points); c's covariance is kept
+        for the SE."""
         g = torch.Generator().manual_seed(self.seed)
         dim = math.prod(dm.train_data.shape[1:])
-        points, chunk = self.reference_items * min(16, max(1, 1024 // dim)), max(256, 65536 // dim)  # more if D small
+        points, chunk = self.reference_items * min(16, max(1, 256 // dim)), max(256, 65536 // dim)  # more if D small
         sides = {name: dm.to_unit(data[torch.randperm(len(data), generator=g)[:points]])
                  for name, data in (("train", dm.train_data), ("held", dm.val_data))}
         reference = self.reference = GaussianDenoiser.fit(sides["train"][:self.reference_items], self.reference_rank,

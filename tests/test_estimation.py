@@ -119,7 +119,7 @@ def test_the_reference_is_centred_on_its_split_offset():
     sides = []
     for x0 in (dm.val_data.repeat(32, 1), dm.train_data.repeat(32, 1)):
         draws = draw_for_items(strata, 17, range(len(x0)), x0.shape[1:])
-        denoise = lambda x, t: cb.reference(x, SCHEDULE.alphas_cumprod[t])  # noqa: E731
+        denoise = lambda x, t: cb.reference(x, SCHEDULE.alphas_cumprod[t])
         sides.append(to_bits_per_dim(vlb_terms(SCHEDULE, denoise, x0, draws, None)["total"], 3))
     offset = sides[0].mean() - sides[1].mean()
     check_var = sum(side.view(32, -1).var(0).mean() / len(side) for side in sides)  # the draws are the only noise

@@ -21,7 +21,7 @@ class GaussianDenoiser:
         self.mean, self.basis, self.variances, self.residual, self.clip = mean, basis, variances, residual, clip
 
     @classmethod
-    def fit(cls, x: torch.Tensor, rank: int, shrinkage: float = 0.0, clip: bool = False) -> "GaussianDenoiser":
+    def fit(cls, x: torch.Tensor, rank: int, shrinkage: float = 0.0, clip: bool = False) -> GaussianDenoiser:
         """Mean and covariance (maximum likelihood) of the rows of ``x`` (n, *shape): all D eigenpairs where
         ``rank`` ≥ D, else the top ``rank`` principal directions (randomised SVD) and the mean leftover variance;
         every variance then grows by ``shrinkage``·tr(Σ)/D (directions the items do not span keep some)."""

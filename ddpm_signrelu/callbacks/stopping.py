@@ -17,11 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.errors import ConfigError
-
-
-def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
-    values = values.double()
-    return values.mean().item(), values.std().item() / math.sqrt(len(values))
+from ddpm_signrelu.metrics.risk import mean_and_se
 
 
 class DiscrepancyStop(ValidationEvaluator):

@@ -31,10 +31,15 @@ def cross_fitted_control_variate(delta: torch.Tensor, delta_ref: torch.Tensor) -
     return delta - beta * delta_ref, beta
 
 
+def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
+    """The mean of per-item values and its standard error, sd/√m."""
+    values = values.double()
+    return values.mean().item(), values.std().item() / len(values) ** 0.5
+
+
 def item_summary(columns: torch.Tensor) -> tuple[float, float, torch.Tensor]:
     """(mean of the item totals, its standard error, column means) of per-item columns (m, C)."""
-    totals = columns.sum(1)
-    return totals.mean().item(), (totals.std() / len(totals) ** 0.5).item(), columns.mean(0).cpu()
+    return *mean_and_se(columns.sum(1)), columns.mean(0).cpu()
 
 
 def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, model_train: torch.Tensor,

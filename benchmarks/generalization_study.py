@@ -112,7 +112,8 @@ def run_one(name: str, task: Task, lr: float, batch: int, seed: int, args) -> li
     model, dm = run.model, run.datamodule  # the initial weights drawn under ``seed``
     trajectory = TrajectoryStatistics(every_n_steps=task.every_n_steps, window=task.window,
                                       num_items=task.num_items, every_n_val_checks=0)
-    risk = RiskMetrics(num_items=task.num_items, num_strata=8, every_n_val_checks=0, entropy_samples=20_000)
+    risk = RiskMetrics(num_items=task.num_items // 2, num_strata=8, points_per_item=18, every_n_val_checks=0,
+                       entropy_samples=20_000)  # the network calls of num_items items at one point per column
     if name == "fashion":
         dm.setup("fit")
     distances = domain_distances(dm, args.reference) if name == "fashion" else None
@@ -232,6 +233,8 @@ def report(args) -> None:
         lines += offsets(mine, task) + [""]
         lines += stable_taus(last, task) + [""]
         plot(last, task, name, docs / f"generalization_{name}.png")
+        lines += [f"![{name}: each measure and two statistics against the learning rate, by batch size, at step "
+                  f"{task.steps[-1]} (mean ± sd over seeds)](generalization_{name}.png)", ""]
     print("\n".join(lines))
     write_block(docs / "generalization.md", BEGIN, "\n".join(lines))
 

@@ -45,12 +45,14 @@ def test_kl_term_equals_ho_eps_form_plus_constant(variance):
     torch.testing.assert_close(eps_from_x0(x_t, x0_from_eps(x_t, eps_hat, a, sd), a, sd), eps_hat)
 
 
-@pytest.mark.parametrize("variance,num_strata", [("small", 99), ("large", 99), ("small", 6)])
-def test_bayes_bound_on_gaussian_data_matches_closed_form(variance, num_strata):
+@pytest.mark.parametrize("variance,num_strata,repeats", [("small", 99, None), ("large", 99, None), ("small", 6, None),
+                                                         ("small", 6, [2, 1, 3, 1, 1, 4, 1])])
+def test_bayes_bound_on_gaussian_data_matches_closed_form(variance, num_strata, repeats):
+    """Unbiased with one point per column and with several (stratified within their stratum, weighted 1/r)."""
     s = NoiseSchedule.from_name("linear", 100, variance)
     mean, std, n = 0.3, 0.5, 8000
     x0 = mean + std * torch.randn(n, 1, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    draws = draw_for_items(Strata(s, num_strata), 7, range(n), (1,))
+    draws = draw_for_items(Strata(s, num_strata), 7, range(n), (1,), repeats)
     total = vlb_terms(s, gaussian_bayes_denoiser(s, mean, std), x0, draws, None)["total"]
     se = total.std().item() / math.sqrt(n)
     assert total.mean().item() == pytest.approx(gaussian_expected_vlb(s, mean, std), abs=4 * se)
@@ -96,6 +98,20 @@ def test_stratified_estimator_is_unbiased(proposal):
     error_bound = sum((a[m] / p).sum().item() for m, p in zip(strata.members, strata.probs)) / n
     assert error_bound < 1e-4 * a[1:].sum().item()
     assert abs(expectation - a[1:].sum().item()) <= error_bound
+
+
+def test_repeated_points_split_their_stratum():
+    """r points in a stratum: the i-th draws from the i-th of r equal slices of the stratum's law (π_k's quantiles)."""
+    strata = Strata(NoiseSchedule.from_name("linear", 100), 3)
+    draws = draw_for_items(strata, 0, range(2000), (1,), [1, 1, 4, 1])
+    assert draws.column.tolist() == [0, 1, 2, 2, 2, 2, 3] and (draws.t[:, 0] == 0).all() and (draws.pi[:, 0] == 1).all()
+    members, cdf, probs = strata.members[1], strata.cdfs[1], strata.probs[1]
+    for i in range(4):
+        t = draws.t[:, 2 + i].contiguous()
+        assert t.min() >= members[0] and t.max() <= members[-1]
+        index = torch.searchsorted(members, t)
+        upper, lower = cdf[index], cdf[index] - probs[index]  # the drawn step's slice of π_k's CDF
+        assert upper.min() > i / 4 - 1e-9 and lower.max() < (i + 1) / 4 + 1e-9
 
 
 def test_draws_depend_on_item_not_batch():

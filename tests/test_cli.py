@@ -365,6 +365,10 @@ def test_the_logger_can_be_swapped_on_the_command_line(tmp_path, capsys, logger,
      "error: RiskMetrics needs num_items >= 3"),
     (["--trainer.callbacks+=ddpm_signrelu.callbacks.RiskMetrics", "--trainer.callbacks.reference_items", "1"],
      "error: RiskMetrics needs reference_items >= 2"),
+    (["--trainer.callbacks+=ddpm_signrelu.callbacks.RiskMetrics", "--trainer.callbacks.points_per_item", "10"],
+     "error: RiskMetrics points_per_item=10 is below one point per column (num_strata + 1 = 17"),
+    (["--trainer.callbacks+=ddpm_signrelu.callbacks.RiskMetrics", "--trainer.callbacks.reference_components", "0"],
+     "error: RiskMetrics needs reference_items >= 2, reference_rank >= 1, reference_components >= 1"),
     (["--data.class_path", "helpers.MissingDigits"], "error: digits files not found"),
 ])
 def test_bad_data_trainer_and_callback_settings_are_one_line(tmp_path, capsys, monkeypatch, args, message):

@@ -52,15 +52,15 @@ def test_celeba_estimate_in_numbers_and_the_error_above_the_bound():
     dm, risk = config_parts(Path(__file__).resolve().parents[1] / "configs" / "celeba64.yaml")
     assert (dm.data_shape, dm.storage_dtype, dm.hflip, real_train_size(dm)) == ((3, 64, 64), torch.uint8, True, 200_599)
     stored = 200_599 * 12_288  # one byte a value, no mirror images: D*_n flips chunk by chunk
-    cache = 256 * 17 * 12_288 * 4 * 5  # items x (16 strata + t = 1) x D float32 values x 5 arrays
+    cache = 48 * 68 * 12_288 * 4 * 7  # groups x 4 (16 strata + t = 1) points x D float32 values x 7 arrays
     working = 4096 * (1024 + 12_288) * 8  # logits (batch x chunk) and one chunk in float64
-    reference = (1024 + 2 * 512) * 12_288 * 8  # the Gaussian reference's items and two D x rank arrays in float64
-    assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8) == stored + cache + working + reference == 4_172_042_240
+    reference = (1024 + 2 * 512) * 12_288 * 8  # the reference's items and two D x rank arrays (one Gaussian), float64
+    assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8) == stored + cache + working + reference == 4_225_519_616
     assert risk.memory_bytes(200_599, (3, 64, 64), torch.uint8, world_size=8) == stored + cache // 8 + working + reference
     # float32 storage, as before the data were held as uint8, would not fit (mirror images aside)
-    with pytest.raises(ConfigError, match=r"would hold 10\.77 GiB per process \(training split \(200599, 3, 64, 64\) "
-                                          r"float32 for D\*_n, cache of 256 items x 17 points x 12288 values x 5 "
+    with pytest.raises(ConfigError, match=r"would hold 10\.82 GiB per process \(training split \(200599, 3, 64, 64\) "
+                                          r"float32 for D\*_n, cache of 48 groups x 68 points x 12288 values x 7 "
                                           r"arrays, the reference's 1024 items\), above max_memory_gb=4\.0; lower "
-                                          r"num_items, num_strata, batch_size or reference_items, or raise "
+                                          r"num_items, points_per_item, batch_size or reference_items, or raise "
                                           r"max_memory_gb"):
         risk.check_memory(200_599, (3, 64, 64), torch.float32)

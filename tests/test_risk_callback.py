@@ -136,7 +136,7 @@ def test_reference_of_flipped_uint8_images_is_the_concatenated_float_set(tmp_pat
     risk.prepare(dm, Diffusion(schedule, "x0", DenoisingLoss(), num_levels=256), torch.device("cpu"))
     assert dm.train_data.dtype == torch.uint8 and dm.train_data.shape == (10, 3, 5, 5)
     atoms = dm.train_data.double() / 127.5 - 1
-    rows = [int(((atoms.float() - x).abs().flatten(1).amax(1) < 1e-6).nonzero()) for x in risk.train_points.x0]
+    rows = [int(((atoms.float() - x).abs().flatten(1).amax(1) < 1e-6).nonzero()) for x in risk.train_points.x0[:, 0]]
     assert len(set(rows)) == 6 and risk.train_points.x0.dtype == torch.float32  # training items, served as floats
 
     def dense(reference):
@@ -173,16 +173,24 @@ def test_discrepancy_principle_stops_an_overfitting_run(tmp_path):
     assert float(stopped.callback_metrics["risk/estimation"]) < float(overtrained.callback_metrics["risk/estimation"])
 
 
-def test_gap_rise_rule_stops_an_overfitting_run_when_the_rise_exceeds_its_noise(tmp_path):
-    """GapRiseStop stops the overfitting run at the first check where the estimation stands more than 2 SE above its
-    lowest value so far, and StopReport names it."""
-    stop, report = GapRiseStop(threshold=2.0), StopReport()
+@pytest.mark.parametrize("monitor", ["risk/estimation", "risk/vlb_heldout"])
+def test_gap_rise_rule_stops_an_overfitting_run_when_the_rise_exceeds_its_noise(tmp_path, monitor):
+    """GapRiseStop stops the overfitting run at the first check where the monitored metric stands more than 2 SE of
+    its paired rise above its lowest value so far, and StopReport names it. The logged rise is the value less the
+    lowest earlier one, and pairing the checks' items and draws makes its SE smaller than the level's."""
+    stop, report = GapRiseStop(monitor=monitor, threshold=2.0), StopReport()
     stopped = overfitting_run(tmp_path, [stop, report])
     assert report.reason == "gap_rise" and report.step == stop.stopped_step < 1500, (report.reason, report.step)
     m = {k: float(v) for k, v in stopped.callback_metrics.items()}
-    assert m["risk/estimation"] - stop.lowest > 2 * m["risk/estimation_se"] and stop.lowest < m["risk/estimation"]
+    assert m[f"{monitor}_rise"] > 2 * m[f"{monitor}_rise_se"] and m[f"{monitor}_rise_se"] < m[f"{monitor}_se"]
+    with open(tmp_path / "metrics.csv") as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    assert values[-1] == pytest.approx(report.value) and len(values) >= 2
+    assert m[f"{monitor}_rise"] == pytest.approx(values[-1] - min(values[:-1]), abs=1e-5)
     with pytest.raises(ConfigError, match="threshold must be > 0"):
         GapRiseStop(threshold=0)
+    with pytest.raises(ConfigError, match=r"GapRiseStop monitors one of \['risk/estimation', 'risk/vlb_heldout'\]"):
+        GapRiseStop(monitor="risk/approximation")
 
 
 def test_holdout_rule_reports_patience(tmp_path):

@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data
 from ddpm_signrelu.errors import ConfigError
-from ddpm_signrelu.metrics.risk import mean_and_se
+from ddpm_signrelu.metrics.risk import RISES, mean_and_se
 
 
 class DiscrepancyStop(ValidationEvaluator):
@@ -82,35 +82,37 @@ class DiscrepancyStop(ValidationEvaluator):
 
 
 class GapRiseStop(Callback):
-    """Stops once the estimation has risen above its lowest value so far by more than ``threshold`` of its standard
-    error (theory.md §7): a change larger than its noise, neither a level (the split's own luck moves the level) nor
-    a patience count. Reads ``monitor`` and ``monitor + "_se"`` from the validation metrics (``RiskMetrics``)."""
+    """Stops once the monitored risk metric has risen above its lowest value so far by more than ``threshold``
+    standard errors of that rise (theory.md §7): a change larger than its noise, neither a level (the split's own
+    luck moves the level) nor a patience count. Reads ``monitor + "_rise"`` and ``"_rise_se"``, which
+    ``RiskMetrics`` logs for ``risk/estimation`` and ``risk/vlb_heldout`` as a paired change between checks (same
+    items and draws: its SE is far below the level's)."""
 
     reason = "gap_rise"
 
     def __init__(self, monitor: str = "risk/estimation", threshold: float = 2.0):
         if threshold <= 0:
             raise ConfigError(f"GapRiseStop threshold must be > 0, got {threshold}")
+        if monitor.removeprefix("risk/") not in RISES:
+            raise ConfigError(f"GapRiseStop monitors one of {[f'risk/{name}' for name in RISES]}, got {monitor!r}")
         self.monitor, self.threshold = monitor, threshold
-        self.lowest = math.inf
         self.stopped_step: int | None = None
         self.stopped_value = math.nan
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics
-        if trainer.sanity_checking or self.monitor not in metrics:
+        rise = f"{self.monitor}_rise"
+        if trainer.sanity_checking or rise not in metrics:
             return
-        value, se = float(metrics[self.monitor]), float(metrics[f"{self.monitor}_se"])
-        self.lowest = min(self.lowest, value)
-        if value - self.lowest > self.threshold * se and self.stopped_step is None:
-            self.stopped_step, self.stopped_value = trainer.global_step, value
+        if float(metrics[rise]) > self.threshold * float(metrics[f"{rise}_se"]) and self.stopped_step is None:
+            self.stopped_step, self.stopped_value = trainer.global_step, float(metrics[self.monitor])
         trainer.should_stop = trainer.should_stop or self.stopped_step is not None
 
     def state_dict(self) -> dict:
-        return {"lowest": self.lowest, "stopped_step": self.stopped_step}
+        return {"stopped_step": self.stopped_step}
 
     def load_state_dict(self, state: dict) -> None:
-        self.lowest, self.stopped_step = state["lowest"], state["stopped_step"]
+        self.stopped_step = state["stopped_step"]
 
 
 class StopReport(Callback):

@@ -114,86 +114,125 @@ class Strata:
     def __len__(self) -> int:
         return len(self.members)
 
-    def draw(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map uniforms u (B, K) to steps t_k ~ π_k (indices) and their probabilities π_k(t_k)."""
+    def draw(self, u: torch.Tensor, stratum: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Map uniforms u (B, P) to steps t ~ π_k (indices) and their probabilities π_k(t), column p in stratum
+        ``stratum[p]`` (default: column k in stratum k)."""
+        stratum = torch.arange(u.shape[1]) if stratum is None else stratum
         t, pi = torch.empty_like(u, dtype=torch.long), torch.empty_like(u, dtype=torch.float64)
-        for k, (members, probs, cdf) in enumerate(zip(self.members, self.probs, self.cdfs)):
-            j = torch.searchsorted(cdf, u[:, k].double().contiguous()).clamp(max=len(members) - 1)
-            t[:, k], pi[:, k] = members[j], probs[j]
+        for p, k in enumerate(stratum.tolist()):
+            members, probs, cdf = self.members[k], self.probs[k], self.cdfs[k]
+            j = torch.searchsorted(cdf, u[:, p].double().contiguous()).clamp(max=len(members) - 1)
+            t[:, p], pi[:, p] = members[j], probs[j]
+        return t, pi
+
+    def point_columns(self, repeats=None) -> torch.Tensor:
+        """The column of each of R evaluation points (0: the t = 1 term L_0, k + 1: stratum k) when column c
+        has ``repeats[c]`` points (default: one each, R = K + 1)."""
+        repeats = torch.ones(len(self) + 1, dtype=torch.long) if repeats is None else torch.as_tensor(repeats)
+        if len(repeats) != len(self) + 1 or repeats.min() < 1:
+            raise ConfigError(f"repeats needs one count >= 1 for L_0 and each of the {len(self)} strata, got "
+                              f"{repeats.tolist()}")
+        return torch.repeat_interleave(torch.arange(len(repeats)), repeats)
+
+    def draw_points(self, u: torch.Tensor, column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Steps and probabilities (B, R) at the points ``column`` from uniforms u (B, R − r_0), one per stratum
+        point: t = 1 with π = 1 at the L_0 points. The r points of a stratum are stratified within it: the i-th
+        uses (i + u)/r."""
+        stratum = column[column > 0] - 1
+        counts = torch.bincount(stratum, minlength=len(self))
+        rank = torch.arange(len(stratum)) - (torch.cumsum(counts, 0) - counts)[stratum]
+        steps, probs = self.draw((rank + u) / counts[stratum], stratum)
+        t = torch.zeros(len(u), len(column), dtype=torch.long)
+        pi = torch.ones(len(u), len(column), dtype=torch.float64)
+        t[:, column > 0], pi[:, column > 0] = steps, probs
         return t, pi
 
 
 @dataclass
 class Draws:
-    """Fixed per-item draws: steps t (B, K), their probabilities π (B, K) and noise ε (B, K + 1, *shape).
+    """Fixed per-item draws at R points: each point's ``column`` (R,) (0: the t = 1 term L_0, k + 1: stratum k),
+    steps t (B, R), their probabilities π (B, R) (1 at t = 1) and noise ε (B, R, *shape)."""
 
-    ε[:, 0] is the noise of the t = 1 (L_0) term, ε[:, k + 1] that of stratum k.
-    """
-
+    column: torch.Tensor
     t: torch.Tensor
     pi: torch.Tensor
     eps: torch.Tensor
 
 
-def draw_for_items(strata: Strata, seed: int, indices, shape) -> Draws:
+def draw_for_items(strata: Strata, seed: int, indices, shape, repeats=None) -> Draws:
     """Draws for the items ``indices``, item j's from the generator of (seed, j): they depend on neither batch nor
-    world size."""
+    world size. ``repeats``: points per column (:meth:`Strata.point_columns`), one each by default."""
+    column = strata.point_columns(repeats)
     us, epss = [], []
     for index in indices:
         g = generator(seed, int(index))
-        us.append(torch.rand(len(strata), generator=g, dtype=torch.float64))
-        epss.append(torch.randn(len(strata) + 1, *shape, generator=g))
-    t, pi = strata.draw(torch.stack(us))
-    return Draws(t, pi, torch.stack(epss))
+        us.append(torch.rand(int((column > 0).sum()), generator=g, dtype=torch.float64))
+        epss.append(torch.randn(len(column), *shape, generator=g))
+    return Draws(column, *strata.draw_points(torch.stack(us), column), torch.stack(epss))
 
 
 @dataclass
 class EvalPoints:
-    """The fixed evaluation points of a set of items: column 0 is t = 1 (L_0), column k + 1 stratum k.
+    """The fixed evaluation points of a set of items, R per item, each in a column (0: t = 1, L_0; k + 1: stratum k).
 
-    ``x0`` (B, *shape); ``t`` (B, K + 1) step indices; ``inv_pi`` (B, K + 1) float64, 1/π_k(t_k) (1 for t = 1);
-    ``x_t`` (B, K + 1, *shape) = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε.
+    ``x0`` (B, R, *shape), the data item of each point; ``t`` (B, R) step indices; ``weight`` (B, R) float64,
+    1/(π_k(t)·r_c), r_c the points of the point's column c (1/r_0 at t = 1), so that a column's points sum to
+    its estimate; ``x_t`` (B, R, *shape) = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε; ``column`` (R,).
     """
 
     x0: torch.Tensor
     t: torch.Tensor
-    inv_pi: torch.Tensor
+    weight: torch.Tensor
     x_t: torch.Tensor
+    column: torch.Tensor
 
-    def __getitem__(self, rows) -> "EvalPoints":
-        return EvalPoints(self.x0[rows], self.t[rows], self.inv_pi[rows], self.x_t[rows])
+    def __getitem__(self, rows) -> EvalPoints:
+        return EvalPoints(self.x0[rows], self.t[rows], self.weight[rows], self.x_t[rows], self.column)
 
     def __len__(self) -> int:
         return len(self.x0)
 
+    @property
+    def dim(self) -> int:
+        """D, the size of one data item."""
+        return self.x0[0, 0].numel()
+
+    def by_column(self, values: torch.Tensor) -> torch.Tensor:
+        """Per-point values (B, R) summed into their columns, (B, K + 1)."""
+        columns = int(self.column.max()) + 1
+        return values.new_zeros(len(values), columns).index_add_(1, self.column.to(values.device), values)
+
 
 def evaluation_points(schedule: NoiseSchedule, x0: torch.Tensor, draws: Draws) -> EvalPoints:
-    """The points (x_t, t) at which the stratified bound of §6.1 evaluates a denoiser for items ``x0``."""
+    """The points (x_t, t) at which the stratified bound of §6.1 evaluates a denoiser for items ``x0``: (B, *shape),
+    one item at all its points, or (B, R, *shape), an item per point."""
     device = x0.device
-    t = torch.cat([torch.zeros(len(x0), 1, dtype=torch.long), draws.t], 1).to(device)
-    inv_pi = torch.cat([torch.ones(len(x0), 1, dtype=torch.float64), 1 / draws.pi], 1).to(device)
-    x0_rep = x0[:, None].expand(-1, t.shape[1], *x0.shape[1:])
-    x_t = q_sample(schedule, x0_rep.flatten(0, 1), t.flatten(), draws.eps.to(device).flatten(0, 1))
-    return EvalPoints(x0, t, inv_pi, x_t.view_as(x0_rep))
+    column = draws.column.to(device)
+    t, pi = draws.t.to(device), draws.pi.to(device)
+    repeats = torch.bincount(column)[column]
+    x0 = x0 if x0.dim() == draws.eps.dim() else x0[:, None].expand(-1, len(column), *x0.shape[1:])
+    x_t = q_sample(schedule, x0.flatten(0, 1), t.flatten(), draws.eps.to(device).flatten(0, 1))
+    return EvalPoints(x0, t, 1 / (pi * repeats), x_t.view_as(x0), column)
 
 
 def predict(denoise, points: EvalPoints, batch_size: int = 1024) -> torch.Tensor:
-    """``denoise`` at every point, (B, K + 1, *shape), in calls of at most ``batch_size`` inputs."""
+    """``denoise`` at every point, (B, R, *shape), in calls of at most ``batch_size`` inputs."""
     x_t, t = points.x_t.flatten(0, 1), points.t.flatten()
     out = torch.cat([denoise(x_t[i:i + batch_size], t[i:i + batch_size]) for i in range(0, len(t), batch_size)])
     return out.view_as(points.x_t)
 
 
 def vlb_columns(schedule: NoiseSchedule, points: EvalPoints, x0_hat: torch.Tensor, num_levels: int | None):
-    """Per-item bound columns in nats, (B, K + 2): L_T, L_0, then L_{t_k−1}/π_k(t_k) for each stratum k.
+    """Per-item bound columns in nats, (B, K + 2): L_T (the mean over the item's points' data items), L_0, then
+    the estimate of Σ_{t ∈ B_k} L_{t−1} for each stratum k (its points' L_{t−1}/π_k(t), averaged).
 
     The columns sum to the stratified estimate of L_vlb, unbiased (theory.md §6.1). ``x0_hat`` as from
     :func:`predict`.
     """
-    k1 = points.t.shape[1]
-    x0 = points.x0[:, None].expand_as(points.x_t).flatten(0, 1)
+    x0 = points.x0.flatten(0, 1)
     terms = vb_term(schedule, x0, points.x_t.flatten(0, 1), points.t.flatten(), x0_hat.flatten(0, 1), num_levels)
-    return torch.cat([prior_kl(schedule, points.x0)[:, None], terms.view(-1, k1) * points.inv_pi], 1)
+    prior = prior_kl(schedule, x0).view(points.t.shape).mean(1, keepdim=True)
+    return torch.cat([prior, points.by_column(terms.view(points.t.shape) * points.weight)], 1)
 
 
 def weighted_sq_columns(schedule: NoiseSchedule, points: EvalPoints, a: torch.Tensor, b: torch.Tensor,
@@ -204,8 +243,8 @@ def weighted_sq_columns(schedule: NoiseSchedule, points: EvalPoints, a: torch.Te
     w_t^σ = coef1_t²/(2σ_t²). The t = 1 column is kept only for the continuous decoder (``include_decoder``),
     where w_1 = 1/(2σ_1²) (§6.4); under the discretized decoder it is 0.
     """
-    w = schedule.x0_weight.to(points.t.device)[points.t] * points.inv_pi
-    cols = w * (a.double() - b.double()).square().flatten(2).sum(2)
+    w = schedule.x0_weight.to(points.t.device)[points.t] * points.weight
+    cols = points.by_column(w * (a.double() - b.double()).square().flatten(2).sum(2))
     if not include_decoder:
         cols[:, 0] = 0
     return torch.cat([torch.zeros_like(cols[:, :1]), cols], 1)

@@ -1,4 +1,4 @@
-"""The Gaussian reference denoiser: the control variate of the estimation component (theory.md §6.6)."""
+"""The Gaussian-mixture reference denoiser: the control variate of the estimation component (theory.md §6.6)."""
 
 from __future__ import annotations
 
@@ -42,15 +42,70 @@ class GaussianDenoiser:
 
     def __call__(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
         """x̂0 for ``x_t`` (B, *shape) at ᾱ_t = ``alpha_bar`` (B,), in x_t's shape and dtype."""
-        ab = alpha_bar.double().reshape(-1, 1).to(x_t.device)
-        y = x_t.flatten(1).double() - ab.sqrt() * self.mean.to(x_t.device)
-
-        def gain(kappa):
-            return ab.sqrt() * kappa / (ab * kappa + 1 - ab)
-
-        basis = self.basis.to(x_t.device)
-        out = self.mean.to(x_t.device) + gain(self.residual) * y
-        out = out + ((y @ basis) * (gain(self.variances.to(x_t.device)) - gain(self.residual))) @ basis.T
+        out = self.posterior(x_t.flatten(1).double(), alpha_bar.double().reshape(-1, 1).to(x_t.device))[0]
         if self.clip:
             out = out.clamp(-1, 1)
         return out.view_as(x_t).to(x_t.dtype)
+
+    def posterior(self, x_t: torch.Tensor, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E[x0 | x_t], log p_t(x_t) + D/2·log 2π) for flat float64 ``x_t`` (B, D) at ᾱ_t = ``ab`` (B, 1):
+        x_t ~ N(√ᾱ_t μ, ᾱ_tΣ + (1 − ᾱ_t)I), whose eigenvalues are s = ᾱ_tκ + 1 − ᾱ_t."""
+        basis, variances = self.basis.to(x_t.device), self.variances.to(x_t.device)
+        y = x_t - ab.sqrt() * self.mean.to(x_t.device)
+        s, s_res = ab * variances + 1 - ab, ab * self.residual + 1 - ab
+        proj = y @ basis
+        mean = self.mean.to(x_t.device) + ab.sqrt() * (self.residual / s_res * y
+                                                        + (proj * (variances / s - self.residual / s_res)) @ basis.T)
+        outside = (y.square().sum(1, keepdim=True) - proj.square().sum(1, keepdim=True)).clamp(min=0)
+        quad = (proj.square() / s).sum(1, keepdim=True) + outside / s_res
+        logdet = s.log().sum(1, keepdim=True) + (y.shape[1] - basis.shape[1]) * s_res.log()
+        return mean, -0.5 * (quad + logdet)
+
+
+class GaussianMixtureDenoiser:
+    """D(x_t, t) = E[x0 | x_t] when x0 ~ Σ_k π_k N(μ_k, Σ_k): Σ_k w_k(x_t)·D_k(x_t, t), with w_k(x_t) ∝
+    π_k N(x_t; √ᾱ_t μ_k, ᾱ_tΣ_k + (1 − ᾱ_t)I) and D_k each component's :class:`GaussianDenoiser`. One component
+    is the Gaussian reference itself; more follow the data's clusters, so the reference tracks a network where
+    one Gaussian cannot (several modes, classes of images)."""
+
+    def __init__(self, components: list[GaussianDenoiser], weights: torch.Tensor, clip: bool = False):
+        self.components, self.log_weights, self.clip = components, weights.double().log(), clip
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, num_components: int, rank: int, shrinkage: float = 0.0, clip: bool = False,
+            iterations: int = 20, seed: int = 0) -> GaussianMixtureDenoiser:
+        """Clusters the rows of ``x`` (n, *shape) by k-means (k-means++ start, ``iterations`` Lloyd steps, seeded)
+        and fits each cluster's :meth:`GaussianDenoiser.fit`; π_k = the cluster's share."""
+        flat = x.flatten(1).double()
+        labels = kmeans(flat, num_components, iterations, seed)
+        keep = [k for k in labels.unique().tolist() if (labels == k).sum() >= 2]
+        components = [GaussianDenoiser.fit(flat[labels == k], rank, shrinkage) for k in keep]
+        weights = torch.tensor([(labels == k).sum().item() for k in keep], dtype=torch.float64)
+        return cls(components, weights / weights.sum(), clip)
+
+    def __call__(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+        """x̂0 for ``x_t`` (B, *shape) at ᾱ_t = ``alpha_bar`` (B,), in x_t's shape and dtype."""
+        flat, ab = x_t.flatten(1).double(), alpha_bar.double().reshape(-1, 1).to(x_t.device)
+        means, logps = zip(*(c.posterior(flat, ab) for c in self.components))
+        w = torch.softmax(torch.cat(logps, 1) + self.log_weights.to(x_t.device), 1)
+        out = torch.einsum("bk,kbd->bd", w, torch.stack(means))
+        if self.clip:
+            out = out.clamp(-1, 1)
+        return out.view_as(x_t).to(x_t.dtype)
+
+
+def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> torch.Tensor:
+    """Cluster labels (n,) of the rows of ``x`` (n, D): k-means++ seeding from a generator of ``seed``, then
+    Lloyd's steps."""
+    g = torch.Generator().manual_seed(seed)
+    k = min(k, len(x))
+    centres = x[torch.randint(len(x), (1,), generator=g)]
+    for _ in range(k - 1):
+        d2 = torch.cdist(x, centres).square().amin(1)
+        centres = torch.cat([centres, x[torch.multinomial(d2 / d2.sum(), 1, generator=g)]])
+    for _ in range(iterations):
+        labels = torch.cdist(x, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, labels, x)
+        counts = torch.bincount(labels, minlength=k).clamp(min=1)
+        centres = torch.where(torch.bincount(labels, minlength=k)[:, None] > 0, sums / counts[:, None], centres)
+    return torch.cdist(x, centres).argmin(1)

@@ -14,6 +14,8 @@ from torchmetrics.utilities import dim_zero_cat
 from ddpm_signrelu.diffusion.bound import EvalPoints, to_bits_per_dim, vlb_columns, weighted_sq_columns
 from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 
+RISES = ("estimation", "vlb_heldout")  # the metrics whose paired rise since their lowest check is logged (§7)
+
 
 def cross_fitted_control_variate(delta: torch.Tensor, delta_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-item columns z_jc = Δ_jc − β̂_c^(−j)·Δ^ref_jc (theory.md §6.6), (m, C), and the slopes β̂^(−j), (m, C).
@@ -29,6 +31,17 @@ def cross_fitted_control_variate(delta: torch.Tensor, delta_ref: torch.Tensor) -
     var = delta_ref.square().sum(0) - delta_ref.square() - rest_y.square() / (m - 1)
     beta = torch.where(var > 0, cov / var.clamp(min=torch.finfo(var.dtype).tiny), torch.zeros_like(var))
     return delta - beta * delta_ref, beta
+
+
+def neyman_allocation(sd: torch.Tensor, total: int) -> torch.Tensor:
+    """Points per column, r_c ≥ 1 summing to ``total``, that minimise Σ_c sd_c²/r_c, the variance of a sum of column
+    means with per-point standard deviations ``sd`` (Neyman allocation, kept integral: each point goes where it
+    lowers that sum most); ``total`` ≥ len(sd)."""
+    repeats = torch.ones(len(sd), dtype=torch.long)
+    variance = sd.double().square()
+    for _ in range(total - len(sd)):
+        repeats[torch.argmax(variance / (repeats * (repeats + 1)))] += 1
+    return repeats
 
 
 def mean_and_se(values: torch.Tensor) -> tuple[float, float]:
@@ -51,7 +64,7 @@ def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoi
     ``estimation_paired`` = vlb_heldout − vlb_train, Δ of :class:`EstimationStats`.
     ``model_*``: x̂0_θ at the points, ``empirical_train``: D*_n at the S_train points.
     """
-    dim = train.x0[0].numel()
+    dim = train.dim
     vlb_train = to_bits_per_dim(vlb_columns(schedule, train, model_train, num_levels), dim)
     vlb_held = to_bits_per_dim(vlb_columns(schedule, held, model_held, num_levels), dim)
     continuous = num_levels is None
@@ -63,7 +76,7 @@ def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoi
 def excess_true_columns(schedule: NoiseSchedule, held: EvalPoints, model_held: torch.Tensor,
                         bayes_held: torch.Tensor, num_levels: int | None) -> dict:
     """``excess_true`` = Σ_t w_t ‖x̂0_θ − D*‖² on S_pop = S_held: the exact excess KL over the Bayes chain (§6.4)."""
-    dim = held.x0[0].numel()
+    dim = held.dim
     excess = weighted_sq_columns(schedule, held, model_held, bayes_held, num_levels is None)
     return {"excess_true": to_bits_per_dim(excess, dim)}
 
@@ -73,7 +86,7 @@ def data_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, e
     """θ-independent metrics: ``vlb_bayes_train`` = VLB(D*_n; S_train) and, with the true D* (``bayes_held``),
     ``vlb_bayes_true`` = VLB(D*; S_pop), ``optimism`` = vlb_bayes_train − vlb_bayes_true and
     ``kernel_ratio_error`` = Σ_t w_t ‖D*_n − D*‖² on S_pop."""
-    dim = train.x0[0].numel()
+    dim = train.dim
     out = {"vlb_bayes_train": to_bits_per_dim(vlb_columns(schedule, train, empirical_train, num_levels), dim)}
     if bayes_held is not None:
         out["vlb_bayes_true"] = to_bits_per_dim(vlb_columns(schedule, held, bayes_held, num_levels), dim)
@@ -115,15 +128,16 @@ class ColumnStats(Metric):
 
 
 class EstimationStats(Metric):
-    """The estimation component with its control variate (theory.md §6.6): every item's columns of Δ, Δ^ref and
-    approximation, gathered across ranks (the cross-fitted slopes need all items).
+    """The estimation component with its control variate (theory.md §6.6): every item's columns of Δ, Δ^ref,
+    approximation and the held-out bound, gathered across ranks (the cross-fitted slopes need all items).
 
     ``centre_cov``: the covariance of the centring c in Δ^ref = Δ^ref_raw − c, (C, C) or 0; its share enters the SEs of
     ``estimation`` and ``excess`` through the mean slope. ``compute`` returns, as (value, SE, column means):
     ``estimation`` (Δ − β̂Δ^ref), ``estimation_paired`` (Δ, the
     plain paired difference), ``estimation_reference`` (Δ^ref: 0 in expectation, a check of the split) and
     ``excess`` (approximation + estimation); and ``estimation_variance_ratio`` as (value, None, None), the item
-    variance of Δ over that of Δ − β̂Δ^ref.
+    variance of Δ over that of Δ − β̂Δ^ref. After it, ``group_totals`` holds each item's total of ``estimation`` and
+    ``vlb_heldout`` and ``slope`` the mean slope β̄: what a paired change between two evaluations needs.
     """
 
     full_state_update = False
@@ -131,19 +145,24 @@ class EstimationStats(Metric):
     def __init__(self, centre_cov: torch.Tensor | float = 0.0):
         super().__init__()
         self.centre_cov = centre_cov
-        for name in ("delta", "delta_ref", "approximation"):
+        for name in ("delta", "delta_ref", "approximation", "heldout"):
             self.add_state(name, [], dist_reduce_fx="cat")
 
-    def update(self, delta: torch.Tensor, delta_ref: torch.Tensor, approximation: torch.Tensor) -> None:
+    def update(self, delta: torch.Tensor, delta_ref: torch.Tensor, approximation: torch.Tensor,
+               heldout: torch.Tensor) -> None:
         self.delta.append(delta.double())
         self.delta_ref.append(delta_ref.double())
         self.approximation.append(approximation.double())
+        self.heldout.append(heldout.double())
 
     def compute(self) -> dict:
-        delta, delta_ref, approximation = (dim_zero_cat(x) for x in (self.delta, self.delta_ref, self.approximation))
+        delta, delta_ref, approximation, heldout = (
+            dim_zero_cat(x) for x in (self.delta, self.delta_ref, self.approximation, self.heldout))
         estimation, beta = cross_fitted_control_variate(delta, delta_ref)
+        self.group_totals = {"estimation": estimation.sum(1), "vlb_heldout": heldout.sum(1)}
+        self.slope = beta.mean(0)
         ratio = (delta.sum(1).var() / estimation.sum(1).var().clamp(min=torch.finfo(torch.float64).tiny)).item()
-        cov, slope = torch.as_tensor(self.centre_cov, dtype=beta.dtype, device=beta.device), beta.mean(0)
+        cov, slope = torch.as_tensor(self.centre_cov, dtype=beta.dtype, device=beta.device), self.slope
         centre_var = float(slope @ cov @ slope) if cov.dim() == 2 else 0.0
         (value, se, columns), (excess, excess_se, excess_columns) = (
             item_summary(estimation), item_summary(approximation + estimation))

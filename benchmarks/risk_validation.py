@@ -56,7 +56,8 @@ def run(args, name: str, n: int, width: int, steps: int, extra=()) -> dict:
     """Train one model; return the last risk evaluation (values and SEs) and the stop report."""
     L.seed_everything(0)
     out = os.path.join(args.out, name)
-    risk = RiskMetrics(num_items=min(args.num_items, n), num_strata=16, entropy_samples=100_000, reference_components=8)
+    risk = RiskMetrics(num_items=min(args.num_items, n), num_strata=16, entropy_samples=100_000,
+                       reference_components=8)
     report = StopReport()
     trainer = L.Trainer(max_steps=steps, val_check_interval=args.val_every, check_val_every_n_epoch=None,
                         logger=CSVLogger(out, name="", version=""), enable_progress_bar=False,
@@ -155,8 +156,8 @@ def write_doc(args, grid: list[dict], small_runs: list[dict], images: list[str],
              f"- Model: SignReLU MLP (depth 3) with the softmax-atom ratio head (v-space atoms), T = {args.timesteps} "
              f"linear schedule, σ² = β̃, continuous decoder, L_simple loss, AdamW lr {args.lr}, batch "
              f"{args.batch_size}, {args.steps} steps, no EMA.",
-             f"- Risk callback: S_train and S_held of min(n, {args.num_items}) groups of 68 points over 16 log-SNR strata "
-             "with π ∝ w_t (Neyman allocation, each point on an item of its own where the splits hold enough), the "
+             f"- Risk callback: S_train and S_held of min(n, {args.num_items}) groups of 68 points over 16 log-SNR "
+             "strata with π ∝ w_t (Neyman allocation, each point on an item of its own where the splits hold enough), the "
              f"control variate's reference a mixture of 8 Gaussians, every {args.val_every} steps; values are the last "
              "evaluation, ± one standard error over groups.", "",
              "## The identity and the split", "",
@@ -241,7 +242,8 @@ def agreement_lines(grid: list[dict]) -> list[str]:
         lines.append(f"| {r['n']} | {r['width']} | {r['true_gap']:.4f} ± {r['true_gap_se']:.4f} | "
                      f"{fmt(r, 'estimation')} | {fmt(r, 'estimation_paired')} | "
                      f"{r['risk/estimation_variance_ratio']:.2f} |")
-    lines += ["", "| estimator | bias | spread of the error | mean SE | Kendall τ with the true gap |", "|---|---|---|---|---|"]
+    lines += ["", "| estimator | bias | spread of the error | mean SE | Kendall τ with the true gap |",
+              "|---|---|---|---|---|"]
     truth = [r["true_gap"] for r in grid]
     for label, key in (("control variate (`risk/estimation`)", "estimation"), ("paired (`risk/estimation_paired`)",
                                                                                "estimation_paired")):

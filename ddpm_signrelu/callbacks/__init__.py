@@ -8,5 +8,5 @@ from ddpm_signrelu.callbacks.samples import SampleGrid, SampleWriter
 from ddpm_signrelu.callbacks.stopping import DiscrepancyStop, GapRiseStop, StopReport
 from ddpm_signrelu.callbacks.trajectory import TrajectoryStatistics
 
-__all__ = ["DiscrepancyStop", "ExceptionCheckpoint", "GapRiseStop", "RiskMetrics", "SampleGrid", "SampleQuality", "SampleWriter",
-           "StopReport", "TrajectoryStatistics"]
+__all__ = ["DiscrepancyStop", "ExceptionCheckpoint", "GapRiseStop", "RiskMetrics", "SampleGrid", "SampleQuality",
+           "SampleWriter", "StopReport", "TrajectoryStatistics"]

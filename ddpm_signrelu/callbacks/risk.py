@@ -61,7 +61,8 @@ class RiskMetrics(ValidationEvaluator):
             raise ConfigError("RiskMetrics needs num_items >= 3 and num_strata, batch_size, chunk_size >= 1")
         if points_per_item is not None and points_per_item < num_strata + 1:
             raise ConfigError(f"RiskMetrics points_per_item={points_per_item} is below one point per column "
-                              f"(num_strata + 1 = {num_strata + 1}: L_0 and each stratum); raise it or lower num_strata")
+                              f"(num_strata + 1 = {num_strata + 1}: L_0 and each stratum); raise it or lower "
+                              f"num_strata")
         if reference_items < 2 or reference_rank < 1 or reference_shrinkage < 0 or reference_components < 1:
             raise ConfigError("RiskMetrics needs reference_items >= 2, reference_rank >= 1, reference_components >= 1 "
                               "and reference_shrinkage >= 0")
@@ -163,8 +164,7 @@ class RiskMetrics(ValidationEvaluator):
         """This rank's points of S_train and S_held: item j's R = Σ_c r_c points (``self.repeats``) each on a
         data item of its own where the splits hold m·R items (else on the item's b = ⌊split/m⌋ items in turn),
         the same draws on both sides."""
-        m, repeats = self.num_items, self.repeats
-        points = int(repeats.sum())
+        m, repeats, points = self.num_items, self.repeats, self.points
         b = min(points, len(dm.train_data) // m, len(dm.val_data) // m) if self.spread_items else 1
         train_rows, held_rows = evaluation_rows(dm, m * b, self.seed)
         items = list(range(rank, m, world_size))
@@ -229,7 +229,7 @@ class RiskMetrics(ValidationEvaluator):
     @torch.no_grad()
     def evaluate(self, denoise) -> dict:
         """All ``risk/*`` metrics of the denoiser ``denoise(x_t, t) -> x̂0``: name -> (value, SE, column means)."""
-        per_call = max(1, self.batch_size // int(self.repeats.sum()))
+        per_call = max(1, self.batch_size // self.points)
         for i in range(0, len(self.train_points), per_call):
             rows = slice(i, i + per_call)
             train, held = self.train_points[rows], self.held_points[rows]
@@ -257,20 +257,18 @@ class RiskMetrics(ValidationEvaluator):
         checks', as the mean over groups of their paired change (same items and draws at both checks), with the SE of
         that change, far below the level's, which carries the items' noise; for the estimation the centring's noise
         through the change of mean slope is added. Absent at the first check."""
-        out = {}
-        cov = torch.as_tensor(self.reference_centre_cov, dtype=torch.float64)
+        out, slope = {}, self.estimation_stats.slope.cpu()
         for name in RISES:
-            totals, slope = self.estimation_stats.group_totals[name], self.estimation_stats.slope
-            history = self.history[name]
+            totals, history = self.estimation_stats.group_totals[name], self.history[name]
             if history:
                 lowest = min(history, key=lambda h: h["value"])
                 change = totals - lowest["totals"].to(totals.device)
                 variance = change.var().item() / len(change)
-                if name == "estimation" and cov.dim() == 2:
-                    d = (slope - lowest["slope"].to(slope.device)).cpu()
-                    variance += float(d @ cov @ d)
+                if name == "estimation":
+                    d = slope - lowest["slope"]
+                    variance += float(d @ self.reference_centre_cov.cpu() @ d)
                 out[f"{name}_rise"] = (change.mean().item(), variance ** 0.5, None)
-            history.append({"value": results[name][0], "totals": totals.cpu(), "slope": slope.cpu()})
+            history.append({"value": results[name][0], "totals": totals.cpu(), "slope": slope})
         return out
 
     def state_dict(self) -> dict:

@@ -131,7 +131,8 @@ class StopReport(Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         callbacks = trainer.callbacks
-        rules = [cb for cb in callbacks if isinstance(cb, (DiscrepancyStop, GapRiseStop)) and cb.stopped_step is not None]
+        rules = [cb for cb in callbacks
+                 if isinstance(cb, (DiscrepancyStop, GapRiseStop)) and cb.stopped_step is not None]
         holdout = sorted((cb for cb in callbacks if isinstance(cb, EarlyStopping)),
                          key=lambda cb: cb.stopping_reason == EarlyStoppingReason.NOT_STOPPED)  # the one that stopped
         self.step = trainer.global_step

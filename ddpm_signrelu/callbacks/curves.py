@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from ddpm_signrelu.diffusion import NoiseSchedule, Strata
 
-PLOTTED = ("approximation", "estimation", "excess_true", "kernel_ratio_error")
+PLOTTED = ("approximation", "approximation_local", "estimation", "excess_true", "kernel_ratio_error")
 
 
 def curve_rows(strata: Strata, schedule: NoiseSchedule, curves: dict) -> tuple[list[str], list[list]]:
@@ -25,25 +25,26 @@ def curve_rows(strata: Strata, schedule: NoiseSchedule, curves: dict) -> tuple[l
     return columns, [[*r, *(float(curves[n][i]) for n in names)] for i, r in enumerate(ranges)]
 
 
-def write_curves(trainer: L.Trainer, out_dir: str, strata: Strata, schedule: NoiseSchedule, curves: dict) -> None:
-    """Append the rows to ``<out_dir>/risk_curves.csv`` and draw ``risk_curves.png``; with a W&B logger also log
-    them as the Table ``risk/curves`` and the image ``risk/curves_plot``. Rank zero only: no collectives here."""
+def write_curves(trainer: L.Trainer, out_dir: str, strata: Strata, schedule: NoiseSchedule, curves: dict,
+                 name: str = "curves") -> None:
+    """Append the rows to ``<out_dir>/risk_<name>.csv`` and draw ``risk_<name>.png``; with a W&B logger also log
+    them as the Table ``risk/<name>`` and the image ``risk/<name>_plot``. Rank zero only: no collectives here."""
     columns, rows = curve_rows(strata, schedule, curves)
     step = trainer.global_step
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, "risk_curves.csv")
+    path = os.path.join(out_dir, f"risk_{name}.csv")
     new = not os.path.exists(path)
     with open(path, "a", newline="") as f:
         writer = csv.writer(f)
         if new:
             writer.writerow(["step", *columns])
         writer.writerows([[step, *row] for row in rows])
-    image = os.path.join(out_dir, "risk_curves.png")
+    image = os.path.join(out_dir, f"risk_{name}.png")
     _plot(columns, rows, step, image)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
-            logger.log_table(key="risk/curves", columns=columns, data=rows, step=step)
-            logger.log_image(key="risk/curves_plot", images=[image], step=step)
+            logger.log_table(key=f"risk/{name}", columns=columns, data=rows, step=step)
+            logger.log_image(key=f"risk/{name}_plot", images=[image], step=step)
 
 
 def _plot(columns: list[str], rows: list[list], step: int, path: str) -> None:

@@ -243,11 +243,22 @@ def weighted_sq_columns(schedule: NoiseSchedule, points: EvalPoints, a: torch.Te
     w_t^σ = coef1_t²/(2σ_t²). The t = 1 column is kept only for the continuous decoder (``include_decoder``),
     where w_1 = 1/(2σ_1²) (§6.4); under the discretized decoder it is 0.
     """
-    w = schedule.x0_weight.to(points.t.device)[points.t] * points.weight
-    cols = points.by_column(w * (a.double() - b.double()).square().flatten(2).sum(2))
+    sq = (a.double() - b.double()).square().flatten(2).sum(2)
+    return weighted_columns(point_weights(schedule, points) * sq, points.column, include_decoder)
+
+
+def point_weights(schedule: NoiseSchedule, points: EvalPoints) -> torch.Tensor:
+    """w_t^σ/(π·r) at each point, (B, R) float64."""
+    return schedule.x0_weight.to(points.t.device)[points.t] * points.weight
+
+
+def weighted_columns(values: torch.Tensor, column: torch.Tensor, include_decoder: bool) -> torch.Tensor:
+    """Per-point weighted values (B, R) summed into the layout of :func:`vlb_columns` (L_T column 0, zero), the t = 1
+    column zeroed unless ``include_decoder``."""
+    cols = values.new_zeros(len(values), int(column.max()) + 2).index_add_(1, column.to(values.device) + 1, values)
     if not include_decoder:
-        cols[:, 0] = 0
-    return torch.cat([torch.zeros_like(cols[:, :1]), cols], 1)
+        cols[:, 1] = 0
+    return cols
 
 
 def vlb_terms(schedule: NoiseSchedule, denoise, x0: torch.Tensor, draws: Draws, num_levels: int | None) -> dict:

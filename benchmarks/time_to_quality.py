@@ -21,8 +21,8 @@ are read in, instead of L_simple), ``ours_eps_atoms`` (the atoms read in ε-spac
 ``ours_v_mse_ema_0.99`` (the v-loss and EMA decay 0.99 together), ``ours_residual_atoms`` (the atoms a shared
 read-out plus zero-mean corrections: the head starts as the plain v head), ``ours_residual_eps_atoms`` (the same in
 ε-space: it starts as the plain ε head) and ``ours_residual_eps_k3`` (that head reading 3×3 neighbourhoods of the
-features). ``ours_conv`` and ``ours_silu_eps_conv`` are ``ours`` and ``ours_silu_eps`` without attention: the
-convolution-only twins ``benchmarks/local_reference.py`` compares with the patch mosaic.
+features). ``TWINS``: ``ours_conv`` and ``ours_silu_eps_conv``, ``ours`` and ``ours_silu_eps`` without attention,
+the convolution-only networks ``benchmarks/local_reference.py`` compares with the patch mosaic.
 
 The factorial (``FACTORIAL``) crosses the activation (SignReLU, SiLU) with the head (the softmax-atom ratio head
 with v-atoms, a plain v head, a plain ε head) at the config's size: ``ours`` and ``ours_silu_eps`` are two of its
@@ -74,7 +74,7 @@ MODELS = ("ours", "ours_silu_eps", "diffusers", "ddpm_pytorch")
 ANCHORS = ("diffusers", "ddpm_pytorch")
 
 
-CONV_ONLY = ["--model.network.attention_resolutions", "[]"]  # the convolution-only twins (local_reference.py)
+CONV_ONLY = ["--model.network.attention_resolutions", "[]"]  # the convolution-only twins (TWINS)
 
 
 @dataclass
@@ -98,8 +98,7 @@ LEVERS = {"ours_min_snr": Lever(["--model.loss", "min_snr"]),
           "ours_residual_eps_atoms": Lever(["--model.head.atom_form", "residual",
                                             "--model.head.parameterization", "eps"]),
           "ours_residual_eps_k3": Lever(["--model.head.atom_form", "residual", "--model.head.parameterization", "eps",
-                                         "--model.head.kernel_size", "3"]),
-          "ours_conv": Lever(CONV_ONLY)}
+                                         "--model.head.kernel_size", "3"])}
 HEADS = {"ratio_v": None, "plain_v": {"name": "plain", "parameterization": "v"},  # None: the config's own head
          "plain_eps": {"name": "plain", "parameterization": "eps"}}
 FACTORIAL = {("signrelu", "ratio_v"): "ours", ("signrelu", "plain_v"): "signrelu_plain_v",
@@ -108,9 +107,9 @@ FACTORIAL = {("signrelu", "ratio_v"): "ours", ("signrelu", "plain_v"): "signrelu
 ARMS = {name: Lever(["--model.network.activation", act] + ([] if HEADS[head] is None else
                                                              ["--model.head", json.dumps(HEADS[head])]))
         for (act, head), name in FACTORIAL.items() if name not in MODELS}
-ARMS["ours_silu_eps_conv"] = Lever(["--model.network.activation", "silu", "--model.head",
-                                    json.dumps(HEADS["plain_eps"])] + CONV_ONLY)
-VARIANTS = LEVERS | ARMS
+TWINS = {"ours_conv": Lever(CONV_ONLY), "ours_silu_eps_conv": Lever(
+    ["--model.network.activation", "silu", "--model.head", json.dumps(HEADS["plain_eps"])] + CONV_ONLY)}
+VARIANTS = LEVERS | ARMS | TWINS
 SAMPLING = {"sampler": "dpmpp_2m_sde", "steps": 20}
 QUICK = {"num_samples": 8, "reference": 64, "val_size": 8, "period_steps": 2, "periods": 2, "seeds": [0, 1],
          "diagnose": True, "diagnose_items": 8}

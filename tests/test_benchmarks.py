@@ -313,6 +313,35 @@ def test_atom_spread_parts_the_shared_read_out_from_the_atoms_differences():
     assert atom_spread(residual) == {"shared_norm": pytest.approx(float(expected)), "spread_norm": 0.0}
 
 
+def test_local_reference_calibrates_compares_samples_resumes_and_reports(tmp_path):
+    """The convolution-only twins are the configs without attention; the study trains one where its checkpoint is
+    missing, calibrates a size per sampler step among the candidates, scores r² per sample and writes the report."""
+    from benchmarks import local_reference
+    from benchmarks.time_to_quality import build
+    from test_domain import write_data_set
+
+    options = argparse.Namespace(data_root=str(tmp_path), val_size=8, num_samples=8)
+    ours, silu = build("ours", options)[0], build("ours_silu_eps", options)[0]
+    for twin, base in (("ours_conv", ours), ("ours_silu_eps_conv", silu)):
+        model = build(twin, options)[0]
+        assert model.hparams.network == dict(base.hparams.network, attention_resolutions=[])
+        assert {k: v for k, v in model.hparams.items() if k != "network"} == {
+            k: v for k, v in base.hparams.items() if k != "network"}
+    write_data_set(tmp_path / "data", "FashionMNIST", sizes=(300, 100))
+    args = ["--data_root", str(tmp_path / "data"), "--ckpt_dir", str(tmp_path / "ckpt"), "--steps_trained", "2",
+            "--models", "ours_conv", "--sizes", "3", "5", "--bank", "8", "--calibration", "1", "--samples", "3",
+            "--steps", "3", "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
+    local_reference.main(args)
+    (row,) = local_reference.read_rows(tmp_path / "out" / "rows.jsonl")
+    assert row["step"] == 2 and (tmp_path / "ckpt" / "ours_conv.ckpt").is_file()
+    assert len(row["scale"]) == 3 and set(row["scale"].values()) <= {3, 5, 55}
+    assert row["r2_q1"] <= row["r2_median"] <= row["r2_q3"] <= 1
+    local_reference.main(args)  # nothing left to measure
+    assert len(local_reference.read_rows(tmp_path / "out" / "rows.jsonl")) == 1
+    doc = (tmp_path / "docs" / "local_reference.md").read_text()
+    assert "| `ours_conv` | no | 2 | 8 | 3 |" in doc and (tmp_path / "docs" / "local_reference.png").is_file()
+
+
 def test_the_factorial_crosses_activation_and_head_at_ours_size_and_seeds_move_the_initialisation(tmp_path):
     from benchmarks.time_to_quality import FACTORIAL, build
     from ddpm_signrelu.nn import SignReLU

@@ -330,7 +330,7 @@ def test_local_reference_calibrates_compares_samples_resumes_and_reports(tmp_pat
     write_data_set(tmp_path / "data", "FashionMNIST", sizes=(300, 100))
     args = ["--data_root", str(tmp_path / "data"), "--ckpt_dir", str(tmp_path / "ckpt"), "--steps_trained", "2",
             "--models", "ours_conv", "--sizes", "3", "5", "--bank", "8", "--calibration", "1", "--samples", "3",
-            "--steps", "3", "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
+            "--steps", "3", "--callback_items", "2", "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
     local_reference.main(args)
     (row,) = local_reference.read_rows(tmp_path / "out" / "rows.jsonl")
     assert row["step"] == 2 and (tmp_path / "ckpt" / "ours_conv.ckpt").is_file()
@@ -340,6 +340,7 @@ def test_local_reference_calibrates_compares_samples_resumes_and_reports(tmp_pat
     assert len(local_reference.read_rows(tmp_path / "out" / "rows.jsonl")) == 1
     doc = (tmp_path / "docs" / "local_reference.md").read_text()
     assert "| `ours_conv` | no | 2 | 8 | 3 |" in doc and (tmp_path / "docs" / "local_reference.png").is_file()
+    assert row["callback"]["curves"]["patch_size"][2:] and "`risk/approximation_local`" in doc
 
 
 def test_the_factorial_crosses_activation_and_head_at_ours_size_and_seeds_move_the_initialisation(tmp_path):

@@ -2,7 +2,8 @@
 
 Fashion-MNIST at ``configs/fashion_mnist_small.yaml``'s size, checkpoints of ``benchmarks/time_to_quality.py``
 (trained here with its ``train_until`` where missing, ``--steps_trained`` steps): ``ours_conv`` and
-``ours_silu_eps_conv``, the convolution-only twins (no attention), and ``ours`` (attention at 7×7) for contrast.
+``ours_silu_eps_conv``, the convolution-only twins (no attention), and ``ours`` and ``ours_silu_eps`` (attention at
+7×7) for contrast.
 For each model:
 
 1. calibration: the network's own deterministic DDIM trajectories (``--steps`` steps) from ``--calibration``
@@ -39,7 +40,7 @@ from ddpm_signrelu.diffusion import sample
 from ddpm_signrelu.metrics import empirical_bayes_denoiser
 from ddpm_signrelu.metrics.local_reference import local_patch_denoiser
 
-MODELS = ("ours_conv", "ours_silu_eps_conv", "ours")
+MODELS = ("ours_conv", "ours_silu_eps_conv", "ours", "ours_silu_eps")
 MARKER = "<!-- local_reference results -->"
 
 

@@ -38,6 +38,8 @@ def shrunk(config: dict) -> dict:
             cb["init_args"].update({"num_samples": 4, "steps": 3})
         if cb["class_path"].endswith("RiskMetrics"):
             cb["init_args"].update({"num_items": 16, "num_strata": 3, "entropy_samples": 2000})
+        if cb["class_path"].endswith("LocalApproximation"):
+            cb["init_args"].update({"num_items": 2, "num_strata": 2, "bank_items": 8, "patch_sizes": [3]})
         if cb["class_path"].endswith("DiscrepancyStop"):
             cb["init_args"].update({"num_items": 16, "population_samples": 1000})
     return config

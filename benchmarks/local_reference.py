@@ -169,8 +169,8 @@ def plot(rows: list[dict], out: str, path: Path) -> None:
 
     pairs = [(r["model"], torch.load(Path(out, f"{r['model']}_pairs.pt"))) for r in rows
              if Path(out, f"{r['model']}_pairs.pt").is_file()]
-    fig = plt.figure(figsize=(14, 3.4 + 1.1 * len(pairs)))
-    grid = fig.add_gridspec(1 + len(pairs), 3, height_ratios=[3.4] + [1.1] * len(pairs))
+    fig = plt.figure(figsize=(14, 3.4 + 2 * len(pairs)))
+    grid = fig.add_gridspec(1 + len(pairs), 3, height_ratios=[3.4] + [2] * len(pairs))
     ax_p, ax_r, ax_c = (fig.add_subplot(grid[0, i]) for i in range(3))
     for r in rows:
         ts = [int(t) for t in r["scale"]]

@@ -470,3 +470,13 @@ def test_wandb_run_offline_without_credentials_holds_config_metrics_samples_and_
     assert images
     artifacts = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     assert any(a.type == "model" and any(m.path == "model.ckpt" for m in a.manifest.contents) for a in artifacts)
+
+
+def test_local_approximation_is_added_to_a_shipped_config_from_the_command_line():
+    """docs/local_reference.md's command: the callback appended to the config's list, its options set after it."""
+    run = build_run("--config", str(ROOT / "configs" / "fashion_mnist_small.yaml"), "--trainer.logger", "false",
+                    "--trainer.callbacks+=ddpm_signrelu.callbacks.LocalApproximation",
+                    "--trainer.callbacks.bank_items", "256")
+    (local,) = [cb for cb in run.trainer.callbacks if type(cb).__name__ == "LocalApproximation"]
+    assert local.bank_items == 256 and local.num_items == 8
+    assert any(type(cb).__name__ == "RiskMetrics" for cb in run.trainer.callbacks)  # the config's own are kept

@@ -70,7 +70,7 @@ def r2(reference: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def measure(name: str, dm, bank: torch.Tensor, callback: LocalApproximation, args) -> dict:
+def measure(name: str, dm, bank: torch.Tensor, callback: LocalApproximation | None, args) -> dict:
     train_args = argparse.Namespace(data_root=args.data_root, val_size=500, num_samples=500, budget=0, eval_every=0,
                                     period_steps=args.steps_trained, out=args.ckpt_dir)
     model, step, _ = train_until(name, 0, 1, dm, train_args)
@@ -100,17 +100,19 @@ def measure(name: str, dm, bank: torch.Tensor, callback: LocalApproximation, arg
     scores = r2(x_net, x_els)
     torch.save({"net": x_net[:8], "els": x_els[:8]}, Path(args.out, f"{name}_pairs.pt"))
     q1, med, q3 = torch.quantile(scores, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)).tolist()
+    row = {"model": name, "step": step, "bank": len(bank), "samples": args.samples, "steps": args.steps,
+           "r2_median": med, "r2_q1": q1, "r2_q3": q3, "scale": {str(t): p for t, p in scale.items()},
+           "step_r2": {str(t): v for t, v in step_r2.items()}}
+    if callback is None:
+        return row
     if not hasattr(callback, "machines"):  # θ-independent: prepared once for every model
         start = time.perf_counter()
         callback.prepare(dm, model.diffusion, "cpu")
         callback.setup_seconds = time.perf_counter() - start
     metrics, curves = callback.evaluate(model.denoise)
-    return {"model": name, "step": step, "bank": len(bank), "samples": args.samples, "steps": args.steps,
-            "r2_median": med, "r2_q1": q1, "r2_q3": q3, "scale": {str(t): p for t, p in scale.items()},
-            "step_r2": {str(t): v for t, v in step_r2.items()},
-            "callback": {"setup_seconds": callback.setup_seconds, **{k: list(v) for k, v in metrics.items()},
-                         "curves": {k: v.tolist() for k, v in curves.items()},
-                         "log_snr": [sum(r) / 2 for r in callback.strata.log_snr_range]}}
+    return row | {"callback": {"setup_seconds": callback.setup_seconds, **{k: list(v) for k, v in metrics.items()},
+                               "curves": {k: v.tolist() for k, v in curves.items()},
+                               "log_snr": [sum(r) / 2 for r in callback.strata.log_snr_range]}}
 
 
 def run(args) -> None:
@@ -122,7 +124,7 @@ def run(args) -> None:
     dm.setup("fit")
     g = torch.Generator().manual_seed(0)
     bank = dm.to_unit(dm.train_data[torch.randperm(len(dm.train_data), generator=g)[:args.bank]])
-    callback = LocalApproximation(num_items=args.callback_items, bank_items=args.bank)
+    callback = LocalApproximation(num_items=args.callback_items, bank_items=args.bank) if args.callback_items else None
     for name in args.models:
         if name in done:
             continue
@@ -151,7 +153,7 @@ def report(args) -> None:
                    "P and r² per stratum, highest SNR first; set-up: the machines' outputs, once for all models):"), "",
               ("| model | `risk/approximation_local` | distance to D*_n | `risk/local_r2` | P per stratum | "
                "r² per stratum | set-up s |"), "|---|---:|---:|---:|---|---|---:|"]
-    for r in rows:
+    for r in (r for r in rows if "callback" in r):
         c = r["callback"]
         memoriser, sizes, r2s = (c["curves"][k] for k in ("approximation", "patch_size", "local_r2"))
         lines.append(f"| `{r['model']}` | {c['approximation_local'][0]:.3f} ± {c['approximation_local'][1]:.3f} | "
@@ -176,6 +178,8 @@ def plot(rows: list[dict], out: str, path: Path) -> None:
         ts = [int(t) for t in r["scale"]]
         ax_p.plot(ts, list(r["scale"].values()), marker="o", label=r["model"])
         ax_r.plot(ts, list(r["step_r2"].values()), marker="o", label=r["model"])
+        if "callback" not in r:
+            continue
         curves, lam = r["callback"]["curves"], r["callback"]["log_snr"]
         line = ax_c.plot(lam, curves["approximation_local"][2:], marker="o", label=f"{r['model']}: local")[0]
         ax_c.plot(lam, curves["approximation"][2:], ls="--", color=line.get_color(), label=f"{r['model']}: D*_n")
@@ -208,7 +212,7 @@ def main(argv=None) -> None:
     p.add_argument("--calibration", type=int, default=4, help="network trajectories the scales are chosen on")
     p.add_argument("--samples", type=int, default=24, help="test samples (other noises)")
     p.add_argument("--steps", type=int, default=20, help="DDIM steps")
-    p.add_argument("--callback_items", type=int, default=8, help="LocalApproximation's num_items")
+    p.add_argument("--callback_items", type=int, default=8, help="LocalApproximation's num_items (0: not run)")
     p.add_argument("--out", default="benchmarks/results/local_reference")
     p.add_argument("--docs", default="docs")
     run_or_report(p, argv, run, report)

@@ -12,9 +12,9 @@ with the risk callback, and reports the last evaluation of each run:
 - agreement with the truth: each run's true generalisation gap (its bound over all n training items, repeated
   draws, against its bound over 8,192 fresh draws from the mixture) against the callback's estimation, the
   control variate's and the paired difference, with bias, spread and Kendall τ over the grid;
-- the gap-rise rule (``GapRiseStop``: stop once the estimation, or the held-out bound, has risen above its lowest
-  so far by 2 SE of that paired rise) replayed on every run's log, against the check of lowest
-  ``risk/excess_true``.
+- the gap-rise rule (``GapRiseStop``: stop once the estimation, or the held-out bound, has stood above its lowest
+  so far by 2 SE of that paired rise, at one or at 3 consecutive checks) replayed on every run's log, against the
+  check of lowest ``risk/excess_true``.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import argparse
 import csv
 import math
 import os
+import shutil
 import time
 
 import lightning as L
@@ -33,8 +34,8 @@ from ddpm_signrelu.callbacks import DiscrepancyStop, RiskMetrics, StopReport
 from ddpm_signrelu.data import GaussianMixtureDataModule
 from ddpm_signrelu.diffusion import draw_for_items, to_bits_per_dim, vlb_terms
 from ddpm_signrelu.lit import DiffusionModel
-from ddpm_signrelu.metrics.risk import RISES
 
+RULES = (("estimation", 1), ("vlb_heldout", 1), ("vlb_heldout", 3))  # (monitor, patience) replayed by stopping_lines
 METRICS = ("vlb_heldout", "vlb_train", "approximation", "estimation", "optimism", "excess_true",
            "kernel_ratio_error", "vlb_bayes_true", "entropy_true")
 
@@ -42,7 +43,7 @@ METRICS = ("vlb_heldout", "vlb_train", "approximation", "estimation", "optimism"
 def make_data(args, n: int) -> GaussianMixtureDataModule:
     return GaussianMixtureDataModule(shape=[args.dim], num_train=n, val_size=max(args.num_items * 68, 1024),
                                      num_components=args.components, spread=0.5, scale=0.15, condition=4.0,
-                                     mixture_seed=0, batch_size=args.batch_size, seed=1)
+                                     mixture_seed=0, batch_size=args.batch_size, seed=1 + args.seed)
 
 
 def make_model(args, width: int) -> DiffusionModel:
@@ -54,8 +55,9 @@ def make_model(args, width: int) -> DiffusionModel:
 
 def run(args, name: str, n: int, width: int, steps: int, extra=()) -> dict:
     """Train one model; return the last risk evaluation (values and SEs) and the stop report."""
-    L.seed_everything(0)
+    L.seed_everything(args.seed)
     out = os.path.join(args.out, name)
+    shutil.rmtree(out, ignore_errors=True)  # a rerun starts clean: risk_curves.csv is appended to, never replaced
     risk = RiskMetrics(num_items=min(args.num_items, n), num_strata=16, entropy_samples=100_000,
                        reference_components=8)
     report = StopReport()
@@ -203,6 +205,7 @@ def write_doc(args, grid: list[dict], small_runs: list[dict], images: list[str],
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes and step counts, to check the script")
+    p.add_argument("--seed", type=int, default=0, help="another grid: other training items, initialisation, batches")
     p.add_argument("--out", default="runs/risk_validation")
     p.add_argument("--docs", default="docs")
     args = p.parse_args(argv)
@@ -256,33 +259,40 @@ def agreement_lines(grid: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def stop_at_rise(result: dict, key: str, threshold: float = 2.0) -> int:
-    """The check where ``GapRiseStop(monitor=key, threshold)`` stops: the first whose logged paired rise above the
-    lowest earlier value exceeds ``threshold`` of its SE (the last check where none does)."""
+def stop_at_rise(result: dict, key: str, threshold: float = 2.0, patience: int = 1) -> int:
+    """The check where ``GapRiseStop(monitor=key, threshold, patience)`` stops: the first that ends ``patience``
+    consecutive checks whose logged paired rise above the lowest earlier value exceeds ``threshold`` of its SE (the
+    last check where none does)."""
     rises, errors = (dict(history(result["csv"], f"risk/{key}_rise{end}")) for end in ("", "_se"))
-    return next((step for step in sorted(rises) if rises[step] > threshold * errors[step]),
-                max(history(result["csv"], f"risk/{key}"))[0])
+    risen = 0
+    for step in sorted(rises):
+        risen = risen + 1 if rises[step] > threshold * errors[step] else 0
+        if risen >= patience:
+            return step
+    return max(history(result["csv"], f"risk/{key}"))[0]
 
 
 def stopping_lines(grid: list[dict]) -> list[str]:
     """The gap-rise rule replayed on every run's log, against the check of lowest excess_true: where it stops, and
     the check it keeps (the lowest monitored value up to the stop, as ``ModelCheckpoint`` on that monitor would)."""
     lines = ["## Stopping when the gap rises above its noise", "",
-             "`GapRiseStop` stops at the first check where the monitored metric stands more than 2 standard errors "
-             "of its rise above its lowest value so far, the rise being the paired change over the same items and "
-             "draws; replayed here on each run's log, monitoring `risk/estimation` or `risk/vlb_heldout`. \"Kept\" "
+             "`GapRiseStop` stops at the first check that ends `patience` consecutive checks where the monitored "
+             "metric stands more than 2 standard errors of its rise above its lowest value so far, the rise being the "
+             "paired change over the same items and draws; replayed here on each run's log, monitoring "
+             "`risk/estimation` or `risk/vlb_heldout`. \"Kept\" "
              "is the check of lowest monitored value up to the stop, the one `ModelCheckpoint` on the same monitor "
              "restores. \"Overfits\" means the last check's excess_true is over 1.1× the lowest. Cells: step "
              "(excess_true, ×best).", "",
-             "| n | width | overfits | best check | estimation: stop | estimation: kept | vlb_heldout: stop | "
-             "vlb_heldout: kept |", "|---|---|---|---|---|---|---|---|"]
+             "| n | width | overfits | best check | "
+             + " | ".join(f"{key}, patience {p}: {cell}" for key, p in RULES for cell in ("stop", "kept")) + " |",
+             "|---|---|---|---|" + "---|" * 2 * len(RULES)]
     for r in grid:
         excess = dict(history(r["csv"], "risk/excess_true"))
         best = min(excess, key=excess.get)
         overfits = excess[max(excess)] > 1.1 * excess[best]
         cells = []
-        for key in RISES:
-            stop = stop_at_rise(r, key)
+        for key, patience in RULES:
+            stop = stop_at_rise(r, key, patience=patience)
             values = {step: v for step, v in history(r["csv"], f"risk/{key}") if step <= stop}
             for step in (stop, min(values, key=values.get)):
                 cells.append(f"{step} ({excess[step]:.4f}, {excess[step] / excess[best]:.2f})")

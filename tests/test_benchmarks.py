@@ -570,9 +570,9 @@ def test_risk_validation_quick_writes_the_agreement_and_the_gap_rule(tmp_path):
                      agreement, re.M)
     stopping = doc[doc.index("## Stopping when the gap rises"):doc.index("## Where the terms sit")]
     cell = r"(\d+) \(\d+\.\d{4}, (\d+\.\d\d)\)"
-    rows = re.findall(rf"^\| (?:64|512) \| (?:32|128) \| (?:yes|no) \| \d+ \(\d+\.\d{{4}}\) \| {cell} \| {cell} \| {cell} \| "
-                      rf"{cell} \|$", stopping, re.M)
-    assert len(rows) == 4
-    for monitors in rows:  # ×best is ≥ 1 at every check; a kept check precedes its stop
-        assert all(float(monitors[i]) >= 1 for i in (1, 3, 5, 7))
-        assert int(monitors[2]) <= int(monitors[0]) and int(monitors[6]) <= int(monitors[4])
+    rows = re.findall(rf"^\| (?:64|512) \| (?:32|128) \| (?:yes|no) \| \d+ \(\d+\.\d{{4}}\) \| "
+                      + r" \| ".join([cell] * 6) + r" \|$", stopping, re.M)
+    assert len(rows) == 4 and "vlb_heldout, patience 3: stop" in stopping
+    for rules in rows:  # ×best is ≥ 1 at every check; a kept check precedes its stop; patience 3 stops no earlier
+        assert all(float(rules[i]) >= 1 for i in range(1, 12, 2))
+        assert all(int(rules[i + 2]) <= int(rules[i]) for i in (0, 4, 8)) and int(rules[8]) >= int(rules[4])

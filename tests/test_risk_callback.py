@@ -178,7 +178,7 @@ def test_gap_rise_rule_stops_an_overfitting_run_when_the_rise_exceeds_its_noise(
     """GapRiseStop stops the overfitting run at the first check where the monitored metric stands more than 2 SE of
     its paired rise above its lowest value so far, and StopReport names it. The logged rise is the value less the
     lowest earlier one, and pairing the checks' items and draws makes its SE smaller than the level's."""
-    stop, report = GapRiseStop(monitor=monitor, threshold=2.0), StopReport()
+    stop, report = GapRiseStop(monitor=monitor, threshold=2.0, patience=1), StopReport()
     stopped = overfitting_run(tmp_path, [stop, report])
     assert report.reason == "gap_rise" and report.step == stop.stopped_step < 1500, (report.reason, report.step)
     m = {k: float(v) for k, v in stopped.callback_metrics.items()}
@@ -187,10 +187,31 @@ def test_gap_rise_rule_stops_an_overfitting_run_when_the_rise_exceeds_its_noise(
         values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
     assert values[-1] == pytest.approx(report.value) and len(values) >= 2
     assert m[f"{monitor}_rise"] == pytest.approx(values[-1] - min(values[:-1]), abs=1e-5)
-    with pytest.raises(ConfigError, match="threshold must be > 0"):
+    with pytest.raises(ConfigError, match="threshold > 0 and patience >= 1"):
         GapRiseStop(threshold=0)
+    with pytest.raises(ConfigError, match="threshold > 0 and patience >= 1"):
+        GapRiseStop(patience=0)
     with pytest.raises(ConfigError, match=r"GapRiseStop monitors one of \['risk/estimation', 'risk/vlb_heldout'\]"):
         GapRiseStop(monitor="risk/approximation")
+
+
+@pytest.mark.parametrize("patience, stop", [(1, 100), (2, 400), (3, 500)])
+def test_gap_rise_patience_counts_consecutive_rises_and_survives_a_resume(patience, stop):
+    """Rises of 3, 0.5, 3, 3, 3 SEs at steps 100…500: a rise that falls back below 2 SE restarts the count."""
+    class Trainer:
+        sanity_checking, should_stop = False, False
+
+    rule, trainer = GapRiseStop(monitor="risk/vlb_heldout", patience=patience), Trainer()
+    assert GapRiseStop().patience == 3
+    for step, rise in zip((100, 200, 300, 400, 500), (3.0, 0.5, 3.0, 3.0, 3.0)):
+        trainer.global_step = step
+        trainer.callback_metrics = {"risk/vlb_heldout": torch.tensor(1.0), "risk/vlb_heldout_rise": torch.tensor(rise),
+                                    "risk/vlb_heldout_rise_se": torch.tensor(1.0)}
+        rule.on_validation_end(trainer, None)
+        if step == 300:  # a resume in the middle keeps the count
+            state, rule = rule.state_dict(), GapRiseStop(monitor="risk/vlb_heldout", patience=patience)
+            rule.load_state_dict(state)
+    assert rule.stopped_step == stop and trainer.should_stop
 
 
 def test_holdout_rule_reports_patience(tmp_path):

@@ -36,22 +36,11 @@ import torch
 from benchmarks.common import read_rows, run_or_report, write_block
 from benchmarks.time_to_quality import build, train_until
 from ddpm_signrelu.callbacks import LocalApproximation
+from ddpm_signrelu.callbacks.local_risk import candidate_machines
 from ddpm_signrelu.diffusion import sample
-from ddpm_signrelu.metrics import empirical_bayes_denoiser
-from ddpm_signrelu.metrics.local_reference import local_patch_denoiser
 
 MODELS = ("ours_conv", "ours_silu_eps_conv", "ours", "ours_silu_eps")
 MARKER = "<!-- local_reference results -->"
-
-
-def machines(dm, ab: torch.Tensor, bank: torch.Tensor, sizes: list[int]):
-    """P -> denoiser(x_t, t) of the ELS machine (the last size: D*_n over the whole training split); ``ab``: ᾱ_t."""
-    def one(size):
-        if size == sizes[-1]:
-            return lambda x_t, t: empirical_bayes_denoiser(x_t, ab[t], dm.train_data, num_levels=dm.num_levels).float()
-        return lambda x_t, t: local_patch_denoiser(x_t, ab[t], bank, size)
-
-    return {size: one(size) for size in sizes}
 
 
 def recorded(denoise, log: list):
@@ -76,7 +65,7 @@ def measure(name: str, dm, bank: torch.Tensor, callback: LocalApproximation | No
     model, step, _ = train_until(name, 0, 1, dm, train_args)
     schedule = model.diffusion.schedule
     sizes = [*args.sizes, 2 * max(dm.data_shape[1:]) - 1]
-    candidates = machines(dm, schedule.alphas_cumprod, bank, sizes)
+    candidates = candidate_machines(dm, schedule.alphas_cumprod, bank, sizes)
 
     def run(denoise, seeds):
         log = []
@@ -86,10 +75,9 @@ def measure(name: str, dm, bank: torch.Tensor, callback: LocalApproximation | No
     _, log = run(model.denoise, list(range(1000, 1000 + args.calibration)))
     scale, step_r2 = {}, {}
     for t, x_t, net in log:
-        errors = {p: (candidates[p](x_t, torch.full((len(x_t),), t)) - net).square().sum().item() for p in sizes}
-        best = min(errors, key=errors.get)
-        scale[t] = best
-        step_r2[t] = statistics.median(r2(net, candidates[best](x_t, torch.full((len(x_t),), t))).tolist())
+        outputs = {p: candidates[p](x_t, torch.full((len(x_t),), t)) for p in sizes}
+        scale[t] = min(sizes, key=lambda p: (outputs[p] - net).square().sum().item())
+        step_r2[t] = statistics.median(r2(net, outputs[scale[t]]).tolist())
 
     def els(x_t, t):
         return candidates[scale[int(t[0])]](x_t, t)

@@ -36,6 +36,18 @@ def patch_sizes_for(item_shape: tuple[int, ...], sizes=None) -> list[int]:
     return sorted(set(sizes)) + [full]
 
 
+def candidate_machines(dm, alphas_cumprod: torch.Tensor, bank: torch.Tensor, sizes: list[int]) -> dict:
+    """P -> the ELS machine's denoiser(x_t, t) -> x̂0 over the patches of ``bank``; the last size (that of
+    :func:`patch_sizes_for`) is D*_n over the whole training split of ``dm`` (mirrors included under ``hflip``)."""
+    def machine(size):
+        if size == sizes[-1]:
+            return lambda x_t, t: empirical_bayes_denoiser(x_t, alphas_cumprod[t], dm.train_data,
+                                                           num_levels=dm.num_levels, hflip=dm.hflip).float()
+        return lambda x_t, t: local_patch_denoiser(x_t, alphas_cumprod[t], bank, size).float()
+
+    return {size: machine(size) for size in sizes}
+
+
 class LocalErrors(Metric):
     """Per-point squared distances of the network to each candidate reference, gathered across ranks."""
 
@@ -100,7 +112,7 @@ class LocalApproximation(ValidationEvaluator):
         if stage != "fit":
             return
         dm = diffusion_data(trainer, "LocalApproximation")
-        self.sizes = patch_sizes_for(tuple(dm.train_data.shape[1:]), self.patch_sizes)
+        patch_sizes_for(tuple(dm.train_data.shape[1:]), self.patch_sizes)  # a bad size or non-image data fails here
         if self.num_items < trainer.world_size:
             raise ConfigError(f"LocalApproximation num_items={self.num_items} is below the number of processes "
                               f"({trainer.world_size})")
@@ -126,15 +138,8 @@ class LocalApproximation(ValidationEvaluator):
         g = torch.Generator().manual_seed(self.seed)
         bank = dm.to_unit(dm.train_data[torch.randperm(len(dm.train_data), generator=g)[:self.bank_items]])
         bank = torch.cat([bank, bank.flip(-1)]) if dm.hflip else bank
-        alphas_cumprod = self.schedule.alphas_cumprod.to(device)
-
-        def machine(size):
-            if size == self.sizes[-1]:
-                return lambda x_t, t: empirical_bayes_denoiser(x_t, alphas_cumprod[t], dm.train_data,
-                                                               num_levels=dm.num_levels, hflip=dm.hflip).float()
-            return lambda x_t, t: local_patch_denoiser(x_t, alphas_cumprod[t], bank, size).float()
-
-        self.machines = torch.stack([predict(machine(p), self.points, self.batch_size) for p in self.sizes], 2)
+        machines = candidate_machines(dm, self.schedule.alphas_cumprod.to(device), bank, self.sizes)
+        self.machines = torch.stack([predict(machines[p], self.points, self.batch_size) for p in self.sizes], 2)
         self.errors = LocalErrors().to(device)
 
     def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

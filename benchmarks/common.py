@@ -3,6 +3,7 @@ and results blocks of the resumable studies."""
 
 from __future__ import annotations
 
+import copy
 import json
 import platform
 import statistics
@@ -17,9 +18,24 @@ from torch.utils._pytree import tree_flatten
 
 from ddpm_signrelu.metrics.domain import fingerprint, fit_domain_classifier, load_classifier
 from ddpm_signrelu.metrics.fid import FeatureDistances
+from ddpm_signrelu.runs import as_list
 
 # Dense bf16 tensor-core peaks (TFLOP/s) for model FLOP utilisation; other devices print no MFU.
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
+
+
+def relocate_run(config: dict, run_dir: str | Path, wandb: bool = True, csv: bool = False) -> dict:
+    """A copy of a train config (as loaded from YAML) whose run folder is ``run_dir``; ``wandb=False`` drops its W&B
+    logger, ``csv=True`` adds a CSV log (``run_dir/metrics.csv``, continued when the run is resumed). For scripted
+    sweeps, benchmarks and tests."""
+    config = copy.deepcopy(config)
+    trainer = config["trainer"]
+    trainer["default_root_dir"] = str(run_dir)
+    loggers = [lg for lg in as_list(trainer.get("logger")) if wandb or not lg["class_path"].endswith("WandbLogger")]
+    if csv:
+        loggers.append({"class_path": "ddpm_signrelu.lit.ResumableCSVLogger", "init_args": {"save_dir": str(run_dir)}})
+    trainer["logger"] = loggers
+    return config
 
 
 def sync(device: torch.device) -> None:

@@ -74,18 +74,31 @@ def _eps_candidate(name: str, net: nn.Module, schedule, unwrap=lambda out: out) 
     return Candidate(name, net, loss)
 
 
-def diffusers_unet(setting: str) -> nn.Module:
+def diffusers_twin(model: DiffusionModel) -> nn.Module:
+    """diffusers' ``UNet2DModel`` in the layout of ours' U-Net ``model``: the same widths, residual blocks per level,
+    attention levels, group norm and dropout."""
     from diffusers import UNet2DModel
 
-    channels, size = SETTINGS[setting][1][0], SETTINGS[setting][1][1]
-    if setting == "grey28":
-        widths, down = (64, 128, 128), ("DownBlock2D", "DownBlock2D", "AttnDownBlock2D")
-        up = ("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")
-    else:
-        widths, down = (128, 256, 256, 256), ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D")
-        up = ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D")
+    network, (channels, size, _) = model.hparams.network, model.data_shape
+    widths = tuple(network["channels"] * m for m in network["channel_mult"])
+    attention = [size >> level in network["attention_resolutions"] for level in range(len(widths))]
     return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, block_out_channels=widths,
-                       down_block_types=down, up_block_types=up, layers_per_block=2, dropout=DROPOUT)
+                       down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention),
+                       up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)),
+                       layers_per_block=network["num_res_blocks"], norm_num_groups=network["groups"],
+                       dropout=network["dropout"])
+
+
+def diffusers_unet(setting: str) -> nn.Module:
+    """diffusers' ``UNet2DModel`` in the layout of the shipped config's network (``google/ddpm-cifar10-32``'s at
+    rgb32)."""
+    return diffusers_twin(ours(setting))
+
+
+def diffusers_candidate(model: DiffusionModel) -> Candidate:
+    """:func:`diffusers_twin` of ``model``, trained on ‖ε − ε̂‖² under ``model``'s noise schedule."""
+    return _eps_candidate("diffusers UNet2DModel", diffusers_twin(model), model.diffusion.schedule,
+                          lambda out: out.sample)
 
 
 LUCIDRAINS_LAYOUTS = {
@@ -121,7 +134,7 @@ def candidates(setting: str, anchors: bool = True) -> list[Candidate]:
         found.append(ours_candidate(OURS + layout, setting, network=network))
     if anchors:
         schedule = found[0].module.diffusion.schedule
-        found.append(_eps_candidate("diffusers UNet2DModel", diffusers_unet(setting), schedule, lambda out: out.sample))
+        found.append(diffusers_candidate(found[0].module))
         for layout in LUCIDRAINS_LAYOUTS[setting]:
             found.append(_eps_candidate(f"denoising-diffusion-pytorch Unet{layout}", lucidrains_unet(setting, layout),
                                         schedule))

@@ -39,33 +39,34 @@ import lightning as L
 import torch
 import yaml
 
+from benchmarks.common import relocate_run, seconds, sync
 from ddpm_signrelu.callbacks import RiskMetrics, TrajectoryStatistics
-from ddpm_signrelu.cli import build_run, relocate_run
+from ddpm_signrelu.cli import build_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "digits.yaml"
 
 
 class StepTimes(L.Callback):
-    """Seconds of each training step: forward, backward, gradient clipping and the optimizer step."""
+    """Seconds of each training step: forward, backward, gradient clipping and the optimizer step (the device
+    drained at both ends)."""
 
     def __init__(self):
         self.seconds: list[float] = []
 
-    def on_train_batch_start(self, *args) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        sync(pl_module.device)
         self._start = time.perf_counter()
 
-    def on_train_batch_end(self, *args) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
+        sync(pl_module.device)
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def timed(fn, repeats: int) -> float:
-    """Mean seconds of ``repeats`` calls after one warm-up call."""
+def timed(fn, repeats: int, device: torch.device) -> float:
+    """Mean seconds of ``repeats`` calls after one warm-up call, the device drained before and after."""
     fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+    return seconds(lambda: [fn() for _ in range(repeats)], device) / repeats
 
 
 def main(argv=None) -> None:
@@ -79,43 +80,21 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     config = ["--config", str(args.config), "--trainer.logger", "false"]
     config += ["--data.init_args.root", args.data_root] if args.data_root else []
-    configured = build_run(*config).trainer
-    risk = next(cb for cb in configured.callbacks if isinstance(cb, RiskMetrics))
-    max_steps, every = configured.max_steps, configured.val_check_interval
-    with tempfile.TemporaryDirectory() as folder:  # the configured run, with no callbacks or validation during fit
-        run = build_run(*config, "--trainer.callbacks", "[]", "--trainer.default_root_dir", folder,
-                        "--trainer.max_steps", str(args.steps + 1), "--trainer.val_check_interval", str(args.steps + 2),
-                        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_checkpointing", "false",
-                        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
-        model, data, trainer = run.model, run.datamodule, run.trainer
-        timer = StepTimes()
-        trainer.callbacks.append(timer)
-        trainer.fit(model, datamodule=data)
-        step = statistics.mean(timer.seconds[1:])  # after one warm-up step
-        val_batches = len(data.val_dataloader())
-        trainer.limit_val_batches = min(args.val_batches or val_batches, val_batches)
-        val = timed(lambda: trainer.validate(model, datamodule=data, verbose=False), args.repeats)
-        val *= val_batches / trainer.limit_val_batches
-    model.eval()
-    start = time.perf_counter()
-    risk.prepare(data, model.diffusion, torch.device("cpu"))
-    setup = time.perf_counter() - start
-    evaluation = timed(lambda: risk.evaluate(model.denoise), args.repeats)
-    checks = max_steps // every // risk.every_n_val_checks
-    base = max_steps * step + (max_steps // every) * val
-    extra = setup + checks * evaluation
-    print(f"{args.config.name}: {max_steps} steps, a validation check every {every}; RiskMetrics with "
-          f"{risk.num_items} items, {risk.num_strata} strata, every {risk.every_n_val_checks} check(s)")
-    print(f"training step              {step * 1000:8.1f} ms")
-    print(f"validation check (val/*)   {val:8.2f} s   ({trainer.limit_val_batches} of {val_batches} batches timed)")
-    print(f"risk set-up (once)         {setup:8.2f} s")
-    print(f"risk evaluation (per check){evaluation:8.2f} s   ({checks} checks)")
-    print(f"training without risk      {base:8.1f} s (estimated: steps x step + checks x validation)")
-    print(f"risk callback              {extra:8.1f} s")
-    print(f"overhead                   {100 * extra / base:8.2f} % of training wall time (target: at most 5 %)")
-    trajectory = next((cb for cb in configured.callbacks if isinstance(cb, TrajectoryStatistics)), None)
-    if trajectory is not None:
-        trajectory_overhead(trajectory, trainer, model, base, max_steps, every)
+    figures = measure(config, args.steps, args.val_batches, args.repeats)
+    risk = figures["risk"]
+    print(f"{args.config.name}: {figures['max_steps']} steps, a validation check every "
+          f"{figures['val_check_interval']}; RiskMetrics with {risk['num_items']} items, {risk['num_strata']} strata, "
+          f"every {risk['every_n_val_checks']} check(s)")
+    print(f"training step              {figures['step_s'] * 1000:8.1f} ms")
+    print(f"validation check (val/*)   {figures['validation_s']:8.2f} s   ({figures['val_batches_timed']} of "
+          f"{figures['val_batches']} batches timed)")
+    print(f"risk set-up (once)         {risk['setup_s']:8.2f} s")
+    print(f"risk evaluation (per check){risk['evaluation_s']:8.2f} s   ({risk['checks']} checks)")
+    print(f"training without risk      {figures['base_s']:8.1f} s (estimated: steps x step + checks x validation)")
+    print(f"risk callback              {risk['seconds']:8.1f} s")
+    print(f"overhead                   {risk['overhead_percent']:8.2f} % of training wall time (target: at most 5 %)")
+    if figures["trajectory"] is not None:
+        print_trajectory(figures["trajectory"])
     if args.full:
         config = yaml.safe_load(args.config.read_text())
         with_them, without = full_run(config, True), full_run(config, False)
@@ -124,16 +103,57 @@ def main(argv=None) -> None:
         print(f"end-to-end overhead        {100 * (with_them / without - 1):8.2f} %")
 
 
+def measure(config: list[str], steps: int, val_batches: int | None, repeats: int) -> dict:
+    """The measuring callbacks' cost at the run that ``train.py fit`` builds from the arguments ``config``: seconds
+    of a training step (mean of ``steps`` after one), of a validation check (``val_batches`` of its batches,
+    scaled to all), of RiskMetrics' set-up and evaluation (``repeats`` of each timed evaluation) and of
+    TrajectoryStatistics' parts where the config has it, on the trainer's device; and the overheads they make at
+    the config's schedule."""
+    configured = build_run(*config).trainer
+    risk = next(cb for cb in configured.callbacks if isinstance(cb, RiskMetrics))
+    max_steps, every = configured.max_steps, configured.val_check_interval
+    with tempfile.TemporaryDirectory() as folder:  # the configured run, with no callbacks or validation during fit
+        run = build_run(*config, "--trainer.callbacks", "[]", "--trainer.default_root_dir", folder,
+                        "--trainer.max_steps", str(steps + 1), "--trainer.val_check_interval", str(steps + 2),
+                        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_checkpointing", "false",
+                        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
+        model, data, trainer = run.model, run.datamodule, run.trainer
+        timer = StepTimes()
+        trainer.callbacks.append(timer)
+        trainer.fit(model, datamodule=data)
+        device = trainer.strategy.root_device
+        step = statistics.mean(timer.seconds[1:])  # after one warm-up step
+        all_batches = len(data.val_dataloader())
+        trainer.limit_val_batches = min(val_batches or all_batches, all_batches)
+        val = timed(lambda: trainer.validate(model, datamodule=data, verbose=False), repeats, device)
+        val *= all_batches / trainer.limit_val_batches
+    model.to(device).eval()  # the trainer hands the model back on the CPU
+    setup = seconds(lambda: risk.prepare(data, model.diffusion, device), device)
+    evaluation = timed(lambda: risk.evaluate(model.denoise), repeats, device)
+    checks = max_steps // every // risk.every_n_val_checks
+    base = max_steps * step + (max_steps // every) * val
+    extra = setup + checks * evaluation
+    trajectory = next((cb for cb in configured.callbacks if isinstance(cb, TrajectoryStatistics)), None)
+    return {"max_steps": max_steps, "val_check_interval": every, "step_s": step, "validation_s": val,
+            "val_batches_timed": trainer.limit_val_batches, "val_batches": all_batches, "base_s": base,
+            "risk": {"num_items": risk.num_items, "num_strata": risk.num_strata,
+                     "every_n_val_checks": risk.every_n_val_checks, "setup_s": setup, "evaluation_s": evaluation,
+                     "checks": checks, "seconds": extra, "overhead_percent": 100 * extra / base},
+            "trajectory": None if trajectory is None else trajectory_overhead(trajectory, trainer, model, base,
+                                                                               max_steps, every)}
+
+
 def trajectory_overhead(stats: TrajectoryStatistics, trainer: L.Trainer, model: L.LightningModule, base: float,
-                        max_steps: int, every: int) -> None:
-    """Time and print TrajectoryStatistics' parts on the fitted ``trainer``'s model and data."""
+                        max_steps: int, every: int) -> dict:
+    """TrajectoryStatistics' parts timed on the fitted ``trainer``'s model and data, and the overhead they make."""
+    device = model.device
     stats.on_fit_start(trainer, model)
     model.train()
     for p in model.model.parameters():
         p.grad = torch.randn_like(p)
     optimizer = trainer.optimizers[0]
-    gradient_sum = timed(lambda: stats.on_before_optimizer_step(trainer, model, optimizer), 50)
-    snapshot = timed(lambda: stats.snapshot(model), 5)
+    gradient_sum = timed(lambda: stats.on_before_optimizer_step(trainer, model, optimizer), 50, device)
+    snapshot = timed(lambda: stats.snapshot(model), 5, device)
     sketch, losses = stats.snapshot(model)
     g = torch.Generator().manual_seed(0)
     for k in range(min(stats.window, max_steps) // stats.every_n_steps):  # a full window of distinct iterates
@@ -141,16 +161,26 @@ def trajectory_overhead(stats: TrajectoryStatistics, trainer: L.Trainer, model: 
         stats.sketches.append(sketch + 1e-3 * torch.randn(sketch.shape, generator=g))
         stats.losses.append(losses + 1e-3 * torch.randn(losses.shape, generator=g))
     model.eval()
-    evaluation = timed(lambda: stats.evaluate(trainer, model), 2)
+    evaluation = timed(lambda: stats.evaluate(trainer, model), 2, device)
     checks = max_steps // every // stats.every_n_val_checks
-    extra = max_steps * gradient_sum + max_steps // stats.every_n_steps * snapshot + checks * evaluation
-    print(f"TrajectoryStatistics: a snapshot every {stats.every_n_steps} steps, {stats.num_items} items, "
-          f"{len(stats.steps)} iterates in the window, sketch of {stats.sketch_dim} values")
-    print(f"gradient-norm sum (a step) {gradient_sum * 1000:8.2f} ms")
-    print(f"snapshot                   {snapshot * 1000:8.1f} ms   ({max_steps // stats.every_n_steps} snapshots)")
-    print(f"evaluation (per check)     {evaluation:8.2f} s   ({checks} checks)")
-    print(f"trajectory callback        {extra:8.1f} s")
-    print(f"overhead                   {100 * extra / base:8.2f} % of training wall time (target: at most 5 %)")
+    snapshots = max_steps // stats.every_n_steps
+    extra = max_steps * gradient_sum + snapshots * snapshot + checks * evaluation
+    return {"every_n_steps": stats.every_n_steps, "num_items": stats.num_items, "iterates": len(stats.steps),
+            "sketch_dim": stats.sketch_dim, "gradient_sum_s": gradient_sum, "snapshot_s": snapshot,
+            "snapshots": snapshots, "evaluation_s": evaluation, "checks": checks, "seconds": extra,
+            "overhead_percent": 100 * extra / base}
+
+
+def print_trajectory(figures: dict) -> None:
+    """The lines of :func:`trajectory_overhead`'s figures."""
+    print(f"TrajectoryStatistics: a snapshot every {figures['every_n_steps']} steps, {figures['num_items']} items, "
+          f"{figures['iterates']} iterates in the window, sketch of {figures['sketch_dim']} values")
+    print(f"gradient-norm sum (a step) {figures['gradient_sum_s'] * 1000:8.2f} ms")
+    print(f"snapshot                   {figures['snapshot_s'] * 1000:8.1f} ms   ({figures['snapshots']} snapshots)")
+    print(f"evaluation (per check)     {figures['evaluation_s']:8.2f} s   ({figures['checks']} checks)")
+    print(f"trajectory callback        {figures['seconds']:8.1f} s")
+    print(f"overhead                   {figures['overhead_percent']:8.2f} % of training wall time "
+          f"(target: at most 5 %)")
 
 
 def full_run(config: dict, measuring: bool) -> float:

@@ -5,7 +5,7 @@ known density.
         --gmm_ckpt_path runs/gmm2d/checkpoints/last.ckpt --out benchmarks/results/sampler_quality.jsonl
 
 For each sampler (its default grid) and each NFE, ``--num_samples`` samples with seeds 0, 1, ... and their wall time;
-``heun`` takes (NFE + 1)/2 grid points, the others NFE. Digits: the scores of ``benchmarks.digits_quality`` (SVC
+``heun`` takes NFE/2 + 1 grid points (rounded down), the others NFE. Digits: the scores of ``benchmarks.digits_quality`` (SVC
 confidence ratio, smallest class share, k-NN precision and recall ratios against held-out digits, near-copies).
 Mixture (data module of ``--gmm_config``): the cross-entropy −E log p(x) of the samples under the true density in
 nats, beside the entropy H(p) (the floor), and the Wasserstein-2 distance to as many held-out draws, exact by POT's
@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def grid_points(sampler: str, nfe: int) -> int:
-    return (nfe + 1) // 2 if sampler == "heun" else nfe
+    """The most grid points whose network calls (:func:`~ddpm_signrelu.diffusion.samplers.network_calls`) fit ``nfe``."""
+    return nfe // 2 + 1 if sampler == "heun" else nfe
 
 
 def timed_samples(model, sampler: str, steps: int, num: int, batch: int) -> tuple[torch.Tensor, float]:

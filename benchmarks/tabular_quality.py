@@ -46,9 +46,10 @@ import numpy as np
 import torch
 import yaml
 
-from benchmarks.common import read_rows, run_or_report, write_block
+from benchmarks.common import read_rows, relocate_run, run_or_report, write_block
 from ddpm_signrelu.checkpoints import load_model, read_checkpoint, table_codec
-from ddpm_signrelu.cli import build_run, checkpoint_step, relocate_run
+from ddpm_signrelu.cli import build_run
+from ddpm_signrelu.runs import checkpoint_step
 from ddpm_signrelu.data.table import Table, TableCodec, take
 
 ROOT = Path(__file__).resolve().parents[1]

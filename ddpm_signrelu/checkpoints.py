@@ -1,7 +1,5 @@
 """Reading checkpoints written by ``train.py``: one clear error for each way a file can be wrong."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 
@@ -46,9 +44,8 @@ def check_weights(state_dict: dict, model: DiffusionModel, path) -> None:
 
 
 def load_model(ckpt_path: str | os.PathLike, map_location="cpu", compile: bool | dict = False) -> DiffusionModel:
-    """Load a model from a checkpoint of this package (EMA weights when EMA was on), with clear errors.
-    ``compile``: the model's ``compile`` setting here, whatever the training run used (it applies when a Trainer
-    sets the model up)."""
+    """Load a model from a checkpoint of this package (EMA weights when EMA was on), with clear errors;
+    ``compile`` replaces the training run's setting (it applies when a Trainer sets the model up)."""
     checkpoint = read_checkpoint(ckpt_path)
     hparams = {k: v for k, v in checkpoint["hyper_parameters"].items() if not k.startswith("_")}  # LightningCLI's
     model = DiffusionModel(**{**hparams, "compile": compile})

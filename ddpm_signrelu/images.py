@@ -1,7 +1,5 @@
 """Writing sampled images: quantized to the data's levels, as a PNG grid and an improved-diffusion style .npz."""
 
-from __future__ import annotations
-
 import math
 import os
 import tempfile
@@ -25,9 +23,8 @@ def save_samples(images: torch.Tensor, output: str | os.PathLike, prefix: str = 
     """Write uint8 images (N, C, H, W) as ``<prefix>.png`` (a grid) and ``<prefix>_NxHxWxC.npz`` (``arr_0``, NHWC)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    n = len(images)
     png = output / f"{prefix}.png"
-    save_image(images.float() / 255, png, nrow=math.ceil(math.sqrt(n)), padding=1)
+    save_image(images.float() / 255, png, nrow=math.ceil(math.sqrt(len(images))), padding=1)
     nhwc = images.permute(0, 2, 3, 1).cpu().numpy()
     npz = output / f"{prefix}_{'x'.join(str(s) for s in nhwc.shape)}.npz"
     np.savez(npz, arr_0=nhwc)
@@ -35,8 +32,7 @@ def save_samples(images: torch.Tensor, output: str | os.PathLike, prefix: str = 
 
 
 def writable_folder(path: str | os.PathLike) -> Path:
-    """Create the folder ``path`` if needed and check that files can be written in it (before any work that would
-    be lost otherwise)."""
+    """Create the folder ``path`` if needed and check that files can be written in it; else a ConfigError."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"output {folder} is a file, not a folder; give a folder for the samples")

@@ -1,7 +1,4 @@
-"""One way to derive seeds: every seeded stream in the package (training batches, their draws, dropout, the fixed
-evaluation draws of each item) takes its generator seed from :func:`mix_seed`."""
-
-from __future__ import annotations
+"""One way to derive seeds: every seeded stream in the package takes its generator seed from :func:`mix_seed`."""
 
 import torch
 
@@ -9,8 +6,7 @@ _GOLDEN = 0x9E3779B97F4A7C15  # 2⁶⁴/φ: consecutive parts land far apart
 
 
 def mix_seed(seed: int, *parts: int) -> int:
-    """A generator seed in [0, 2⁶³) for the stream named by ``seed`` and ``parts`` (e.g. an item's index): distinct
-    tuples give distinct seeds, and nothing depends on batch size or the number of processes."""
+    """A generator seed in [0, 2⁶³) for the stream named by ``seed`` and ``parts``: distinct tuples, distinct seeds."""
     for part in parts:
         seed = (seed * _GOLDEN + part) % 2**63
     return seed

@@ -16,7 +16,9 @@ import torch
 import yaml
 from jsonargparse import Namespace
 
-from ddpm_signrelu.cli import analytic_gamma, build_run, relocate_run, resume_path, sample_main, train_main
+from benchmarks.common import relocate_run
+from ddpm_signrelu.cli import analytic_gamma, build_run, sample_main, train_main
+from ddpm_signrelu.runs import resume_path
 from ddpm_signrelu.data import DigitsDataModule
 from ddpm_signrelu.checkpoints import load_model
 from ddpm_signrelu.diffusion import SAMPLERS, spaced_grid

@@ -10,7 +10,7 @@ import torch
 import yaml
 from torch import nn
 
-from ddpm_signrelu.cli import classifier_main
+from ddpm_signrelu.cli.domain import classifier_main
 from ddpm_signrelu.data import FashionMNISTDataModule, KMNISTDataModule, MNISTDataModule
 from ddpm_signrelu.data.files import idx_labels
 from ddpm_signrelu.errors import CheckpointError, ConfigError, DataError
@@ -99,7 +99,7 @@ def test_a_saved_classifier_loads_the_same_and_refuses_other_data_and_other_file
     loaded = load_classifier(tmp_path / "c.pt", fingerprint(x))
     assert torch.equal(loaded(x[:8]), model(x[:8])) and loaded.test_accuracy == 0.5
     with pytest.raises(CheckpointError, match=r"c.pt was trained on other images than this data set's training split; "
-                                              r"delete it and fit it with python -m ddpm_signrelu.metrics.domain"):
+                                              r"delete it and fit it with python -m ddpm_signrelu.cli.domain"):
         load_classifier(tmp_path / "c.pt", fingerprint(x[1:]))
     (tmp_path / "junk.pt").write_bytes(b"not a file torch wrote")
     with pytest.raises(CheckpointError, match=r"junk.pt is not a readable domain classifier"):
@@ -108,7 +108,7 @@ def test_a_saved_classifier_loads_the_same_and_refuses_other_data_and_other_file
     with pytest.raises(CheckpointError, match=r"other.pt is not a domain classifier written by ddpm_signrelu"):
         load_classifier(tmp_path / "other.pt")
     with pytest.raises(ConfigError, match=r"no domain classifier at .*none.pt; fit it with python -m "
-                                          r"ddpm_signrelu.metrics.domain --config <your train config>"):
+                                          r"ddpm_signrelu.cli.domain --config <your train config>"):
         load_classifier(tmp_path / "none.pt")
 
 
@@ -174,7 +174,7 @@ def test_the_small_config_trains_on_another_28x28_set_with_domain_quality_logged
     result = run("train.py", "fit", "--config", config, *swap)
     assert result.returncode == 2
     assert result.stderr.strip().endswith(f"error: no domain classifier at {tmp_path}/data/MNIST/domain_classifier.pt;"
-                                          f" fit it with python -m ddpm_signrelu.metrics.domain --config <your train "
+                                          f" fit it with python -m ddpm_signrelu.cli.domain --config <your train "
                                           f"config>")
     assert not (tmp_path / "run" / "checkpoints").exists()
     classifier_main(["--config", str(config), *swap, "--epochs", "2"])

@@ -1,5 +1,4 @@
-"""Lightning callbacks: risk metrics (and the approximation against the local patch machine), trajectory
-statistics, early stopping, sample grids, FID/KID, the exception checkpoint."""
+"""Lightning callbacks: risk metrics (global and local), trajectory statistics, early stopping, samples, FID/KID."""
 
 from ddpm_signrelu.callbacks.checkpoint import ExceptionCheckpoint
 from ddpm_signrelu.callbacks.local_risk import LocalApproximation

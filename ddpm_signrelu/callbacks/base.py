@@ -1,7 +1,4 @@
-"""A base for callbacks that evaluate the model once per validation check, with the EMA weights when EMA is on, and
-the data contract they rely on."""
-
-from __future__ import annotations
+"""The base of callbacks that evaluate the model at validation checks (EMA weights when on), and their data."""
 
 import lightning as L
 import torch
@@ -12,9 +9,8 @@ from ddpm_signrelu.errors import ConfigError
 
 
 def diffusion_data(trainer: L.Trainer, user: str) -> TensorDataModule:
-    """The trainer's data module, which evaluators need to be a set-up :class:`TensorDataModule`: stored training and
-    held-out splits (``train_data``, ``val_data``, read through ``to_unit``), ``hflip``, and ``mixture`` where the
-    density is known."""
+    """The trainer's data module, a set-up :class:`TensorDataModule` (``train_data``, ``val_data``, ``to_unit``,
+    ``hflip``, ``mixture``); a ConfigError names ``user`` otherwise."""
     dm = trainer.datamodule
     if not isinstance(dm, TensorDataModule) or dm.train_data is None:
         raise ConfigError(f"{user} needs a ddpm_signrelu data module (a TensorDataModule with a training and a "
@@ -23,8 +19,7 @@ def diffusion_data(trainer: L.Trainer, user: str) -> TensorDataModule:
 
 
 def evaluation_rows(dm: TensorDataModule, num_items: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixed evaluation items: ``num_items`` rows of the training split and as many of the held-out split, drawn
-    without replacement under ``seed`` (the same rows on every rank and in every evaluator with that seed)."""
+    """The fixed evaluation rows: ``num_items`` of the training split, then of the held-out split, under ``seed``."""
     g = torch.Generator().manual_seed(seed)
     train_rows = torch.randperm(len(dm.train_data), generator=g)[:num_items]
     return train_rows, torch.randperm(len(dm.val_data), generator=g)[:num_items]
@@ -32,14 +27,8 @@ def evaluation_rows(dm: TensorDataModule, num_items: int, seed: int) -> tuple[to
 
 class ValidationEvaluator(Callback):
     """Calls :meth:`evaluate_model` at every ``every_n_val_checks``-th validation check of a fit (never the sanity
-    check; 0: never), with the weights that validation and checkpointing see.
-
-    ``WeightAveraging`` (EMA) swaps the averaged weights in at its validation-epoch start hook and out at its end
-    hook, and puts them in for good at its train-end hook; callbacks run in list order. So at set-up an evaluator
-    listed before an averaging callback moves to just after it, and evaluates at the validation-epoch start: after
-    the swap, whatever order the config lists them in. A train-end evaluation (:class:`SampleGrid`) likewise sees
-    the averaged weights.
-    """
+    check; 0: never) with the weights validation sees: at set-up it moves to just after a ``WeightAveraging`` (EMA)
+    callback listed after it, so that it runs once the averaged weights are swapped in."""
 
     def __init__(self, every_n_val_checks: int = 1):
         if every_n_val_checks < 0:

@@ -1,7 +1,5 @@
 """A checkpoint written when training fails, never before the run's first optimizer step."""
 
-from __future__ import annotations
-
 import os
 
 import lightning as L
@@ -9,11 +7,9 @@ from lightning.pytorch.callbacks import Checkpoint
 
 
 class ExceptionCheckpoint(Checkpoint):
-    """Saves ``<dirpath>/<filename>.ckpt`` when training raises, once this run has taken an optimizer step, and
-    removes it when a fit ends well (as Lightning's ``OnExceptionCheckpoint``). A start that fails earlier (missing
-    data, a bad ``--ckpt_path``) has nothing new to keep, and its step-0 file would shadow the run's real checkpoints.
-    Resume with ``--ckpt_path last``: the checkpoint of highest global step. ``dirpath`` defaults to
-    ``<trainer.default_root_dir>/checkpoints``."""
+    """Saves ``<dirpath>/<filename>.ckpt`` when training raises after this run's first optimizer step (an earlier
+    file would shadow the real checkpoints), and removes it when a fit ends well. Resume with ``--ckpt_path last``.
+    ``dirpath`` defaults to ``<trainer.default_root_dir>/checkpoints``; an empty ``filename`` raises ValueError."""
 
     FILE_EXTENSION = ".ckpt"
 

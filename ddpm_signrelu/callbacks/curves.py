@@ -1,6 +1,4 @@
-"""The per-log-SNR risk curves (theory.md §6.3): a table and a plot, through the active logger."""
-
-from __future__ import annotations
+"""Logging the risk metrics and their per-log-SNR curves (theory.md §6.3): a table and a plot, through the loggers."""
 
 import csv
 import os
@@ -23,6 +21,19 @@ def curve_rows(strata: Strata, schedule: NoiseSchedule, curves: dict) -> tuple[l
     names = sorted(curves)
     columns = ["bucket", "lambda_lo", "lambda_hi", "t_lo", "t_hi", *names]
     return columns, [[*r, *(float(curves[n][i]) for n in names)] for i, r in enumerate(ranges)]
+
+
+def log_risk(trainer: L.Trainer, pl_module: L.LightningModule, results: dict, strata: Strata,
+             schedule: NoiseSchedule, curves: dict, name: str = "curves") -> None:
+    """Log ``risk/<key>`` (+ ``_se`` where the SE is not None) of ``results``, key -> (value, SE, ...), on every rank;
+    rank zero then writes ``curves`` (:func:`write_curves`)."""
+    for key, (value, se, *_) in results.items():
+        pl_module.log(f"risk/{key}", value, batch_size=1)
+        if se is not None:
+            pl_module.log(f"risk/{key}_se", se, batch_size=1)
+    out_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank asks
+    if trainer.is_global_zero:
+        write_curves(trainer, out_dir, strata, schedule, curves, name)
 
 
 def write_curves(trainer: L.Trainer, out_dir: str, strata: Strata, schedule: NoiseSchedule, curves: dict,

@@ -1,7 +1,5 @@
 """The approximation against a reference a convolutional network can reach: the ELS patch machine (theory.md §6.7)."""
 
-from __future__ import annotations
-
 import math
 
 import lightning as L
@@ -10,7 +8,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data, evaluation_rows
-from ddpm_signrelu.callbacks.curves import write_curves
+from ddpm_signrelu.callbacks.curves import log_risk
 from ddpm_signrelu.diffusion import (Diffusion, Proposal, draw_for_items, evaluation_points, point_weights, predict,
                                      to_bits_per_dim, weighted_columns)
 from ddpm_signrelu.errors import ConfigError
@@ -23,14 +21,13 @@ DEFAULT_SIZES = (3, 5, 7, 11, 15, 21, 29, 41, 57)
 
 def patch_sizes_for(item_shape: tuple[int, ...], sizes=None) -> list[int]:
     """The candidate patch sizes P for images of ``item_shape`` (C, H, W): ``sizes`` (odd, below 2·max(H, W) − 1;
-    default those of 3, 5, 7, 11, 15, 21, 29, 41, 57 below it), then 2·max(H, W) − 1, the memoriser D*_n."""
+    default those of :data:`DEFAULT_SIZES` below it), then 2·max(H, W) − 1, the memoriser D*_n; else a ConfigError."""
     if len(item_shape) != 3:
         raise ConfigError(f"LocalApproximation needs image data (C, H, W), got items of shape {item_shape}")
     full = 2 * max(item_shape[1:]) - 1
     if sizes is None:
         return [p for p in DEFAULT_SIZES if p < full] + [full]
-    bad = [p for p in sizes if p < 1 or p % 2 == 0 or p >= full]
-    if bad or not sizes:
+    if not sizes or any(p < 1 or p % 2 == 0 or p >= full for p in sizes):
         raise ConfigError(f"LocalApproximation patch_sizes must be odd, >= 1 and below 2·max(H, W) − 1 = {full} (the "
                           f"memoriser D*_n, always a candidate), got {list(sizes)}")
     return sorted(set(sizes)) + [full]
@@ -52,20 +49,19 @@ class LocalErrors(Metric):
     """Per-point squared distances of the network to each candidate reference, gathered across ranks."""
 
     full_state_update = False
+    STATES = ("group", "sq", "spread", "weight")
 
     def __init__(self):
         super().__init__()
-        for name in ("group", "sq", "spread", "weight"):
+        for name in self.STATES:
             self.add_state(name, [], dist_reduce_fx="cat")
 
     def update(self, group: torch.Tensor, sq: torch.Tensor, spread: torch.Tensor, weight: torch.Tensor) -> None:
-        self.group.append(group.double())
-        self.sq.append(sq.double())
-        self.spread.append(spread.double())
-        self.weight.append(weight.double())
+        for name, value in zip(self.STATES, (group, sq, spread, weight)):
+            getattr(self, name).append(value.double())
 
     def compute(self) -> tuple[torch.Tensor, ...]:
-        group, sq, spread, weight = (dim_zero_cat(x) for x in (self.group, self.sq, self.spread, self.weight))
+        group, sq, spread, weight = (dim_zero_cat(getattr(self, name)) for name in self.STATES)
         order = group.argsort()
         return group[order], sq[order], spread[order], weight[order]
 
@@ -74,27 +70,20 @@ class LocalApproximation(ValidationEvaluator):
     """Logs ``risk/approximation_local`` (+ ``_se``) and ``risk/local_r2`` at validation, and the per-log-SNR curves
     ``risk/local_curves`` (``risk_local_curves.csv``/``.png`` in the run folder): approximation, patch size, r².
 
-    The reference is the equivariant local score (ELS) machine (:func:`local_patch_denoiser`): at each pixel the
-    posterior mean of a training patch's centre given the P×P patch of x_t around it, over the patches of
-    ``bank_items`` training images (and their mirror images under ``hflip``) at positions of the same zero padding.
-    Kamb & Ganguli (ICML 2025) found that trained convolutional denoisers follow it closely for one calibrated P per
-    step. Here P is calibrated at every check, per column (t = 1 and each log-SNR stratum), among ``patch_sizes``
-    and the memoriser D*_n (P = 2·max(H, W) − 1, over the whole training split): the P whose machine is closest to
-    the network in the bound's weighted distance, chosen on one half of the groups and applied to the other (cross-
-    fitted, so the distance is not biased low by the choice). So
-
-        risk/approximation_local = Σ_t w_t ‖x̂0_θ − ELS_{P(t)}‖² over training items, bits/dim (§6.7),
-
-    the network's distance to the nearest patch mosaic, beside ``risk/approximation``, its distance to D*_n.
-    ``risk/local_r2`` is the median over points of 1 − ‖x̂0_θ − ELS‖²/‖x̂0_θ − mean(x̂0_θ)‖². The machines'
-    outputs do not depend on θ and are computed once at fit start (|P| × m·(K + 1) patch searches: the cost); each
-    check then costs m·(K + 1) network calls.
+    ``risk/approximation_local`` = Σ_t w_t ‖x̂0_θ − ELS_{P(t)}‖² over training items, bits/dim (theory.md §6.7): the
+    distance to the equivariant local score machine (:func:`local_patch_denoiser`), P cross-fitted per column among
+    ``patch_sizes`` and D*_n. ``risk/local_r2``: the median over points of 1 − ‖x̂0_θ − ELS‖²/‖x̂0_θ − mean(x̂0_θ)‖².
+    Image data only; the machines run once at fit start, then each check costs m·(K + 1) network calls.
 
     Args:
-        num_items: m groups of training items, one point per column each, every point on an item of its own.
-        num_strata: K.  patch_sizes: odd candidate sizes (default: 3, 5, 7, 11, 15, 21, 29, 41, 57 below the
-        memoriser's).  bank_items: training images whose patches the machines search.  proposal: π_k.
-        every_n_val_checks: as the other evaluators.  batch_size: points per patch search and per network call.
+        num_items: m >= 2 groups of training items, one point per column each, every point on an item of its own.
+        num_strata: K, the log-SNR strata.
+        patch_sizes: odd candidate sizes P (default: 3, 5, 7, 11, 15, 21, 29, 41, 57 below the memoriser's
+            2·max(H, W) − 1).
+        bank_items: training images whose patches the machines search (and their mirror images under ``hflip``).
+        proposal: π_k, ``weight`` or ``uniform``.
+        every_n_val_checks: evaluate at every n-th validation check (never during the sanity check).
+        batch_size: points per patch search and per network call.
         seed: the items, draws and bank.
     """
 
@@ -119,8 +108,7 @@ class LocalApproximation(ValidationEvaluator):
         super().setup(trainer, pl_module, stage)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.prepare(trainer.datamodule, pl_module.diffusion, pl_module.device, trainer.global_rank,
-                     trainer.world_size)
+        self.prepare(trainer.datamodule, pl_module.diffusion, pl_module.device, trainer.global_rank, trainer.world_size)
 
     @torch.no_grad()
     def prepare(self, dm, diffusion: Diffusion, device, rank: int = 0, world_size: int = 1) -> None:
@@ -144,13 +132,7 @@ class LocalApproximation(ValidationEvaluator):
 
     def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         results, curves = self.evaluate(pl_module.denoise)
-        for name, (value, se) in results.items():
-            pl_module.log(f"risk/{name}", value, batch_size=1)
-            if se is not None:
-                pl_module.log(f"risk/{name}_se", se, batch_size=1)
-        out_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank asks
-        if trainer.is_global_zero:
-            write_curves(trainer, out_dir, self.strata, self.schedule, curves, name="local_curves")
+        log_risk(trainer, pl_module, results, self.strata, self.schedule, curves, name="local_curves")
 
     @torch.no_grad()
     def evaluate(self, denoise) -> tuple[dict, dict]:

@@ -1,7 +1,5 @@
 """FID, KID and precision / recall of samples during training, computed by all processes and reduced over them."""
 
-from __future__ import annotations
-
 from typing import Literal
 
 import lightning as L
@@ -17,14 +15,11 @@ from ddpm_signrelu.metrics.fid import FeatureDistances, load_feature_extractor
 
 
 class SampleQuality(ValidationEvaluator):
-    """Logs ``quality/fid``, ``quality/kid``, ``quality/kid_std``, ``quality/precision`` and ``quality/recall``
-    every ``every_n_val_checks``-th validation; with ``features: domain`` the names end in ``_domain`` and the
-    samples' classifier confidence and class balance are logged too (see :class:`FeatureDistances`).
+    """Logs ``quality/fid``, ``quality/kid``, ``quality/kid_std``, ``quality/precision`` and ``quality/recall``.
 
-    Samples ``num_samples`` images with seeds ``seed``, ``seed + 1``, ... (each process draws a contiguous share)
-    and compares them with the ``reference`` split (``train``, the usual choice for FID, or ``heldout``), at most
-    ``max_reference`` of its images, whose features are computed once. The EMA weights are used when EMA is on
-    (see :class:`ValidationEvaluator`).
+    Compares ``num_samples`` samples (seeds ``seed``, ``seed + 1``, ...) with at most ``max_reference`` images of the
+    ``reference`` split (``train``, the usual choice for FID, or ``heldout``). With ``features: domain`` the names end
+    in ``_domain`` and the samples' classifier confidence and class balance are logged too (:class:`FeatureDistances`).
 
     Args:
         features, weights_path: see :func:`~ddpm_signrelu.metrics.fid.load_feature_extractor`; for ``domain`` the

@@ -1,7 +1,5 @@
 """Samples during and at the end of training: every process draws its share of the seeds."""
 
-from __future__ import annotations
-
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +22,8 @@ def rank_share(trainer: L.Trainer, count: int) -> range:
 
 
 def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], sampling: dict) -> torch.Tensor:
-    """All samples on every process, each process drawing a contiguous share of ``seeds`` (padded to equal
-    shares, then gathered): the same images as one process, in a 1/W of its time, and no rank left waiting.
-    ``sampling``: ``generate``'s options."""
+    """All samples of ``seeds`` on every process, each drawing a contiguous share (padded to equal shares, then
+    gathered): the same images as one process. ``sampling``: ``generate``'s options."""
     seeds = list(seeds)
     rows = rank_share(trainer, len(seeds))
     share = math.ceil(len(seeds) / trainer.world_size)
@@ -41,9 +38,8 @@ def generate_across_ranks(trainer: L.Trainer, pl_module, seeds: Sequence[int], s
 
 
 class SampleWriter(BasePredictionWriter):
-    """Collects the samples of ``Trainer.predict`` over seed batches (see ``DiffusionModel.predict_step``) and,
-    once every process is done, gathers them and writes them in seed order from rank zero (:meth:`save`; the
-    files written end in :attr:`paths`): images as the grid and .npz of :func:`save_samples`."""
+    """Collects the samples of ``Trainer.predict`` (``DiffusionModel.predict_step``), gathers them and writes them in
+    seed order from rank zero (:meth:`save`, as :func:`save_samples`); the files written end in :attr:`paths`."""
 
     def __init__(self, output: str | Path, num_levels: int | None):
         super().__init__(write_interval="batch")
@@ -79,8 +75,7 @@ class SampleWriter(BasePredictionWriter):
 
 
 class TableWriter(SampleWriter):
-    """A :class:`SampleWriter` for tabular models: the rows decoded by ``codec`` into ``<output>/samples.csv``, with
-    the original column names, categories and integer columns (:class:`~ddpm_signrelu.data.table.TableCodec`)."""
+    """A :class:`SampleWriter` for tabular models: the rows decoded by ``codec`` into ``<output>/samples.csv``."""
 
     def __init__(self, output: str | Path, codec: TableCodec):
         super().__init__(output, None)
@@ -98,9 +93,8 @@ class TableWriter(SampleWriter):
 
 class SampleGrid(ValidationEvaluator):
     """Samples ``num_samples`` images with fixed seeds into ``<run dir>/samples/step_<N>.png`` (+ .npz), and to
-    the W&B or TensorBoard logger as an image: at the end of training and, if ``every_n_val_checks`` > 0, at every
-    n-th validation check; with the EMA weights when EMA is on (see :class:`ValidationEvaluator`).
-    """
+    the W&B or TensorBoard logger as the image ``samples``: at the end of training and, if ``every_n_val_checks`` > 0,
+    at every n-th validation check."""
 
     def __init__(self, num_samples: int = 64, sampler: Sampler = "ddim", steps: int | None = 50,
                  eta: float | None = None, spacing: Spacing | None = None, seed: int = 0,

@@ -1,11 +1,5 @@
-"""Early stopping guided by the estimation error (theory.md §7): the gap-rise rule, the discrepancy principle and a
-stop report.
-
-The hold-out rule needs no code of its own: Lightning's ``EarlyStopping`` and ``ModelCheckpoint`` monitoring
-``risk/vlb_heldout`` (or the cheaper ``val/dsm_x0``), as in ``configs/gmm2d.yaml``.
-"""
-
-from __future__ import annotations
+"""Early stopping (theory.md §7): the gap-rise rule, the discrepancy principle and a stop report. The hold-out rule
+is Lightning's ``EarlyStopping`` on ``risk/vlb_heldout`` or ``val/dsm_x0``, as in ``configs/gmm2d.yaml``."""
 
 import math
 
@@ -21,13 +15,12 @@ from ddpm_signrelu.metrics.risk import RISES, mean_and_se
 
 
 class DiscrepancyStop(ValidationEvaluator):
-    """Stop once the training loss on fixed draws falls to the label-noise level: the discrepancy principle.
+    """Stop once the training loss on fixed draws falls to the label-noise level: the discrepancy principle (§7).
 
-    ν = E_{t, x0~p, ε} ℓ(D*) is the loss of the Bayes denoiser D* under the model's own training loss (its t-law
-    and weighting), by Monte Carlo on ``population_samples`` fresh draws; the model's loss is measured on
-    ``num_items`` training items with ``draws_per_item`` fixed (t, ε) each. The run stops at the first check where
-    loss ≤ ν + ``tau``·SE, SE combining both Monte Carlo errors: below ν the network fits label noise
-    (the training-set minimiser D*_n lies below ν). Needs data of known density (a Gaussian-mixture data module).
+    ν, the Bayes denoiser's training loss, is estimated on ``population_samples`` fresh draws; the model's loss on
+    ``num_items`` training items with ``draws_per_item`` fixed (t, ε) each. Stops at the first check where loss ≤
+    ν + ``tau``·SE, and logs ``stop/discrepancy_loss`` and ``stop/discrepancy_threshold``. Needs data of known
+    density (a Gaussian-mixture data module): set-up raises a ConfigError otherwise.
     """
 
     reason = "discrepancy"
@@ -59,10 +52,9 @@ class DiscrepancyStop(ValidationEvaluator):
         rows = torch.randperm(len(dm.train_data), generator=torch.Generator().manual_seed(self.seed))
         items = dm.to_unit(dm.train_data[rows[: self.num_items]]).repeat_interleave(self.draws_per_item, 0)
         self.train_items = items.to(pl_module.device)
-        population = dm.population(self.population_samples, seed=self.seed + 1)
+        population = dm.population(self.population_samples, seed=self.seed + 1).to(pl_module.device)
         diffusion = pl_module.diffusion
         bayes = dm.mixture.denoiser_at_steps(diffusion.schedule.alphas_cumprod)
-        population = population.to(pl_module.device)
         self.level = mean_and_se(diffusion.fixed_loss(bayes, population, self.seed + 2, range(len(population)), "x0"))
 
     @torch.no_grad()
@@ -83,12 +75,9 @@ class DiscrepancyStop(ValidationEvaluator):
 
 class GapRiseStop(Callback):
     """Stops once the monitored risk metric has stood above its lowest value so far by more than ``threshold``
-    standard errors of that rise at ``patience`` consecutive checks (theory.md §7): a change larger than its noise,
-    not a level (the split's own luck moves the level), and one that lasts (a held-out bound can rise for a check
-    or two and fall again). Reads ``monitor + "_rise"`` and ``"_rise_se"``, which ``RiskMetrics`` logs for
-    ``risk/estimation`` and ``risk/vlb_heldout`` as a paired change between checks (same items and draws: its SE is
-    far below the level's). The default patience, 3, kept the check of lowest held-out bound within 10 % of the best
-    excess in every overfitting run of two grids of mixture runs, where 1 did not (``docs/estimation.md``)."""
+    standard errors of that rise at ``patience`` consecutive checks (theory.md §7; the default patience:
+    ``docs/estimation.md``). ``monitor`` is ``risk/estimation`` or ``risk/vlb_heldout``, whose ``_rise`` and
+    ``_rise_se`` :class:`RiskMetrics` logs; another raises a ConfigError."""
 
     reason = "gap_rise"
 
@@ -120,13 +109,10 @@ class GapRiseStop(Callback):
 
 
 class StopReport(Callback):
-    """At the end of training, log why and when it stopped: ``stop/step`` and ``stop/value`` as metrics, and
-    ``stop/reason`` as a hyper-parameter (it is a string): ``discrepancy``, ``gap_rise``, ``holdout_`` + the
-    stopping reason of Lightning's ``EarlyStopping`` (``holdout_patience_exhausted``, ...), or ``max_steps``.
-
-    ``stop/value`` is the monitored value at the stop: the discrepancy loss, the estimation, or the ``EarlyStopping``
-    monitor.
-    """
+    """At the end of training, log why and when it stopped: ``stop/step`` and ``stop/value`` (the monitored value at
+    the stop) as metrics, and ``stop/reason`` as a hyper-parameter (a string): ``discrepancy``, ``gap_rise``,
+    ``holdout_`` + the stopping reason of Lightning's ``EarlyStopping`` (``holdout_patience_exhausted``, ...), or
+    ``max_steps``."""
 
     def __init__(self):
         self.reason: str | None = None

@@ -1,7 +1,5 @@
 """The trajectory callback: how far and how intricately the optimiser moved, logged next to the risk split (§8)."""
 
-from __future__ import annotations
-
 import math
 from collections import deque
 
@@ -11,30 +9,21 @@ from torchmetrics import MeanMetric
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator, diffusion_data, evaluation_rows
 from ddpm_signrelu.errors import ConfigError
-from ddpm_signrelu.metrics.trajectory import (CountSketch, euclidean_distances, loss_distances, magnitude,
-                                              mst_weight)
+from ddpm_signrelu.metrics.trajectory import CountSketch, euclidean_distances, loss_distances, magnitude, mst_weight
 
 
 class TrajectoryStatistics(ValidationEvaluator):
     """Logs the complexity of the training trajectory and the loss generalisation gap at validation.
 
-    Every ``every_n_steps`` optimizer steps, the current weights θ_k are stored as a :class:`CountSketch` of
-    ``sketch_dim`` values and as their losses ℓ(θ_k, z_j) on ``num_items`` fixed training triples z_j = (x0, t, ε);
-    the last ``window`` steps' iterates W (N = window / every_n_steps points) give, under the Euclidean metric of the
-    sketches (``euclid``) and the loss pseudo-metric ρ_S (``rhoS``):
-
-    - ``topo/E_alpha_{euclid,rhoS}``: E_α(W), the weight of the minimum spanning tree (α = ``alpha``);
-    - ``topo/mag_{euclid,rhoS}``, ``topo/pmag_{euclid,rhoS}``: magnitude and positive magnitude at scale
-      s = ``scale`` (default √n, n the training-set size);
-
-    and, along the whole run, ``opt/sum_lr_gradnorm2`` = Σ_k η_k ‖g_k‖² (the SGLD-type term: per parameter group,
-    gradients as the optimizer gets them, accumulated and unscaled, before clipping). At each evaluation, with the
-    weights validation sees (EMA when on), ``train/dsm`` and ``val/dsm`` are the training loss on ``num_items``
-    training and held-out items with shared fixed draws, and ``gap/dsm`` their difference, the empirical loss gap.
-    ``hparams/lr`` and ``hparams/batch_size`` (the global batch of one optimizer step) label the run.
-
-    Under DDP the trajectory is the same on every process: rank 0 alone stores it and computes the statistics,
-    which are broadcast, so every rank logs the same numbers; the gap's items are sharded and reduced.
+    Every ``every_n_steps`` optimizer steps the weights θ_k are stored as a :class:`CountSketch` of ``sketch_dim``
+    values and as their losses on ``num_items`` fixed training triples (x0, t, ε). The last ``window`` steps' iterates
+    give, under the sketches' Euclidean metric (``euclid``) and the loss pseudo-metric ρ_S (``rhoS``),
+    ``topo/E_alpha_{euclid,rhoS}`` (the minimum spanning tree's weight, α = ``alpha``) and ``topo/mag_*``,
+    ``topo/pmag_*`` (magnitude and positive magnitude at scale ``scale``, default √n, n the training-set size).
+    Also logged: ``opt/sum_lr_gradnorm2`` = Σ_k η_k ‖g_k‖² over the run (gradients before clipping), ``train/dsm``,
+    ``val/dsm`` and ``gap/dsm`` (the loss on ``num_items`` training and held-out items with shared fixed draws, and
+    their difference), ``hparams/lr`` and ``hparams/batch_size`` (the global batch of one optimizer step). Under DDP
+    rank 0 stores the trajectory and broadcasts the statistics.
     """
 
     def __init__(self, every_n_steps: int = 10, window: int = 2000, sketch_dim: int = 2**14, num_items: int = 64,
@@ -52,11 +41,10 @@ class TrajectoryStatistics(ValidationEvaluator):
         self.sum_lr_gradnorm2 = torch.zeros((), dtype=torch.float64)
         self.steps, self.sketches, self.losses = self._buffers()
 
-    def _buffers(self) -> tuple[deque, deque, deque]:
+    def _buffers(self, steps=(), sketches=(), losses=()) -> tuple[deque, deque, deque]:
         size = self.window // self.every_n_steps
-        return deque(maxlen=size), deque(maxlen=size), deque(maxlen=size)
+        return deque(steps, maxlen=size), deque(sketches, maxlen=size), deque(losses, maxlen=size)
 
-    # ----------------------------------------------------------------------------------------------- set-up
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
@@ -77,16 +65,12 @@ class TrajectoryStatistics(ValidationEvaluator):
         self.gap_train, self.gap_held = MeanMetric().to(device), MeanMetric().to(device)
         self.n = len(dm.train_data)
         self.batch_size = dm.batch_size * trainer.accumulate_grad_batches
-        self.sketch = CountSketch(self._num_weights(pl_module), self.sketch_dim, self.seed)
+        self.sketch = CountSketch(sum(p.numel() for p in self._weights(pl_module)), self.sketch_dim, self.seed)
 
     @staticmethod
     def _weights(pl_module: L.LightningModule) -> list[torch.Tensor]:
         return [p for p in pl_module.model.parameters() if p.requires_grad]
 
-    def _num_weights(self, pl_module: L.LightningModule) -> int:
-        return sum(p.numel() for p in self._weights(pl_module))
-
-    # ----------------------------------------------------------------------------------------------- training
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         total = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         for group in optimizer.param_groups:
@@ -122,7 +106,6 @@ class TrajectoryStatistics(ValidationEvaluator):
         finally:
             pl_module.model.train(training)
 
-    # ----------------------------------------------------------------------------------------------- evaluation
     def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for name, value in self.evaluate(trainer, pl_module).items():
             pl_module.log(name, value, batch_size=1)
@@ -135,8 +118,7 @@ class TrajectoryStatistics(ValidationEvaluator):
         self.gap_held.update(self._fixed_losses(pl_module, held_x0, items))
         train, held = self.gap_train.compute(), self.gap_held.compute()
         self.gap_train.reset(), self.gap_held.reset()
-        stats = self.statistics() if trainer.is_global_zero else None
-        stats = trainer.strategy.broadcast(stats, src=0)
+        stats = trainer.strategy.broadcast(self.statistics() if trainer.is_global_zero else None, src=0)
         return stats | {"train/dsm": float(train), "val/dsm": float(held), "gap/dsm": float(held - train),
                          "hparams/lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
                          "hparams/batch_size": float(self.batch_size)}
@@ -154,13 +136,10 @@ class TrajectoryStatistics(ValidationEvaluator):
             stats |= dict(zip((f"topo/E_alpha_{metric}", f"topo/mag_{metric}", f"topo/pmag_{metric}"), values))
         return stats
 
-    # ----------------------------------------------------------------------------------------------- resumption
     def state_dict(self) -> dict:
         return {"sum_lr_gradnorm2": float(self.sum_lr_gradnorm2), "steps": list(self.steps),
                 "sketches": list(self.sketches), "losses": list(self.losses)}
 
     def load_state_dict(self, state: dict) -> None:
         self.sum_lr_gradnorm2 = torch.tensor(state["sum_lr_gradnorm2"], dtype=torch.float64)
-        self.steps, self.sketches, self.losses = self._buffers()
-        for buffer, name in ((self.steps, "steps"), (self.sketches, "sketches"), (self.losses, "losses")):
-            buffer.extend(state[name])
+        self.steps, self.sketches, self.losses = self._buffers(state["steps"], state["sketches"], state["losses"])

@@ -1,7 +1,5 @@
 """Data modules over in-memory tensors, with a seeded train / held-out split."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import lightning as L
@@ -15,24 +13,17 @@ from ddpm_signrelu.errors import ConfigError
 
 def levels_to_unit(levels: torch.Tensor, num_levels: int, dtype: torch.dtype = torch.float32,
                    device: torch.device | None = None) -> torch.Tensor:
-    """Map integer levels u ∈ {0..L−1} to x = 2u/(L − 1) − 1 ∈ [−1, 1] (theory.md §1), in ``dtype`` on ``device``:
-    one new tensor, whatever the input."""
+    """Levels u ∈ {0..L−1} as x = 2u/(L − 1) − 1 ∈ [−1, 1] (theory.md §1): a new tensor, ``dtype`` on ``device``."""
     return levels.to(device=device, dtype=dtype, copy=True).mul_(2.0 / (num_levels - 1)).sub_(1.0)
 
 
 def stored_to_unit(data: torch.Tensor, num_levels: int | None) -> torch.Tensor:
-    """Stored rows as float32: uint8 levels mapped to [−1, 1] by :func:`levels_to_unit`; continuous data
-    (``num_levels`` None) are stored as float32 already."""
+    """Stored rows as float32: uint8 levels through :func:`levels_to_unit`, continuous data (None) as they are."""
     return data if num_levels is None else levels_to_unit(data, num_levels)
 
 
 class IndexedTensorDataset(Dataset):
-    """Items are (x, index), x the stored ``data`` converted by :func:`stored_to_unit`: the index lets evaluation
-    draw fixed noise per item.
-
-    A :class:`LocalBatch` key gives a whole training batch at once, (x, indices, positions, seed), with its
-    images flipped left-right where the key says so (see :mod:`ddpm_signrelu.data.batches`).
-    """
+    """Items (x, index); a :class:`LocalBatch` key gives a batch (x, indices, positions, seed), flipped as it says."""
 
     def __init__(self, data: torch.Tensor, num_levels: int | None):
         self.data, self.num_levels = data, num_levels
@@ -46,25 +37,16 @@ class IndexedTensorDataset(Dataset):
         x = self.data[key.indices]
         if key.flips.any():
             x = torch.where(key.flips.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
-        x = stored_to_unit(x, self.num_levels)
-        return x, key.indices, key.positions, key.seed  # an int: it stays on the host, no device sync to read it
+        return stored_to_unit(x, self.num_levels), key.indices, key.positions, key.seed  # seed: int, on the host
 
 
 class TensorDataModule(L.LightningDataModule):
-    """Base class: subclasses implement :meth:`load` returning all items, shape (N, *data_shape), split here by
-    seed; or :meth:`load_splits` returning (train, held-out) where the data come with a test split.
+    """Base class: subclasses set ``data_shape`` and ``num_levels`` (None: continuous data) and implement :meth:`load`
+    (all items, (N, *data_shape), split here by seed) or :meth:`load_splits` (train, held-out).
 
-    ``data_shape`` and ``num_levels`` (None for continuous data) describe the data to the model. Items are held
-    in :attr:`storage_dtype`: quantized data as uint8 levels u ∈ {0..L−1} (4x smaller than float32), continuous
-    data as float32; :meth:`to_unit` gives the float32 values of any stored rows (x ∈ [−1, 1] for levels), and
-    the loaders serve batches so converted. ``hflip`` flips training images left-right at random; the mirror
-    images then belong to the training measure too (atoms of D*_n in the risk metrics, theory.md §6.1), flipped
-    from ``train_data`` where needed, never stored.
-
-    ``batch_size`` is the global batch: each of W processes (devices × nodes) takes ``batch_size / W`` items
-    of it, so a config trains the same way on any number of GPUs. ``seed`` fixes the split, the order of the
-    training batches, the flips and the diffusion draws (:mod:`ddpm_signrelu.data.batches`).
-    """
+    ``batch_size``: the global batch, shared out over the W processes (docs/runs.md). ``val_size``: held-out items.
+    ``seed``: fixes the split, the batch order, the flips and the diffusion draws. ``hflip``: flip training images
+    left-right at random (the mirror images join the training measure, theory.md §6.1)."""
 
     data_shape: tuple[int, ...]
     num_levels: int | None
@@ -101,8 +83,7 @@ class TensorDataModule(L.LightningDataModule):
             self.train_data, self.val_data = train, held
 
     def labelled_splits(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(train images, labels, test images, labels): the whole training and test splits, uint8 and int64, for the
-        domain classifier (:mod:`ddpm_signrelu.metrics.domain`); data sets with class labels implement it."""
+        """(train images, labels, test images, labels), uint8 and int64, for :mod:`ddpm_signrelu.metrics.domain`."""
         raise self._no_labels()
 
     def _no_labels(self) -> ConfigError:
@@ -128,8 +109,7 @@ class TensorDataModule(L.LightningDataModule):
         return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0, "pin_memory": cuda}
 
     def train_dataloader(self) -> DataLoader:
-        """The endless stream of :class:`GlobalBatchSampler`: ``batch_size`` is the global batch, split over the
-        processes; a resumed run continues at the batch of its step."""
+        """The endless :class:`GlobalBatchSampler` stream; a resumed run continues at the batch of its step."""
         trainer = self.trainer
         world, rank, start = 1, 0, 0
         if trainer is not None:
@@ -140,8 +120,7 @@ class TensorDataModule(L.LightningDataModule):
         return DataLoader(dataset, sampler=sampler, batch_size=None, **self._loader_options())
 
     def val_dataloader(self) -> DataLoader:
-        """Held-out items in order, sharded over the processes with no item repeated (a padded shard would
-        count some items twice), ``batch_size / W`` per process."""
+        """Held-out items in order, sharded over the processes with no item repeated, ``batch_size / W`` each."""
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         dataset = IndexedTensorDataset(self.val_data, self.num_levels)
         sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)

@@ -1,17 +1,10 @@
-"""The training stream: global batch k depends on (seed, k) alone, whatever the number of processes.
+"""The training stream: global batch k depends on (seed, k) alone, whatever the number of processes (docs/runs.md).
 
-The stream is the concatenation of seeded permutations of the n training items, one per epoch; global batch k
-is its positions [b·k, b·(k + 1)), b the global batch (so every item is seen once per epoch, and a batch may
-straddle two epochs). Process r of W takes rows r, r + W, r + 2W, ... of it. A run resumed at step s starts
-at batch s (times the gradient-accumulation factor), so it sees the batches an uninterrupted run would have.
-Each local batch also carries the rows' positions in the global batch and a per-batch seed, from which the
-LightningModule draws t and ε for the whole global batch and keeps its rows: the same draws on 1 or 8 GPUs.
-"""
-
-from __future__ import annotations
+Global batch k is positions [b·k, b·(k + 1)) of a stream of seeded permutations of the items, one per epoch."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import count
 
 import torch
 from torch.utils.data import DistributedSampler
@@ -34,16 +27,10 @@ class LocalBatch:
 
 
 class GlobalBatchSampler(DistributedSampler):
-    """An endless stream of :class:`LocalBatch` keys, used with ``DataLoader(batch_size=None)``.
-
-    It is a ``DistributedSampler`` so that Lightning keeps it instead of injecting its own under DDP.
-
-    Args:
-        num_items: training items n.  global_batch: b, the batch summed over all processes.
-        num_replicas, rank: W and r (Lightning's ``trainer.world_size`` and ``trainer.global_rank``).
-        seed: seeds the permutations, the flips and the per-batch draws.  hflip: draw a left-right flip per item.
-        start: the first global batch to yield (resuming).
-    """
+    """An endless stream of :class:`LocalBatch` keys for ``DataLoader(batch_size=None)``, from global batch ``start``
+    on; a ``DistributedSampler`` so that Lightning keeps it under DDP. ``global_batch``: the batch summed over the
+    ``num_replicas`` processes (``trainer.world_size``; this one is ``rank``). ``seed``: seeds the permutations, the
+    flips and the per-batch draws. ``hflip``: draw a left-right flip per item."""
 
     def __init__(self, num_items: int, global_batch: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
                  hflip: bool = False, start: int = 0):
@@ -86,7 +73,4 @@ class GlobalBatchSampler(DistributedSampler):
         return LocalBatch(number, indices, flips, positions, mix_seed(self.seed, DRAWS, number))
 
     def __iter__(self) -> Iterator[LocalBatch]:
-        number = self.start
-        while True:
-            yield self.batch(number)
-            number += 1
+        return map(self.batch, count(self.start))

@@ -1,15 +1,12 @@
 """scikit-learn's 8×8 handwritten digits: the embedded default dataset (no download)."""
 
-from __future__ import annotations
-
 import torch
 
 from ddpm_signrelu.data.base import TensorDataModule
 
 
 class DigitsDataModule(TensorDataModule):
-    """1,797 digits, 1×8×8, 17 grey levels u ∈ {0..16} (held as uint8; served as x = u/8 − 1, matching the
-    decoder's bins)."""
+    """1,797 digits, 1×8×8, 17 grey levels u ∈ {0..16} (served as x = u/8 − 1)."""
 
     data_shape = (1, 8, 8)
     num_levels = 17

@@ -1,9 +1,4 @@
-"""Dataset files read without network access: checksums, IDX images and labels.
-
-Each problem raises a :class:`~ddpm_signrelu.errors.DataError` naming the file, what is wrong and the fix.
-"""
-
-from __future__ import annotations
+"""Dataset files read without network access: checksums, IDX images and labels; a DataError names each problem."""
 
 import hashlib
 from pathlib import Path
@@ -41,8 +36,7 @@ def idx_images(data: bytes, path: Path, fix: str, size: tuple[int, int]) -> np.n
 
 
 def idx_labels(data: bytes, path: Path, fix: str) -> np.ndarray:
-    """(N,) uint8 labels from the bytes of an IDX label file (the magic 0x00000801, then N big-endian, then N
-    bytes); else a DataError naming ``path``."""
+    """(N,) uint8 labels from an IDX label file (magic 0x00000801, N big-endian, N bytes); else a DataError."""
     if len(data) < 8 or data[:4] != b"\x00\x00\x08\x01":
         problem = "its header is not that of uint8 labels in 1 dimension (magic 0x00000801)"
     elif len(data) != 8 + int.from_bytes(data[4:8], "big"):

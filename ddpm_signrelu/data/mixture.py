@@ -1,7 +1,5 @@
 """Gaussian mixtures: data of known density, with the closed-form Bayes denoiser D* (theory.md §6.4)."""
 
-from __future__ import annotations
-
 import math
 
 import torch
@@ -12,11 +10,8 @@ from ddpm_signrelu.errors import ConfigError
 
 
 class GaussianMixture:
-    """p = Σ_c π_c N(μ_c, Σ_c) on R^d, in float64.
-
-    Each Σ_c is factored once as U_c diag(λ_c) U_cᵀ, so that S_c = ᾱΣ_c + (1 − ᾱ)I = U_c diag(ᾱλ_c + 1 − ᾱ) U_cᵀ
-    costs nothing per step t. Covariances that are not symmetric positive definite are refused.
-    """
+    """p = Σ_c π_c N(μ_c, Σ_c) on R^d, in float64: ``weights`` (C,), ``means`` (C, d), ``covariances`` (C, d, d),
+    symmetric positive definite (else a ConfigError), factored once as U_c diag(λ_c) U_cᵀ."""
 
     def __init__(self, weights: torch.Tensor, means: torch.Tensor, covariances: torch.Tensor):
         weights, means, covs = (torch.as_tensor(v, dtype=torch.float64) for v in (weights, means, covariances))
@@ -28,21 +23,18 @@ class GaussianMixture:
             raise ConfigError(f"mixture weights must be positive, got {weights.tolist()}")
         if not torch.allclose(covs, covs.transpose(1, 2)):
             raise ConfigError("mixture covariances must be symmetric")
-        eigvals, eigvecs = torch.linalg.eigh(covs)
-        bad = (eigvals.min(1).values <= 0).nonzero().flatten().tolist()
+        self.eigvals, self.eigvecs = torch.linalg.eigh(covs)
+        bad = (self.eigvals.min(1).values <= 0).nonzero().flatten().tolist()
         if bad:
             raise ConfigError(f"mixture covariance(s) {bad} are not positive definite (smallest eigenvalue "
-                              f"{eigvals.min().item():.3g}); give matrices with all eigenvalues > 0")
+                              f"{self.eigvals.min().item():.3g}); give matrices with all eigenvalues > 0")
         self.log_weights = (weights / weights.sum()).log()
-        self.means, self.covariances = means, covs
-        self.eigvals, self.eigvecs = eigvals, eigvecs
-        self.dim = d
+        self.means, self.covariances, self.dim = means, covs, d
 
     @classmethod
     def random(cls, dim: int, num_components: int, spread: float = 0.5, scale: float = 0.1,
                condition: float = 4.0, seed: int = 0) -> "GaussianMixture":
-        """A seeded mixture: means ~ N(0, spread²I), random rotations, eigenvalues log-uniform in
-        [scale²/condition, scale²] (standard deviations between scale/√condition and scale), equal weights."""
+        """Means ~ N(0, spread²I), random rotations, eigenvalues log-uniform in [scale²/condition, scale²]."""
         if dim < 1 or num_components < 1 or spread < 0 or scale <= 0 or condition < 1:
             raise ConfigError(f"need dim, num_components >= 1, spread >= 0, scale > 0, condition >= 1; got dim={dim}, "
                               f"num_components={num_components}, spread={spread}, scale={scale}, condition={condition}")
@@ -81,12 +73,8 @@ class GaussianMixture:
         return (r[..., None] * (self.means + shift)).sum(1).reshape(x.shape)
 
     def denoiser_at_steps(self, alphas_cumprod: torch.Tensor):
-        """D* as a model: ``f(x_t, t)`` with t step indices into ``alphas_cumprod`` (ᾱ), in x_t's dtype and
-        device (computed in float64 on the CPU)."""
-        def denoise(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.denoiser(x_t.cpu(), alphas_cumprod.cpu()[t.cpu()]).to(x_t.device, x_t.dtype)
-
-        return denoise
+        """D* as a model ``f(x_t, t)``, t step indices into ``alphas_cumprod``, in x_t's dtype and device."""
+        return lambda x_t, t: self.denoiser(x_t.cpu(), alphas_cumprod.cpu()[t.cpu()]).to(x_t.device, x_t.dtype)
 
     def score(self, x: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
         """∇log q_t(x_t) = −Σ_c r_c S_c⁻¹(x_t − √ᾱμ_c), shaped like ``x``."""
@@ -101,14 +89,13 @@ class GaussianMixture:
 
 
 class GaussianMixtureDataModule(TensorDataModule):
-    """n training points and a held-out set of fresh draws from a Gaussian mixture; both are exact samples of p,
-    so the held-out split is also the population set S_pop of the risk metrics (theory.md §6.4).
+    """``num_train`` training points and ``val_size`` held-out draws (S_pop, theory.md §6.4) from a Gaussian mixture.
 
     Args:
-        shape: shape of one example, e.g. ``[2]`` or ``[1, 8, 8]`` (d = its product).
-        num_train: n.  val_size: held-out draws.
-        num_components, spread, scale, condition, mixture_seed: :meth:`GaussianMixture.random`.
-        means, covariances, weights: an explicit mixture instead (lists; covariances must be positive definite).
+        shape: shape of one example, e.g. ``[2]`` or ``[1, 8, 8]``.
+        num_components: components of a :meth:`GaussianMixture.random` mixture, with ``spread``, ``scale``,
+            ``condition`` and ``mixture_seed``.
+        means: an explicit mixture instead, with ``covariances`` (positive definite) and ``weights`` (lists).
     """
 
     num_levels = None
@@ -126,17 +113,15 @@ class GaussianMixtureDataModule(TensorDataModule):
         if means is not None or covariances is not None:
             if means is None or covariances is None:
                 raise ConfigError("give both means and covariances for an explicit mixture, or neither")
-            weights = torch.ones(len(means)) if weights is None else weights
-            self.mixture = GaussianMixture(weights, means, covariances)
+            self.mixture = GaussianMixture(torch.ones(len(means)) if weights is None else weights, means, covariances)
         else:
             self.mixture = GaussianMixture.random(dim, num_components, spread, scale, condition, mixture_seed)
         if self.mixture.dim != dim:
             raise ConfigError(f"the mixture has dimension {self.mixture.dim} but shape {list(shape)} has {dim}")
 
     def load(self) -> torch.Tensor:
-        data = self.mixture.sample(self.num_train + self.val_size, torch.Generator().manual_seed(self.seed))
-        return data.float().view(-1, *self.data_shape)
+        return self.population(self.num_train + self.val_size, self.seed)
 
     def population(self, num: int, seed: int) -> torch.Tensor:
-        """``num`` further draws from p, never trained on, shaped like the data."""
+        """``num`` draws from p, shaped like the data (never trained on, for a seed other than the data's)."""
         return self.mixture.sample(num, torch.Generator().manual_seed(seed)).float().view(-1, *self.data_shape)

@@ -1,18 +1,6 @@
-"""Mixed-type tables as vectors diffusion can model, and back: reading and writing CSV, and the fitted codec.
+"""Mixed-type tables as vectors diffusion can model, and back (docs/credit_default.md): CSV files and the codec.
 
-A table is a dict of columns in file order: numerical columns as float64 arrays, categorical columns as arrays of
-their labels as written in the file (str). :class:`TableCodec` maps rows to float32 vectors:
-
-- a numerical column through the quantile transform to a standard normal fitted on the training rows
-  (scikit-learn's ``QuantileTransformer``); decoding inverts it, x = Q(Φ(z)), and rounds integer columns;
-- a categorical column with K categories to K one-hot coordinates in {0, 1}, decoded by argmax
-  (``encoding="onehot"``), or to its category index treated as an integer numerical column (``"ordinal"``).
-
-Gaussian diffusion then runs on the whole vector: the forward process, the ratio-form Bayes denoiser (a softmax-
-weighted mean of encoded training rows) and the bound are those of the image path.
-"""
-
-from __future__ import annotations
+A table is a dict of columns in file order: float64 arrays of numbers, or str arrays of labels as in the file."""
 
 import csv
 import math
@@ -32,8 +20,7 @@ Table = dict[str, np.ndarray]
 
 @dataclass
 class Column:
-    """One column: ``kind`` numerical (``integer``: all its values are whole numbers) or categorical (its
-    ``categories``, labels as in the file, in a fixed order)."""
+    """One column: numerical (``integer``: whole numbers only) or categorical (its ``categories``, in order)."""
 
     name: str
     kind: Literal["numerical", "categorical"]
@@ -63,8 +50,7 @@ def read_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
 
 def parse_table(path: str | Path, header: list[str], cells: np.ndarray, numerical: list[str],
                 categorical: dict[str, list[str] | None]) -> Table:
-    """The columns the spec names, in the file's order, checked: every named column present,
-    numerical cells numbers, no empty cell, categorical labels among the listed ``categories`` where given."""
+    """The columns the spec names, in the file's order, checked (present, no empty cell, numbers, listed labels)."""
     both = sorted(set(numerical) & set(categorical))
     if both:
         raise ConfigError(f"column(s) {both} are listed as both numerical and categorical; list each once")
@@ -113,8 +99,7 @@ def _is_number(text: str) -> bool:
 
 
 def write_csv(table: Table, path: str | Path, columns: list[Column]) -> None:
-    """``table`` as a CSV with the columns in ``columns``' order: integer columns as whole numbers, other numbers in
-    full precision, categories as their labels."""
+    """``table`` as a CSV with the columns in ``columns``' order, integer columns as whole numbers."""
     text = {c.name: (table[c.name].astype(np.int64).astype(str) if c.integer
                      else table[c.name].astype(str) if c.kind == "numerical" else table[c.name]) for c in columns}
     with Path(path).open("w", newline="") as f:
@@ -124,14 +109,12 @@ def write_csv(table: Table, path: str | Path, columns: list[Column]) -> None:
 
 
 def take(table: Table, rows: np.ndarray) -> Table:
-    """The given rows of every column."""
     return {name: values[rows] for name, values in table.items()}
 
 
 class TableCodec:
-    """The fitted map between a table's rows and float32 vectors of width :attr:`width` (see the module
-    docstring). Its :meth:`state_dict` (plain lists and tensors) rebuilds it with :meth:`from_state`: the
-    checkpoint of a tabular run carries it, so ``sample.py`` writes tables with the original columns."""
+    """The fitted map between a table's rows and float32 vectors of width :attr:`width`; :meth:`state_dict` (plain
+    lists and tensors, carried by a tabular run's checkpoint) rebuilds it with :meth:`from_state`."""
 
     def __init__(self, columns: list[Column], quantiles: torch.Tensor, references: torch.Tensor,
                  encoding: Encoding = "onehot"):
@@ -142,8 +125,7 @@ class TableCodec:
     @classmethod
     def fit(cls, table: Table, categories: dict[str, list[str]], encoding: Encoding = "onehot",
             n_quantiles: int = 1000, seed: int = 0) -> "TableCodec":
-        """Fit on the training rows ``table``; ``categories``: the categorical columns, each with its labels in a
-        fixed order (:func:`sorted_labels` gives them from the data)."""
+        """Fit on the training rows ``table``; ``categories``: each categorical column's labels, in order."""
         from sklearn.preprocessing import QuantileTransformer
 
         columns = [Column(name, "categorical", categories=list(categories[name])) if name in categories
@@ -160,8 +142,7 @@ class TableCodec:
 
     @property
     def modelled(self) -> list[Column]:
-        """The columns the quantile transform sees: the numerical ones, and under ``ordinal`` the categorical ones
-        as integer indices."""
+        """The columns the quantile transform sees: the numerical ones, and the categorical ones under ``ordinal``."""
         return [c for c in self.columns if c.kind == "numerical" or self.encoding == "ordinal"]
 
     @property
@@ -172,9 +153,8 @@ class TableCodec:
 
     def _numerical_matrix(self, table: Table) -> np.ndarray:
         """(N, modelled columns) float64: numbers, and category indices under ``ordinal``."""
-        rows = len(next(iter(table.values())))
         columns = [table[c.name] if c.kind == "numerical" else self._indices(c, table[c.name]) for c in self.modelled]
-        return np.stack(columns, 1).astype(np.float64) if columns else np.zeros((rows, 0))
+        return np.stack(columns, 1).astype(np.float64) if columns else np.zeros((len(next(iter(table.values()))), 0))
 
     @staticmethod
     def _indices(column: Column, labels: np.ndarray) -> np.ndarray:
@@ -198,15 +178,12 @@ class TableCodec:
         return torch.cat(parts, 1).float()
 
     def _forward(self, x: np.ndarray, j: int) -> np.ndarray:
-        """The empirical CDF through the stored quantiles; a tied value, also at the ends, goes to the middle of its
-        range (the mean of the increasing and decreasing interpolations; scikit-learn's ``transform`` instead sends
-        values tied with the minimum or maximum to the clip at ±5.2, e.g. a payment column's many zeros)."""
+        """The empirical CDF through the quantiles, ties at the middle of their range (docs/credit_default.md)."""
         q, r = self.quantiles[:, j].numpy(), self.references.numpy()
         return 0.5 * (np.interp(x, q, r) - np.interp(-x, -q[::-1], -r[::-1]))
 
     def decode(self, x: torch.Tensor) -> Table:
-        """The table of rows ``x`` (N, D), columns in their original order: numbers by the inverse transform (rounded
-        for integer columns), categories by the largest one-hot coordinate (ordinal: the nearest index)."""
+        """The table of rows ``x`` (N, D), columns in their original order; refuses another width."""
         if x.dim() != 2 or x.shape[1] != self.width:
             raise ConfigError(f"rows of width {self.width} decode to this table, got shape {tuple(x.shape)}")
         x = x.double().cpu()

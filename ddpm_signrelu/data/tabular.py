@@ -1,7 +1,4 @@
-"""Tabular data modules: any mixed-type CSV through :class:`~ddpm_signrelu.data.table.TableCodec`, and the UCI
-Credit Default table."""
-
-from __future__ import annotations
+"""Tabular data modules: any mixed-type CSV through :class:`~ddpm_signrelu.data.table.TableCodec`, Credit Default."""
 
 from functools import cached_property
 from pathlib import Path
@@ -15,15 +12,11 @@ from ddpm_signrelu.errors import ConfigError, DataError, check_choice
 
 
 class TabularDataModule(TensorDataModule):
-    """Rows of a CSV file as float32 vectors (continuous data: ``num_levels`` None), split once by ``seed`` into
-    ``test_size`` test rows (never served: :meth:`tables` gives them to evaluations), ``val_size`` held-out rows
-    (validation, the risk metrics, early stopping) and the training rows the codec is fitted on.
-
-    ``numerical``: column names; ``categorical``: column names, or a mapping name -> its labels (a label outside
-    them is refused) or None (the labels found in the file). Columns not named are ignored (an ID, say). A target
-    column, if any, is listed like the others: it is generated too. ``encoding``: ``onehot`` or ``ordinal``
-    categories (:mod:`ddpm_signrelu.data.table`). The checkpoint carries the fitted codec (:meth:`state_dict`).
-    """
+    """Rows of the CSV file ``path`` as float32 vectors, split once by ``seed`` into ``test_size`` test rows (never
+    served: :meth:`tables` gives them to evaluations), ``val_size`` held-out rows and the training rows the codec is
+    fitted on (``n_quantiles``). ``numerical``: column names; ``categorical``: column names, or a mapping name ->
+    its labels (others are refused) or None (the labels found in the file); other columns are ignored. ``encoding``:
+    ``onehot`` or ``ordinal`` categories (docs/credit_default.md)."""
 
     num_levels = None
 
@@ -59,7 +52,6 @@ class TabularDataModule(TensorDataModule):
 
     @property
     def codec(self) -> TableCodec:
-        """The codec fitted on the training rows."""
         return self._split[1]
 
     @property
@@ -74,12 +66,10 @@ class TabularDataModule(TensorDataModule):
         return {"table_codec": self.codec.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resuming: the checkpoint's codec must be the one this file and split give, or the run would go on with
-        other data."""
+        """Resuming: refuse a checkpoint whose codec is not the one this file and split give."""
         saved = TableCodec.from_state(state["table_codec"])
-        codec = self.codec
-        if saved.columns != codec.columns or saved.encoding != codec.encoding or \
-                not torch.equal(saved.quantiles, codec.quantiles):
+        if saved.columns != self.codec.columns or saved.encoding != self.codec.encoding or \
+                not torch.equal(saved.quantiles, self.codec.quantiles):
             raise DataError(f"the checkpoint's table encoding is not the one {self.path} gives now (other columns, "
                             f"categories, rows or split): resume on the data the run started with, or start a new run")
 
@@ -90,11 +80,8 @@ CREDIT_NUMERICAL = ["LIMIT_BAL", "AGE", *(f"BILL_AMT{i}" for i in range(1, 7)), 
 
 
 class CreditDefaultDataModule(TabularDataModule):
-    """UCI "default of credit card clients" (Taiwan, 2005; Kaggle's ``UCI_Credit_Card.csv``): 30,000 rows, 14
-    numerical columns, 9 categorical ones and the target ``default.payment.next.month``, generated with them; ``ID``
-    is dropped. The repayment statuses PAY_* are categorical: −2, −1 and 0 are states (no use, paid in full,
-    revolving credit), not amounts, and 1..8 (months late) are sparse codes of their own.
-    """
+    """UCI "default of credit card clients" (``root/credit-default/UCI_Credit_Card.csv``, as on Kaggle): 30,000
+    rows, 14 numerical and 10 categorical columns, the target included (docs/credit_default.md)."""
 
     target = "default.payment.next.month"
 

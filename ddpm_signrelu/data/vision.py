@@ -1,11 +1,6 @@
-"""Image datasets: torchvision's MNIST, Fashion-MNIST and CIFAR-10, and any folder of images.
+"""Image datasets, held as uint8: torchvision's MNIST, Fashion-MNIST and CIFAR-10, and any folder of images.
 
-Images are held in memory as uint8 levels u ∈ {0..255} and served as x = u/127.5 − 1. Files already under ``root``
-are read here, their checksums verified, without network access; ``download: true`` lets torchvision fetch what
-is missing (users with internet).
-"""
-
-from __future__ import annotations
+Files under ``root`` are read without network access, checksums verified; ``download: true`` fetches missing ones."""
 
 import gzip
 import io
@@ -26,12 +21,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif")
 
 
 class TorchvisionDataModule(TensorDataModule):
-    """A torchvision dataset with a training and a test split; the held-out split is ``val_size`` test images
-    chosen by seed (all of them when ``val_size`` is at least the test split's size).
-
-    Subclasses say where the files are (``folder``, ``expected_files``), whether they are there (:meth:`have_files`)
-    and read them (:meth:`read_splits`); torchvision is used only to download, when ``download`` is true.
-    """
+    """A torchvision dataset under ``root``; the held-out split is ``val_size`` test images chosen by seed (all of
+    them when ``val_size`` is at least the test split's size). ``download``: let torchvision fetch missing files.
+    Subclasses give ``folder``, ``expected_files``, :meth:`have_files` and :meth:`read_splits`."""
 
     dataset_name: str
     num_levels = 256
@@ -58,10 +50,9 @@ class TorchvisionDataModule(TensorDataModule):
 
     def missing(self) -> DataError:
         """The error for files not found: the folder, the files expected there, and how to get them."""
-        return DataError(
-            f"{self.dataset_name} not found under {self.folder}: expected {', '.join(self.expected_files)} there "
-            f"(torchvision's layout); copy them there, or set data.init_args.download: true on a machine with "
-            f"internet access")
+        return DataError(f"{self.dataset_name} not found under {self.folder}: expected "
+                         f"{', '.join(self.expected_files)} there (torchvision's layout); copy them there, or set "
+                         f"data.init_args.download: true on a machine with internet access")
 
     def fetch(self) -> None:
         """Let torchvision download the missing files (``download: true``: it uses the network)."""
@@ -71,7 +62,7 @@ class TorchvisionDataModule(TensorDataModule):
             raise DataError(f"{self.missing()} (the download failed: {' '.join(str(err).split())})") from None
 
     def ensure_files(self) -> None:
-        """Return if the files are under ``root``; else fetch them (``download: true``) or name what is missing."""
+        """Fetch the files if they are missing and ``download`` is true; else name what is missing."""
         if not self.have_files():
             if not self.download:
                 raise self.missing()
@@ -86,8 +77,7 @@ class TorchvisionDataModule(TensorDataModule):
 
 
 class MNISTDataModule(TorchvisionDataModule):
-    """MNIST: 60,000 training and 10,000 test digits, 1×28×28, from ``root/MNIST/raw``: the IDX image files, or
-    else their ``.gz`` archives (MD5 checked against torchvision's list)."""
+    """MNIST: 60,000 training and 10,000 test digits, 1×28×28, in ``root/MNIST/raw`` as IDX files or ``.gz``."""
 
     dataset_name, data_shape = "MNIST", (1, 28, 28)
 
@@ -117,7 +107,6 @@ class MNISTDataModule(TorchvisionDataModule):
         return parse(gzip.decompress(check_md5(archive, archive.read_bytes(), md5)), archive, REFETCH)
 
     def read_images(self, archive_name: str) -> torch.Tensor:
-        """(N, 1, 28, 28) uint8 images from the extracted IDX file, or else from its archive."""
         return torch.from_numpy(self.read_idx(archive_name, partial(idx_images, size=self.data_shape[1:])))[:, None]
 
     def read_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,23 +125,20 @@ class MNISTDataModule(TorchvisionDataModule):
 
 
 class FashionMNISTDataModule(MNISTDataModule):
-    """Fashion-MNIST: 60,000 training and 10,000 test images, 1×28×28, in MNIST's layout under
-    ``root/FashionMNIST/raw``."""
+    """Fashion-MNIST: 60,000 training and 10,000 test images, 1×28×28, under ``root/FashionMNIST/raw``."""
 
     dataset_name = "FashionMNIST"
 
 
 class KMNISTDataModule(MNISTDataModule):
-    """Kuzushiji-MNIST (Clanuwat et al. 2018): 60,000 training and 10,000 test images of cursive Japanese
-    characters, 1×28×28, 10 classes, in MNIST's layout under ``root/KMNIST/raw``."""
+    """Kuzushiji-MNIST: 60,000 training and 10,000 test cursive Japanese characters, 1×28×28, in ``root/KMNIST/raw``."""
 
     dataset_name = "KMNIST"
 
 
 class CIFAR10DataModule(TorchvisionDataModule):
-    """CIFAR-10: 50,000 training and 10,000 test images, 3×32×32; horizontal flips are customary. Read from the
-    python batches in ``root/cifar-10-batches-py``, or else from ``root/cifar-10-python.tar.gz`` (MD5 checked
-    against torchvision's lists)."""
+    """CIFAR-10: 50,000 training and 10,000 test images, 3×32×32 (``hflip: true`` is customary), from the python
+    batches in ``root/cifar-10-batches-py``, or else ``root/cifar-10-python.tar.gz`` (MD5 checked)."""
 
     dataset_name, data_shape = "CIFAR10", (3, 32, 32)
 
@@ -165,8 +151,7 @@ class CIFAR10DataModule(TorchvisionDataModule):
         return [self.dataset_class.filename]
 
     def _batch_md5s(self) -> dict[str, str]:
-        cls = self.dataset_class
-        return dict(cls.train_list + cls.test_list)
+        return dict(self.dataset_class.train_list + self.dataset_class.test_list)
 
     def _extracted(self) -> bool:
         return all((self.folder / self.dataset_class.base_folder / name).is_file() for name in self._batch_md5s())
@@ -212,7 +197,7 @@ class ImageFolderDataModule(TensorDataModule):
         self.data_shape = (channels, image_size, image_size)
 
     def read_image(self, path: Path) -> torch.Tensor:
-        """One image as uint8 (C, H, W), resized and centre-cropped; a DataError naming an unreadable file."""
+        """One image as uint8 (C, H, W), resized and centre-cropped; a DataError if unreadable."""
         from PIL import Image
         from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
 

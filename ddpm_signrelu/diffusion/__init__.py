@@ -1,5 +1,4 @@
-"""Plain-torch diffusion: schedules, forward process, losses, the variational bound, samplers, and the
-:class:`Diffusion` that holds them together for a model."""
+"""Plain-torch diffusion: schedules, forward process, losses, the bound, samplers and :class:`Diffusion`."""
 
 from ddpm_signrelu.diffusion.bound import (PROPOSALS, Draws, EvalPoints, Proposal, Strata, draw_for_items,
                                           evaluation_points, point_weights, predict, prior_kl, to_bits_per_dim, vb_term,

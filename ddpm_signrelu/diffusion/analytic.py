@@ -1,14 +1,4 @@
-"""The optimal reverse variance given the mean (Analytic-DPM, Bao, Li, Zhu, Zhang, arXiv 2201.06503; theory.md §5).
-
-For the reverse step t → t' < t with the posterior mean of the respaced chain (β' = 1 − ᾱ_t/ᾱ_{t'}, α' = 1 − β'),
-the variance that minimises the bound's term is σ*² = β̃' + β'²/(α'(1 − ᾱ_t))·(1 − Γ_t), with
-Γ_t = E‖ε̂(x_t, t)‖²/D over the data and the forward process: their Theorem 1 with λ² = β̃' (the DDPM family),
-in which (√(β̄_t/α') − √(β̄_{t'} − β̃'))² reduces to β'²/(α'(1 − ᾱ_t)) (derived here). Γ_t ∈ [0, 1] for the exact ε̂,
-so σ*² lies between β̃' (Γ = 1) and β̃' + β'²/(α'(1 − ᾱ_t)); estimates are clamped to [0, 1], as the paper clips.
-For x0 ~ N(0, I), Γ_t = 1 − ᾱ_t and σ*² = β', the exact reverse variance.
-"""
-
-from __future__ import annotations
+"""The optimal reverse variance given the mean (Analytic-DPM, Bao, Li, Zhu, Zhang, arXiv 2201.06503; theory.md §5)."""
 
 from collections.abc import Callable
 
@@ -20,22 +10,19 @@ from ddpm_signrelu.diffusion.schedule import NoiseSchedule
 
 def analytic_variance(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Tensor,
                       gamma: torch.Tensor) -> torch.Tensor:
-    """σ*² (float64) of the steps t → t_prev < t (index tensors; t_prev may be −1, for ᾱ = 1) given Γ_t."""
-    ab = schedule.alphas_cumprod.cpu()
-    ab_t, ab_prev = ab[t], torch.where(t_prev >= 0, ab[t_prev.clamp(min=0)], torch.ones_like(ab[t]))
-    one_minus = schedule.one_minus_alphas_cumprod.cpu()
-    one_minus_t = one_minus[t]
-    one_minus_prev = torch.where(t_prev >= 0, one_minus[t_prev.clamp(min=0)], torch.zeros_like(one_minus_t))
-    ratio = ab_t / ab_prev  # α'
+    """σ*² = β̃' + β'²(1 − Γ_t)/(α'(1 − ᾱ_t)), float64, of the steps t → t_prev (−1 for ᾱ = 1), Γ_t = ``gamma``."""
+    ab, one_minus = schedule.alphas_cumprod.cpu(), schedule.one_minus_alphas_cumprod.cpu()
+    has_prev, prev = t_prev >= 0, t_prev.clamp(min=0)
+    ratio = ab[t] / torch.where(has_prev, ab[prev], torch.ones_like(ab[t]))  # α'
     beta = 1 - ratio
-    return beta * one_minus_prev / one_minus_t + beta**2 / (ratio * one_minus_t) * (1 - gamma.double().clamp(0, 1))
+    one_minus_prev = torch.where(has_prev, one_minus[prev], torch.zeros_like(ab[t]))
+    return beta * one_minus_prev / one_minus[t] + beta**2 / (ratio * one_minus[t]) * (1 - gamma.double().clamp(0, 1))
 
 
 @torch.no_grad()
 def eps_second_moment(denoise: Callable, schedule: NoiseSchedule, x0: torch.Tensor, steps: torch.Tensor,
                       seed: int = 0, batch_size: int = 1024) -> torch.Tensor:
-    """Γ_t = E‖ε̂(x_t, t)‖²/D at the step indices ``steps`` (float64), by Monte Carlo over the items ``x0`` with one
-    ε per item and step; ε̂ = (x_t − √ᾱ_t·x̂0)/√(1 − ᾱ_t) from ``denoise(x_t, t)`` = x̂0 (unclipped)."""
+    """Γ_t (float64) at the indices ``steps``, one ε per item of ``x0`` and step; ``denoise(x_t, t)``: unclipped x̂0."""
     g = torch.Generator().manual_seed(seed)
     gamma = torch.empty(len(steps), dtype=torch.float64)
     for k, step in enumerate(steps.tolist()):

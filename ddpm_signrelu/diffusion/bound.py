@@ -1,8 +1,6 @@
 """The DDPM variational bound L_vlb = L_T + Σ_{t=2}^T L_{t−1} + L_0 and its stratified estimate (theory.md §5, §6.1).
 
-All terms are in nats per example (summed over the D coordinates); ``to_bits_per_dim`` converts.
-``denoise(x_t, t)`` is the model's x̂0 (clipped or not, as the caller decides).
-"""
+Terms are in nats per example; ``denoise(x_t, t)`` is the model's x̂0 (clipped or not, as the caller decides)."""
 
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ from ddpm_signrelu.seeding import generator
 
 
 def normal_kl(mean1, logvar1, mean2, logvar2) -> torch.Tensor:
-    """KL(N(μ1, σ1²) ‖ N(μ2, σ2²)) per coordinate: ½(−1 + log σ2² − log σ1² + σ1²/σ2² + (μ1 − μ2)²/σ2²)."""
+    """KL(N(μ1, σ1²) ‖ N(μ2, σ2²)) per coordinate, from the means and log-variances."""
     return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
@@ -29,19 +27,13 @@ def approx_standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
 
 
 def discretized_gaussian_log_likelihood(x, mean, log_scale, num_levels: int) -> torch.Tensor:
-    """log P(x) per coordinate for data on L = ``num_levels`` levels in [−1, 1], bin half-width h = 1/(L − 1).
-
-    log(Φ((x + h − μ)/σ) − Φ((x − h − μ)/σ)); the edge bins extend to ±∞ (tests x < −1 + h/2, x > 1 − h/2);
-    probabilities are clamped at 1e-12 before the log.
-    """
+    """log P(x) per coordinate for data on ``num_levels`` levels in [−1, 1] (Ho eq. 13; theory.md §5)."""
     h = 1.0 / (num_levels - 1)
     inv_std = torch.exp(-log_scale)
     cdf_plus = approx_standard_normal_cdf(inv_std * (x - mean + h))
     cdf_min = approx_standard_normal_cdf(inv_std * (x - mean - h))
-    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
-    log_one_minus_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
-    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
-    return torch.where(x < -1 + h / 2, log_cdf_plus, torch.where(x > 1 - h / 2, log_one_minus_cdf_min, log_delta))
+    prob = torch.where(x < -1 + h / 2, cdf_plus, torch.where(x > 1 - h / 2, 1.0 - cdf_min, cdf_plus - cdf_min))
+    return torch.log(prob.clamp(min=1e-12))
 
 
 def gaussian_log_likelihood(x, mean, log_scale) -> torch.Tensor:
@@ -49,32 +41,23 @@ def gaussian_log_likelihood(x, mean, log_scale) -> torch.Tensor:
     return -0.5 * math.log(2 * math.pi) - log_scale - 0.5 * ((x - mean) * torch.exp(-log_scale)) ** 2
 
 
-def _sum_flat(x: torch.Tensor) -> torch.Tensor:
-    return x.flatten(1).sum(1)
-
-
 def prior_kl(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
     """L_T = KL(q(x_T | x0) ‖ N(0, I)) = ½ Σ_d [ᾱ_T x0_d² − ᾱ_T − log(1 − ᾱ_T)], nats per example."""
     ab = schedule.alphas_cumprod[-1].item()
-    return 0.5 * _sum_flat(ab * x0.double() ** 2 - ab - math.log1p(-ab))
+    return 0.5 * (ab * x0.double() ** 2 - ab - math.log1p(-ab)).flatten(1).sum(1)
 
 
 def vb_term(schedule: NoiseSchedule, x0, x_t, t, x0_hat, num_levels: int | None) -> torch.Tensor:
-    """L_{t−1} = KL(q(x_{t−1}|x_t, x0) ‖ N(μ_θ, σ_t² I)) for t ≥ 2, L_0 = −log p(x0 | x_1) at t = 1; nats.
-
-    μ_θ = coef1_t·x̂0 + coef2_t·x_t. The decoder is discretized on ``num_levels`` levels, or a continuous
-    Gaussian when ``num_levels`` is None. Computed in float64.
-    """
+    """L_{t−1} = KL(q(x_{t−1}|x_t, x0) ‖ N(μ_θ, σ_t² I)) for t ≥ 2, L_0 = −log p(x0 | x_1) at t = 1; nats, float64.
+    The decoder is discretized on ``num_levels`` levels, or a continuous Gaussian when ``num_levels`` is None."""
     x0, x_t, x0_hat = x0.double(), x_t.double(), x0_hat.double()
     true_mean, true_var = q_posterior(schedule, x0, x_t, t)
     model_mean, _ = q_posterior(schedule, x0_hat, x_t, t)
     model_logvar = torch.log(schedule.at("chain_variance", t, x0.dim(), torch.float64))
-    kl = _sum_flat(normal_kl(true_mean, torch.log(true_var.clamp(min=1e-300)), model_mean, model_logvar))
-    if num_levels is None:
-        log_p = gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar)
-    else:
-        log_p = discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar, num_levels)
-    return torch.where(t == 0, -_sum_flat(log_p), kl)
+    kl = normal_kl(true_mean, torch.log(true_var.clamp(min=1e-300)), model_mean, model_logvar).flatten(1).sum(1)
+    log_p = (gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar) if num_levels is None
+             else discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * model_logvar, num_levels))
+    return torch.where(t == 0, -log_p.flatten(1).sum(1), kl)
 
 
 def to_bits_per_dim(nats: torch.Tensor, dim: int) -> torch.Tensor:
@@ -87,11 +70,7 @@ PROPOSALS = get_args(Proposal)
 
 
 class Strata:
-    """K contiguous strata of {2..T} of equal width in λ_t = log SNR_t, empty ones merged (theory.md §6.1).
-
-    Within stratum k a step is drawn from π_k: ``uniform`` on B_k or ∝ w_t (``weight``, lower variance).
-    K = T − 1 gives singleton strata, and the estimate is then the full sum.
-    """
+    """K contiguous strata of {2..T} of equal width in λ_t = log SNR_t, empty ones merged (theory.md §6.1)."""
 
     def __init__(self, schedule: NoiseSchedule, num_strata: int, proposal: Proposal = "weight"):
         check_choice("stratum proposal", proposal, PROPOSALS)
@@ -99,13 +78,11 @@ class Strata:
         if not 1 <= num_strata <= T - 1:
             raise ConfigError(f"num_strata must be in 1..T-1 = 1..{T - 1}, got {num_strata}")
         steps, log_snr = torch.arange(1, T), schedule.log_snr.cpu()
-        if num_strata == T - 1:
-            self.members = [steps[i:i + 1] for i in range(T - 1)]
-        else:
-            lam = log_snr[1:]
-            edges = torch.linspace(lam.max().item(), lam.min().item(), num_strata + 1, dtype=torch.float64)
-            bucket = torch.bucketize(-lam, -edges[1:-1])  # λ decreases in t, so buckets are contiguous in t
-            self.members = [steps[bucket == k] for k in bucket.unique()]
+        lam = log_snr[1:]
+        edges = torch.linspace(lam.max().item(), lam.min().item(), num_strata + 1, dtype=torch.float64)
+        # λ decreases in t, so buckets are contiguous in t; K = T − 1 gives singletons
+        bucket = torch.arange(T - 1) if num_strata == T - 1 else torch.bucketize(-lam, -edges[1:-1])
+        self.members = [steps[bucket == k] for k in bucket.unique()]
         weights = schedule.x0_weight.cpu() if proposal == "weight" else torch.ones(T, dtype=torch.float64)
         self.probs = [weights[m] / weights[m].sum() for m in self.members]
         self.cdfs = [p.cumsum(0) for p in self.probs]
@@ -115,19 +92,16 @@ class Strata:
         return len(self.members)
 
     def draw(self, u: torch.Tensor, stratum: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Map uniforms u (B, P) to steps t ~ π_k (indices) and their probabilities π_k(t), column p in stratum
-        ``stratum[p]`` (default: column k in stratum k)."""
+        """Steps t ~ π_k (indices) and π_k(t) from uniforms u (B, P), column p in stratum ``stratum[p]`` (default p)."""
         stratum = torch.arange(u.shape[1]) if stratum is None else stratum
         t, pi = torch.empty_like(u, dtype=torch.long), torch.empty_like(u, dtype=torch.float64)
         for p, k in enumerate(stratum.tolist()):
-            members, probs, cdf = self.members[k], self.probs[k], self.cdfs[k]
-            j = torch.searchsorted(cdf, u[:, p].double().contiguous()).clamp(max=len(members) - 1)
-            t[:, p], pi[:, p] = members[j], probs[j]
+            j = torch.searchsorted(self.cdfs[k], u[:, p].double().contiguous()).clamp(max=len(self.members[k]) - 1)
+            t[:, p], pi[:, p] = self.members[k][j], self.probs[k][j]
         return t, pi
 
     def point_columns(self, repeats=None) -> torch.Tensor:
-        """The column of each of R evaluation points (0: the t = 1 term L_0, k + 1: stratum k) when column c
-        has ``repeats[c]`` points (default: one each, R = K + 1)."""
+        """Column of each of R points (0: L_0, k + 1: stratum k), ``repeats[c]`` points in column c (default 1 each)."""
         repeats = torch.ones(len(self) + 1, dtype=torch.long) if repeats is None else torch.as_tensor(repeats)
         if len(repeats) != len(self) + 1 or repeats.min() < 1:
             raise ConfigError(f"repeats needs one count >= 1 for L_0 and each of the {len(self)} strata, got "
@@ -135,9 +109,7 @@ class Strata:
         return torch.repeat_interleave(torch.arange(len(repeats)), repeats)
 
     def draw_points(self, u: torch.Tensor, column: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Steps and probabilities (B, R) at the points ``column`` from uniforms u (B, R − r_0), one per stratum
-        point: t = 1 with π = 1 at the L_0 points. The r points of a stratum are stratified within it: the i-th
-        uses (i + u)/r."""
+        """Steps and π (B, R) at the points ``column`` from uniforms u (B, R − r_0), stratified within each stratum."""
         stratum = column[column > 0] - 1
         counts = torch.bincount(stratum, minlength=len(self))
         rank = torch.arange(len(stratum)) - (torch.cumsum(counts, 0) - counts)[stratum]
@@ -150,8 +122,7 @@ class Strata:
 
 @dataclass
 class Draws:
-    """Fixed per-item draws at R points: each point's ``column`` (R,) (0: the t = 1 term L_0, k + 1: stratum k),
-    steps t (B, R), their probabilities π (B, R) (1 at t = 1) and noise ε (B, R, *shape)."""
+    """Fixed per-item draws: ``column`` (R,), steps ``t`` and their π ``pi`` (B, R), noise ``eps`` (B, R, *shape)."""
 
     column: torch.Tensor
     t: torch.Tensor
@@ -160,25 +131,18 @@ class Draws:
 
 
 def draw_for_items(strata: Strata, seed: int, indices, shape, repeats=None) -> Draws:
-    """Draws for the items ``indices``, item j's from the generator of (seed, j): they depend on neither batch nor
-    world size. ``repeats``: points per column (:meth:`Strata.point_columns`), one each by default."""
+    """Draws for items ``indices``, item j's from the generator of (seed, j); ``repeats`` as in Strata.point_columns."""
     column = strata.point_columns(repeats)
-    us, epss = [], []
-    for index in indices:
-        g = generator(seed, int(index))
-        us.append(torch.rand(int((column > 0).sum()), generator=g, dtype=torch.float64))
-        epss.append(torch.randn(len(column), *shape, generator=g))
-    return Draws(column, *strata.draw_points(torch.stack(us), column), torch.stack(epss))
+    gens = [generator(seed, int(index)) for index in indices]
+    u = torch.stack([torch.rand(int((column > 0).sum()), generator=g, dtype=torch.float64) for g in gens])
+    eps = torch.stack([torch.randn(len(column), *shape, generator=g) for g in gens])
+    return Draws(column, *strata.draw_points(u, column), eps)
 
 
 @dataclass
 class EvalPoints:
-    """The fixed evaluation points of a set of items, R per item, each in a column (0: t = 1, L_0; k + 1: stratum k).
-
-    ``x0`` (B, R, *shape), the data item of each point; ``t`` (B, R) step indices; ``weight`` (B, R) float64,
-    1/(π_k(t)·r_c), r_c the points of the point's column c (1/r_0 at t = 1), so that a column's points sum to
-    its estimate; ``x_t`` (B, R, *shape) = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε; ``column`` (R,).
-    """
+    """The fixed evaluation points of a set of items, in columns as :class:`Draws`: ``x0`` and ``x_t`` (B, R, *shape),
+    ``t`` (B, R), ``weight`` (B, R) float64, 1/(π_k(t)·r_c) with r_c the points in column c, and ``column`` (R,)."""
 
     x0: torch.Tensor
     t: torch.Tensor
@@ -204,15 +168,11 @@ class EvalPoints:
 
 
 def evaluation_points(schedule: NoiseSchedule, x0: torch.Tensor, draws: Draws) -> EvalPoints:
-    """The points (x_t, t) at which the stratified bound of §6.1 evaluates a denoiser for items ``x0``: (B, *shape),
-    one item at all its points, or (B, R, *shape), an item per point."""
-    device = x0.device
-    column = draws.column.to(device)
-    t, pi = draws.t.to(device), draws.pi.to(device)
-    repeats = torch.bincount(column)[column]
+    """The points (x_t, t) of the stratified bound for items ``x0``: (B, *shape), or (B, R, *shape), one per point."""
+    column, t, pi = draws.column.to(x0.device), draws.t.to(x0.device), draws.pi.to(x0.device)
     x0 = x0 if x0.dim() == draws.eps.dim() else x0[:, None].expand(-1, len(column), *x0.shape[1:])
-    x_t = q_sample(schedule, x0.flatten(0, 1), t.flatten(), draws.eps.to(device).flatten(0, 1))
-    return EvalPoints(x0, t, 1 / (pi * repeats), x_t.view_as(x0), column)
+    x_t = q_sample(schedule, x0.flatten(0, 1), t.flatten(), draws.eps.to(x0.device).flatten(0, 1))
+    return EvalPoints(x0, t, 1 / (pi * torch.bincount(column)[column]), x_t.view_as(x0), column)
 
 
 def predict(denoise, points: EvalPoints, batch_size: int = 1024) -> torch.Tensor:
@@ -223,12 +183,8 @@ def predict(denoise, points: EvalPoints, batch_size: int = 1024) -> torch.Tensor
 
 
 def vlb_columns(schedule: NoiseSchedule, points: EvalPoints, x0_hat: torch.Tensor, num_levels: int | None):
-    """Per-item bound columns in nats, (B, K + 2): L_T (the mean over the item's points' data items), L_0, then
-    the estimate of Σ_{t ∈ B_k} L_{t−1} for each stratum k (its points' L_{t−1}/π_k(t), averaged).
-
-    The columns sum to the stratified estimate of L_vlb, unbiased (theory.md §6.1). ``x0_hat`` as from
-    :func:`predict`.
-    """
+    """Per-item bound columns in nats, (B, K + 2): L_T, L_0, then the estimate of Σ_{t ∈ B_k} L_{t−1} for each
+    stratum k, summing to the stratified estimate of L_vlb (theory.md §6.1); ``x0_hat`` as from :func:`predict`."""
     x0 = points.x0.flatten(0, 1)
     terms = vb_term(schedule, x0, points.x_t.flatten(0, 1), points.t.flatten(), x0_hat.flatten(0, 1), num_levels)
     prior = prior_kl(schedule, x0).view(points.t.shape).mean(1, keepdim=True)
@@ -237,12 +193,8 @@ def vlb_columns(schedule: NoiseSchedule, points: EvalPoints, x0_hat: torch.Tenso
 
 def weighted_sq_columns(schedule: NoiseSchedule, points: EvalPoints, a: torch.Tensor, b: torch.Tensor,
                         include_decoder: bool) -> torch.Tensor:
-    """w_t^σ‖a − b‖²/π in nats, laid out as :func:`vlb_columns` (L_T column 0): the bound's excess of
-    denoiser ``a`` over ``b`` when ``b`` is the posterior mean (Pythagoras, theory.md §6.2).
-
-    w_t^σ = coef1_t²/(2σ_t²). The t = 1 column is kept only for the continuous decoder (``include_decoder``),
-    where w_1 = 1/(2σ_1²) (§6.4); under the discretized decoder it is 0.
-    """
+    """w_t^σ‖a − b‖²/π in nats as :func:`weighted_columns`: the bound's excess of denoiser ``a`` over ``b`` when ``b``
+    is the posterior mean (theory.md §6.2)."""
     sq = (a.double() - b.double()).square().flatten(2).sum(2)
     return weighted_columns(point_weights(schedule, points) * sq, points.column, include_decoder)
 
@@ -253,8 +205,7 @@ def point_weights(schedule: NoiseSchedule, points: EvalPoints) -> torch.Tensor:
 
 
 def weighted_columns(values: torch.Tensor, column: torch.Tensor, include_decoder: bool) -> torch.Tensor:
-    """Per-point weighted values (B, R) summed into the layout of :func:`vlb_columns` (L_T column 0, zero), the t = 1
-    column zeroed unless ``include_decoder``."""
+    """Per-point values (B, R) in :func:`vlb_columns`'s layout: L_T zero, t = 1 zero unless ``include_decoder``."""
     cols = values.new_zeros(len(values), int(column.max()) + 2).index_add_(1, column.to(values.device) + 1, values)
     if not include_decoder:
         cols[:, 1] = 0
@@ -262,11 +213,8 @@ def weighted_columns(values: torch.Tensor, column: torch.Tensor, include_decoder
 
 
 def vlb_terms(schedule: NoiseSchedule, denoise, x0: torch.Tensor, draws: Draws, num_levels: int | None) -> dict:
-    """Stratified estimate of the bound for each item, in nats (theory.md §6.1):
-
-    ``prior`` L_T (closed form), ``decoder`` L_0 (t = 1, its own ε), ``strata`` (B, K) with entry
-    L_{t_k−1}/π_k(t_k), and ``total`` = prior + decoder + Σ_k strata. Unbiased for L_vlb.
-    """
+    """Stratified estimate of the bound for each item, in nats (theory.md §6.1): ``prior`` L_T, ``decoder`` L_0,
+    ``strata`` (B, K) with entry L_{t_k−1}/π_k(t_k), and ``total``, their sum, unbiased for L_vlb."""
     points = evaluation_points(schedule, x0, draws)
     cols = vlb_columns(schedule, points, predict(denoise, points, batch_size=len(x0)), num_levels)
     return {"prior": cols[:, 0], "decoder": cols[:, 1], "strata": cols[:, 2:], "total": cols.sum(1)}

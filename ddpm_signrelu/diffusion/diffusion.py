@@ -1,8 +1,4 @@
-"""The diffusion as one object: the schedule, what the network predicts, the training loss, the decoder, x̂0, the
-fixed evaluation draws and the bound (theory.md §1, §5, §6.1). The LightningModule owns one and the
-callbacks use it; the pure functions it composes live beside it."""
-
-from __future__ import annotations
+"""The diffusion as one object: schedule, parameterization, loss, decoder, x̂0, bound (theory.md §1, §5, §6.1)."""
 
 from collections.abc import Callable
 
@@ -20,16 +16,9 @@ X0_MSE = DenoisingLoss("x0_mse")
 
 
 class Diffusion(nn.Module):
-    """A DDPM's process and objectives around a network ``(x_t, t) -> prediction``.
-
-    Args:
-        schedule: the noise schedule (float64 buffers that move with this module).
-        parameterization: what the network predicts, ``x0``, ``eps`` or ``v`` (its head's).
-        loss: the training loss (its t-law and weighting).
-        num_levels: grey levels of the data for the discretized decoder L_0, or None (continuous decoder).
-        clip_denoised: clamp x̂0 to [−1, 1] in sampling and evaluation by default (never in training).
-        bound_strata: K of the stratified bound estimate (clamped to T − 1).
-    """
+    """A DDPM's process and objectives around a network ``(x_t, t) -> prediction`` of its ``parameterization``.
+    ``num_levels``: grey levels of the data for the discretized decoder L_0, or None (continuous); ``clip_denoised``:
+    clamp x̂0 to [−1, 1] in sampling and evaluation (never in training); ``bound_strata``: K, clamped to T − 1."""
 
     def __init__(self, schedule: NoiseSchedule, parameterization: Parameterization, loss: DenoisingLoss,
                  num_levels: int | None, clip_denoised: bool = True, bound_strata: int = 16):
@@ -60,8 +49,8 @@ class Diffusion(nn.Module):
 
     def loss_per_example(self, predict: Predictor, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                          predicts: Parameterization | None = None, loss: DenoisingLoss | None = None):
-        """The training loss (or ``loss``) per example at x_t = q_sample(x0, t, ε); ``predict`` predicts
-        ``predicts`` (default: the network's parameterization; ``x0`` for a denoiser such as D*)."""
+        """Per-example ``loss`` (default: the training loss) at x_t = q_sample(x0, t, ε) of ``predict``, which
+        predicts ``predicts`` (default: the network's parameterization)."""
         x_t = q_sample(self.schedule, x0, t, noise)
         x0_hat, output = self._x0_hat(predict, x_t, t, predicts)
         eps_hat = output if (predicts or self.parameterization) == "eps" else None
@@ -69,7 +58,7 @@ class Diffusion(nn.Module):
 
     def fixed_loss(self, predict: Predictor, x0: torch.Tensor, seed: int, indices,
                    predicts: Parameterization | None = None, loss: DenoisingLoss | None = None):
-        """:meth:`loss_per_example` on fixed per-item draws of the loss's t-law: item j's depend on (seed, j)."""
+        """:meth:`loss_per_example` on fixed per-item draws: item j's depend on (seed, j) alone."""
         loss = loss or self.loss
         t, noise = loss.fixed_draws(self.num_timesteps, seed, indices, tuple(x0.shape[1:]))
         return self.loss_per_example(predict, x0, t.to(x0.device), noise.to(x0.device), predicts, loss)

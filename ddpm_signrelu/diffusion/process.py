@@ -1,11 +1,4 @@
-"""Forward process, posterior and conversions between ε, x0 and v (theory.md §1, §5).
-
-Conversions take the scales a = √ᾱ_t and s = √(1 − ᾱ_t) as tensors broadcastable to x, formed in float64 from
-the schedule's master arrays and cast only then (see :func:`scales`): forming 1 − ᾱ from a float32 ᾱ loses
-~4 digits at t = 1.
-"""
-
-from __future__ import annotations
+"""Forward process, posterior and conversions between ε, x0 and v, given the scales of :func:`scales` (theory.md §5)."""
 
 from typing import Literal, get_args
 
@@ -67,6 +60,4 @@ def predict_x0(schedule: NoiseSchedule, output: torch.Tensor, x_t: torch.Tensor,
     if parameterization == "x0":
         return output
     a, s = scales(schedule, t, x_t.dim(), torch.promote_types(output.dtype, x_t.dtype))
-    if parameterization == "eps":
-        return x0_from_eps(x_t, output, a, s)
-    return x0_from_v(x_t, output, a, s)
+    return (x0_from_eps if parameterization == "eps" else x0_from_v)(x_t, output, a, s)

@@ -1,26 +1,20 @@
 """Samplers (theory.md §5): ancestral DDPM, DDIM, DPM-Solver++ (2M, 3M, and the stochastic 2M SDE) and Heun.
 
-Every sampler walks a descending grid of step indices t_0 > … > t_{N−1} = 0 (t = 1), calling the denoiser once per
-grid point (Heun: twice per step but the last), and ends with x̂0 at t_{N−1}, the mean of the last step.
-Notation: α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t), λ_t = log(α_t/σ_t), and σ̃_t = σ_t/α_t, x̃ = x/α_t (the variance-exploding
-coordinates of Karras et al.), in which the probability-flow ODE is dx̃/dσ̃ = (x̃ − x̂0)/σ̃.
+Every sampler walks a descending grid of step indices T − 1 = t_0 > … > t_{N−1} = 0 (one point: t_0 = T − 1),
+calling the denoiser once per grid point (Heun: twice per step but the last), and ends with x̂0 at t_{N−1}.
+Notation: α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t), λ_t = log(α_t/σ_t); σ̃_t = σ_t/α_t and x̃ = x/α_t (Karras et al.).
 
-- ``ddpm``, ``ddim``: one step x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z (:func:`step_coefficients`).
-- ``dpmpp_2m``, ``dpmpp_3m``: DPM-Solver++ multistep in data-prediction form (Lu et al., arXiv 2211.01095, Alg. 2
-  and its third-order step), with lower orders while the history fills and, on grids of fewer than 15 points, at
-  the penultimate step (as diffusers' ``lower_order_final``).
-- ``dpmpp_2m_sde``: the same multistep scheme for the reverse SDE (SDE-DPM-Solver++(2M), midpoint form, as
-  diffusers' ``sde-dpmsolver++``): fresh noise at every step.
-- ``heun``: Heun's second-order method on the probability-flow ODE (Karras et al., arXiv 2206.00364, Alg. 1).
-(Euler ancestral steps in x̃ are DDIM's steps with the same η, written in other coordinates: ``ddim`` covers them.)
+- ``ddpm``, ``ddim``: x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z (:func:`step_coefficients`).
+- ``dpmpp_2m``, ``dpmpp_3m``, ``dpmpp_2m_sde``: DPM-Solver++ multistep in data-prediction form (Lu et al., arXiv
+  2211.01095), lower orders while the history fills and at the penultimate step of grids under 15 points
+  (diffusers' ``lower_order_final``); the SDE variant is diffusers' ``sde-dpmsolver++`` (midpoint).
+- ``heun``: Heun's method on the probability-flow ODE (Karras et al., arXiv 2206.00364, Alg. 1), the step into
+  t_{N−1} an Euler step. Euler ancestral steps are ``ddim``'s with the same η.
 
-Grids (``spacing``): ``uniform`` in t, ``logsnr`` uniform in λ, ``karras`` σ̃ spaced with ρ = 7; each rounded to
-step indices (points that round together merge). By default ``uniform`` for ``ddpm`` and ``ddim``, ``logsnr`` for
-the DPM-Solvers (their natural variable) and ``karras`` for ``heun`` (its authors' grid). Noise comes from one
-generator per sample, so a sample's image depends on its seed alone, not on the batch it was drawn in.
+Grids (``spacing``): ``uniform`` in t, ``logsnr`` uniform in λ, ``karras`` (ρ = 7), rounded to step indices; by
+default ``uniform`` for ``ddpm``/``ddim``, ``logsnr`` for the DPM-Solvers, ``karras`` for ``heun``. One noise
+generator per sample: a sample depends on its seed alone, not on its batch.
 """
-
-from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
@@ -48,13 +42,15 @@ def default_steps(sampler: Sampler, num_timesteps: int) -> int:
 
 
 def network_calls(sampler: Sampler, steps: int) -> int:
-    """Denoiser calls (NFE) of a grid of ``steps`` points: 2·steps − 1 for ``heun``, else ``steps``."""
-    return 2 * steps - 1 if sampler == "heun" else steps
+    """Denoiser calls (NFE) of a grid of ``steps`` points: max(2·steps − 2, 1) for ``heun``, else ``steps``."""
+    return max(2 * steps - 2, 1) if sampler == "heun" else steps
 
 
 def timestep_grid(num_timesteps: int, steps: int) -> torch.Tensor:
-    """``steps`` evenly spaced step indices in 0..T−1, descending, always ending at 0 (t = 1)."""
+    """``steps`` evenly spaced step indices in 0..T−1, descending from T − 1 to 0 (t = 1); one step: T − 1."""
     check_steps(num_timesteps, steps)
+    if steps == 1:
+        return torch.tensor([num_timesteps - 1])
     grid = torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
     return grid.unique().flip(0)
 
@@ -208,7 +204,8 @@ def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], see
     for i in iterator:
         s, s_next, x_tilde = tilde[i], tilde[i + 1], x / alpha[i]
         d = (x_tilde - x0_hat(x, i)) / s
-        euler = x_tilde + (s_next - s) * d
-        d_next = (euler - x0_hat(euler * alpha[i + 1], i + 1)) / s_next
-        x = (x_tilde + (s_next - s) * (d + d_next) / 2) * alpha[i + 1]
+        x = x_tilde + (s_next - s) * d
+        if i < len(grid) - 2:  # the correction into σ̃_min would add noise on a coarse grid
+            x = x + (s_next - s) * ((x - x0_hat(x * alpha[i + 1], i + 1)) / s_next - d) / 2
+        x = x * alpha[i + 1]
     return x0_hat(x, len(grid) - 1)

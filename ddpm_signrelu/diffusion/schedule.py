@@ -1,12 +1,5 @@
-"""Noise schedules (theory.md §1, §5).
-
-Convention: math t ∈ {1..T}; code index i = t − 1 ∈ {0..T−1}. Every tensor argument named ``t`` in this
-package holds code indices. Arrays: ``betas[i] = β_{i+1}``, ``alphas_cumprod[i] = ᾱ_{i+1}``,
-``alphas_cumprod_prev[i] = ᾱ_i`` with ᾱ_0 := 1. All arrays are float64, and every coefficient is formed from
-them in float64 before any cast: in float32, ᾱ_1 = 1 − β_1 keeps only ~4 digits of 1 − ᾱ_1 = β_1.
-"""
-
-from __future__ import annotations
+"""Noise schedules (theory.md §1, §5). Every tensor argument named ``t`` in this package holds code indices
+i = t − 1 ∈ {0..T−1} of math steps t ∈ {1..T}: ``betas[i] = β_{i+1}``, ``alphas_cumprod_prev[i] = ᾱ_i``, ᾱ_0 := 1."""
 
 import copy
 import math
@@ -26,7 +19,7 @@ def linear_betas(num_timesteps: int) -> torch.Tensor:
 
 def cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
     """β_t = min(1 − f(t/T)/f((t−1)/T), 0.999), f(τ) = cos²(((τ + s)/(1 + s))·π/2) (Nichol & Dhariwal)."""
-    f = lambda tau: math.cos((tau + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    f = lambda tau: math.cos((tau + s) / (1 + s) * math.pi / 2) ** 2
     T = num_timesteps
     return torch.tensor([min(1 - f((i + 1) / T) / f(i / T), max_beta) for i in range(T)], dtype=torch.float64)
 
@@ -38,17 +31,8 @@ VARIANCES = get_args(Variance)
 
 
 class NoiseSchedule(nn.Module):
-    """β_t, ᾱ_t and the posterior coefficients of q(x_{t−1} | x_t, x0), float64 buffers (theory.md §5).
-
-    Also 1 − ᾱ_t = −expm1(Σ_{s≤t} log α_s) (``one_minus_alphas_cumprod``, no cancellation), the scales √ᾱ_t and
-    √(1 − ᾱ_t) of x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε, SNR_t = ᾱ_t/(1 − ᾱ_t), λ_t = log SNR_t and the x0-form bound
-    weight w_t (``x0_weight``).
-    ``variance`` picks the reverse chain's fixed σ_t²: ``small`` = β̃_t, ``large`` = β_t (t ≥ 2); both use
-    σ_1² = β̃_2 in the decoder, as improved-diffusion does.
-
-    The buffers move with the module to any device but stay float64 whatever dtype the module is cast to; they are
-    not saved in checkpoints (the settings rebuild them).
-    """
+    """β_t, ᾱ_t, SNR_t, λ_t = log SNR_t, the posterior coefficients and the bound weight w_t (``x0_weight``): float64
+    buffers (theory.md §5). ``variance``: σ_t², ``small`` = β̃_t or ``large`` = β_t (t ≥ 2); σ_1² = β̃_2 for both."""
 
     def __init__(self, betas: torch.Tensor, variance: Variance = "small"):
         super().__init__()
@@ -65,9 +49,8 @@ class NoiseSchedule(nn.Module):
         one_minus_ab = -torch.expm1(torch.cumsum(torch.log1p(-betas), 0))
         one_minus_ab_prev = torch.cat([torch.zeros(1, dtype=torch.float64), one_minus_ab[:-1]])
         posterior_variance = betas * one_minus_ab_prev / one_minus_ab
-        small = torch.cat([posterior_variance[1:2], posterior_variance[1:]])
-        large = torch.cat([posterior_variance[1:2], betas[1:]])
-        chain_variance = small if variance == "small" else large
+        chain = posterior_variance if variance == "small" else betas
+        chain_variance = torch.cat([posterior_variance[1:2], chain[1:]])
         coef1 = betas * ab_prev.sqrt() / one_minus_ab
         snr = ab / one_minus_ab
         arrays = {
@@ -76,8 +59,6 @@ class NoiseSchedule(nn.Module):
             "sqrt_one_minus_alphas_cumprod": one_minus_ab.sqrt(), "posterior_variance": posterior_variance,
             "posterior_mean_coef1": coef1, "posterior_mean_coef2": one_minus_ab_prev * alphas.sqrt() / one_minus_ab,
             "chain_variance": chain_variance, "snr": snr, "log_snr": torch.log(snr),
-            # w_t = coef1_t²/(2σ_t²): L_{t−1} = w_t‖x0 − x̂0‖² + C_t (§5); for σ² = β̃ it is ½(SNR_{t−1} − SNR_t).
-            # At t = 1 it is 1/(2σ_1²), the weight of a continuous Gaussian decoder (§6.4).
             "x0_weight": coef1**2 / (2 * chain_variance)}
         for name, array in arrays.items():
             self.register_buffer(name, array, persistent=False)
@@ -99,8 +80,7 @@ class NoiseSchedule(nn.Module):
         return cls(betas, variance)
 
     def with_chain_variance(self, variance: torch.Tensor) -> "NoiseSchedule":
-        """A copy whose reverse chain uses σ_t² = ``variance`` (T,) for t ≥ 2 (σ_1² unchanged), e.g. Analytic-DPM's,
-        with the bound weight w_t formed anew."""
+        """A copy whose chain uses σ_t² = ``variance`` (T,) for t ≥ 2, e.g. Analytic-DPM's, with w_t formed anew."""
         schedule = copy.deepcopy(self)
         chain = torch.cat([self.chain_variance[:1].cpu(), variance.double().cpu()[1:]]).to(self.betas.device)
         schedule.chain_variance = chain

@@ -10,10 +10,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 class ResumableCSVLogger(CSVLogger):
     """Lightning's :class:`~lightning.pytorch.loggers.CSVLogger`, except that a run resumed into the same log folder
-    appends to the ``metrics.csv`` it finds there. Lightning's writer deletes that file, and with it every row the
-    earlier pieces of the run logged. Rows are kept as written: a piece killed between checkpoints may log the steps
-    after its last checkpoint twice (the resumed piece logs them again). By default it writes
-    ``save_dir/metrics.csv``, without Lightning's ``lightning_logs/version_N`` folders, so that the pieces meet."""
+    appends to the ``metrics.csv`` there; by default ``save_dir/metrics.csv``, with no ``lightning_logs/version_N``."""
 
     def __init__(self, save_dir: str | Path, name: str | None = "", version: int | str | None = "", prefix: str = "",
                  flush_logs_every_n_steps: int = 100):

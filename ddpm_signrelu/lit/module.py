@@ -1,7 +1,5 @@
 """The LightningModule: a denoiser network trained as a DDPM, with held-out loss and bound in validation."""
 
-from __future__ import annotations
-
 import inspect
 import math
 from typing import Literal, get_args
@@ -24,8 +22,7 @@ LR_SCHEDULES = get_args(LRSchedule)
 
 
 class DiffusionModel(L.LightningModule):
-    """A DDPM whose reverse-process network is ``network`` + ``head`` (a SignReLU U-Net with the ratio head
-    by default). Hyper-parameters are saved, so a checkpoint alone rebuilds the model.
+    """A DDPM whose reverse-process network is ``network`` + ``head``; a checkpoint alone rebuilds the model.
 
     Args:
         data_shape: shape of one example, e.g. (1, 8, 8); linked from the data module by the CLI.
@@ -39,11 +36,8 @@ class DiffusionModel(L.LightningModule):
         lr_schedule: after warm-up, ``constant`` or ``cosine`` decay to 0 at ``trainer.max_steps``.
         bound_strata: strata K of the validation bound estimate (K + 1 network calls per item).
         eval_seed: seed of the fixed validation draws.
-        compile: ``torch.compile`` the network in place when the Trainer sets up (``nn.Module.compile``, so parameter
-            names, checkpoints and EMA are unchanged): ``True`` for the defaults or a dict of its options, e.g.
-            ``{mode: max-autotune}``. Training, validation, the risk callback and sampling all run the compiled
-            network. Needs Triton on GPU and a C++ compiler on CPU. A checkpoint loads uncompiled unless asked
-            (:func:`~ddpm_signrelu.checkpoints.load_model`, ``sample.py --compile``).
+        compile: ``torch.compile`` the network in place at set-up: ``True`` for the defaults or a dict of its options,
+            e.g. ``{mode: max-autotune}`` (needs Triton on GPU, a C++ compiler on CPU; checkpoints load uncompiled).
     """
 
     def __init__(self, data_shape: tuple[int, ...] = (1, 8, 8), num_levels: int | None = 17,
@@ -88,15 +82,12 @@ class DiffusionModel(L.LightningModule):
         return self.model(x_t, t)
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, clip: bool | None = None) -> torch.Tensor:
-        """x̂0(x_t, t) in at least fp32 (float64 for a float64 network), clamped to [−1, 1] when ``clip`` (default:
-        ``clip_denoised``)."""
+        """x̂0(x_t, t) in at least fp32, clamped to [−1, 1] when ``clip`` (default: ``clip_denoised``)."""
         return self.diffusion.denoise(self.model, x_t, t, clip)
 
     def training_draws(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(t, ε) for a training batch. Batches of :class:`~ddpm_signrelu.data.GlobalBatchSampler` carry their
-        rows' positions in the global batch and its seed: the draws of the whole global batch come from that seed
-        and each process keeps its rows, so they do not depend on the number of processes or on resuming.
-        Other batches, ``(x0, ...)``, draw from the global generator."""
+        """(t, ε) for a training batch: drawn for the whole global batch from its seed, where the batch (of
+        :class:`~ddpm_signrelu.data.GlobalBatchSampler`) carries one, else from the global generator."""
         x0, loss, T = batch[0], self.diffusion.loss, self.diffusion.num_timesteps
         if len(batch) < 4:
             return loss.timesteps(T, len(x0), device=x0.device), torch.randn_like(x0)
@@ -117,15 +108,11 @@ class DiffusionModel(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """Stop before an update that would make the weights non-finite, so every checkpoint stays good.
-
-        Under DDP the gradients are already all-reduced here, so all ranks see the same norm and stop together.
-        With fp16 mixed precision inf gradients are the GradScaler's to skip; only the fp32 loss is checked.
-        """
+        """Stop before an update that would make the weights non-finite, so every checkpoint stays good."""
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))) if grads else torch.zeros(())
         self.log("train/grad_norm", norm, batch_size=1)
-        fp16 = str(self.trainer.precision).startswith("16")
+        fp16 = str(self.trainer.precision).startswith("16")  # then inf gradients are the GradScaler's to skip
         if not torch.isfinite(self._last_loss) or (not fp16 and not torch.isfinite(norm)):
             raise NonFiniteLossError(
                 f"non-finite training loss ({self._last_loss.item():.4g}) or gradient norm ({norm.item():.4g}) at step "
@@ -183,8 +170,7 @@ class DiffusionModel(L.LightningModule):
 
 
 def compile_options(compile: bool | dict) -> dict | None:
-    """``torch.compile``'s keyword arguments for the ``compile`` setting (None: do not compile); unknown ones fail
-    here, with the valid ones named."""
+    """``torch.compile``'s keyword arguments for the ``compile`` setting (None: do not compile); unknown ones fail."""
     if isinstance(compile, bool):
         return {} if compile else None
     if not isinstance(compile, dict):
@@ -197,10 +183,8 @@ def compile_options(compile: bool | dict) -> dict | None:
 
 
 def setting_differences(saved: dict, current: dict) -> str:
-    """The model settings that differ between a checkpoint's hyper-parameters and ``current`` ("" if none), as
-    "key is A there but B here"; ``network`` and ``head`` compared with their defaults filled in. Every setting of
-    the model and of its training counts (a resumed run would otherwise train on in another way, or have its new
-    lr overwritten by the optimizer state it restores), except :data:`EVALUATION_SETTINGS`."""
+    """The settings other than :data:`EVALUATION_SETTINGS` that differ between a checkpoint's hyper-parameters and
+    ``current`` ("" if none), as "key is A there but B here"; ``network`` and ``head`` with their defaults filled in."""
     def value(hparams: dict, key: str):
         return _plain(resolve_config(key, hparams[key]) if key in ("network", "head") else hparams[key])
 

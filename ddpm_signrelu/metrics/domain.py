@@ -1,15 +1,5 @@
-"""A domain feature extractor for FID and KID: a small classifier of the data set's own images.
-
-Inception features are trained on ImageNet photographs and describe 28×28 grey images poorly, and their weights
-cannot be downloaded everywhere. A CNN trained on the data set's training split (deterministic, a minute or two on
-CPU) gives a feature space of that domain: its penultimate layer (``num_features`` = 128) serves FID, KID and
-precision / recall, and its class probabilities the confidence and class balance of samples. It is cached next
-to the data (:attr:`~ddpm_signrelu.data.TensorDataModule.classifier_path`) by one command::
-
-    python -m ddpm_signrelu.metrics.domain --config configs/fashion_mnist_small.yaml
-"""
-
-from __future__ import annotations
+"""A domain feature extractor for FID and KID: a CNN classifier of the data set's own images (``docs/metrics.md``),
+fitted by ``python -m ddpm_signrelu.cli.domain --config <train config>``, cached at the data's ``classifier_path``."""
 
 import hashlib
 from pathlib import Path
@@ -24,11 +14,8 @@ FORMAT = "ddpm_signrelu.domain_classifier/1"
 
 
 class DomainClassifier(nn.Module):
-    """conv(32)–pool–conv(64)–pool–linear(``num_features``)–linear(``num_classes``), on uint8 images.
-
-    ``forward`` is the feature extractor of :mod:`ddpm_signrelu.metrics.fid`: uint8 (N, 3, H, W), grey images
-    repeated to 3 channels, → (N, ``num_features``) features; :meth:`logits` classifies features.
-    """
+    """conv(32)–pool–conv(64)–pool–linear(``num_features``)–linear(``num_classes``). ``forward``: uint8 (N, 3, H, W)
+    (grey repeated to 3 channels) → (N, ``num_features``) features for FID; :meth:`logits` classifies features."""
 
     def __init__(self, image_shape: tuple[int, int, int], num_classes: int, num_features: int = 128):
         super().__init__()
@@ -44,8 +31,7 @@ class DomainClassifier(nn.Module):
         self.classify = nn.Linear(num_features, num_classes)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = images[:, :self.image_shape[0]].float() / 127.5 - 1
-        return self.body(x)
+        return self.body(images[:, :self.image_shape[0]].float() / 127.5 - 1)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.classify(features.to(self.classify.weight.dtype))
@@ -58,8 +44,7 @@ def fingerprint(images: torch.Tensor) -> str:
 
 def fit_classifier(images: torch.Tensor, labels: torch.Tensor, epochs: int = 4, batch_size: int = 128,
                    lr: float = 1e-3, seed: int = 0, log=print) -> DomainClassifier:
-    """Train a :class:`DomainClassifier` on uint8 ``images`` (N, C, H, W) with integer ``labels`` (Adam, cross-
-    entropy, seeded initialisation and order: the same weights on the same machine each time)."""
+    """A :class:`DomainClassifier` trained on uint8 ``images`` (N, C, H, W) and integer ``labels``; seeded."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DomainClassifier(tuple(images.shape[1:]), int(labels.max()) + 1)
@@ -93,7 +78,7 @@ def save_classifier(model: DomainClassifier, path: str | Path, data: str, test_a
 
 def load_classifier(path: str | Path, data: str | None = None) -> DomainClassifier:
     """The classifier saved at ``path``; ``data``, when given, must be the fingerprint of its training images."""
-    fix = "fit it with python -m ddpm_signrelu.metrics.domain --config <your train config>"
+    fix = "fit it with python -m ddpm_signrelu.cli.domain --config <your train config>"
     if not Path(path).is_file():
         raise ConfigError(f"no domain classifier at {path}; {fix}")
     try:
@@ -112,8 +97,7 @@ def load_classifier(path: str | Path, data: str | None = None) -> DomainClassifi
 
 
 def fit_domain_classifier(dm, path: str | Path, epochs: int = 4, seed: int = 0, log=print) -> float:
-    """Fit the classifier of the data module ``dm``'s data set on its whole training split, save it at ``path`` and
-    return its accuracy on the whole test split."""
+    """Fit ``dm``'s classifier on its whole training split and save it at ``path``; returns its test accuracy."""
     train, train_labels, test, test_labels = dm.labelled_splits()
     model = fit_classifier(train, train_labels, epochs, seed=seed, log=log)
     test_accuracy = accuracy(model, test, test_labels)
@@ -121,12 +105,3 @@ def fit_domain_classifier(dm, path: str | Path, epochs: int = 4, seed: int = 0, 
     log(f"test accuracy {test_accuracy:.4f} on {len(test)} images; wrote {path}")
     return test_accuracy
 
-
-def main(argv: list[str] | None = None) -> None:
-    from ddpm_signrelu.cli import classifier_main
-
-    classifier_main(argv)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,15 +1,7 @@
-"""FID, KID and precision / recall on features computed once per image, with the standard Inception, the data
-set's own classifier (:mod:`~ddpm_signrelu.metrics.domain`) or any extractor.
-
-FID (Heusel et al., NeurIPS 2017): ‖μ_r − μ_g‖² + Tr(Σ_r + Σ_g − 2(Σ_r Σ_g)^½) between Gaussian fits of the
-features of real and generated images. KID (Bińkowski et al., ICLR 2018): the unbiased MMD² with the cubic
-polynomial kernel, averaged over random subsets (mean and standard deviation). Both are torchmetrics metrics,
-so their sums and feature lists are reduced over DDP processes in ``compute``. Improved precision and recall
-(Kynkäänniemi et al., NeurIPS 2019) use the same features; an extractor that classifies (``logits``) also gives
-the confidence and the class balance of the samples.
-"""
-
-from __future__ import annotations
+"""FID (Heusel et al., 2017), KID (Bińkowski et al., 2018) and improved precision / recall (Kynkäänniemi et al.,
+2019) on features computed once per image, with the standard Inception, the data set's own classifier
+(:mod:`~ddpm_signrelu.metrics.domain`) or any extractor (``docs/metrics.md``). FID and KID are torchmetrics metrics,
+reduced over DDP processes in ``compute``."""
 
 import importlib
 import math
@@ -25,37 +17,28 @@ from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.metrics.domain import load_classifier
 from ddpm_signrelu.metrics.sample_quality import knn_precision_recall
 
-
 KNN = 3  # the k of precision and recall, as Kynkäänniemi et al.
 
 
-class _Given(nn.Module):
+class _Given(nn.Identity):
     """Identity: the metrics receive features, not images, so one extractor pass serves FID and KID."""
 
     def __init__(self, num_features: int):
         super().__init__()
         self.num_features = num_features
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return features
-
 
 def load_feature_extractor(features: str = "inception", weights_path: str | None = None,
                            data: str | None = None) -> nn.Module:
-    """The image → feature map: uint8 (N, 3, H, W) → (N, F).
-
-    - ``inception``: FID's Inception-v3 (the TF weights of pytorch-fid / torch-fidelity), 2048 pool features.
-      Its weights are downloaded on first use, or read from ``weights_path``
-      (torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``).
-    - ``domain``: the data set's own classifier (:class:`~ddpm_signrelu.metrics.domain.DomainClassifier`), 128
-      features, read from ``weights_path`` (the callbacks and ``sample.py`` find it next to the data) and refused
-      unless ``data``, when given, is the fingerprint of the images it was fitted on.
-    - ``package.module:name``: a custom extractor, ``name`` a Module class or a factory called with no arguments.
-    """
+    """The image → feature map, uint8 (N, 3, H, W) → (N, F): ``inception``, FID's Inception-v3 (2048 features; its
+    weights downloaded on first use or read from ``weights_path``, ``weights-inception-2015-12-05-6726825d.pth``);
+    ``domain``, the data set's :class:`~ddpm_signrelu.metrics.domain.DomainClassifier` (128 features) read from
+    ``weights_path`` and refused unless ``data``, when given, is the fingerprint of the images it was fitted on; or
+    ``package.module:name``, a custom extractor: ``name`` a Module class or a factory called with no arguments."""
     if features == "domain":
         if weights_path is None:
             raise ConfigError("features 'domain' needs the classifier's file (weights_path); fit it with "
-                              "python -m ddpm_signrelu.metrics.domain --config <your train config>")
+                              "python -m ddpm_signrelu.cli.domain --config <your train config>")
         return load_classifier(weights_path, data)
     if features == "inception":
         if weights_path is not None and not os.path.isfile(weights_path):
@@ -84,15 +67,10 @@ def rgb_uint8(images: torch.Tensor) -> torch.Tensor:
 
 class FeatureDistances(nn.Module):
     """FID, KID and precision / recall between a fixed reference set (``update(images, real=True)`` once) and
-    generated sets (``update(images, real=False)``, ``compute()``, ``reset_generated()``). Images are uint8
-    (N, C, H, W).
-
-    Args:
-        extractor: from :func:`load_feature_extractor`.  image_shape: (C, H, W) of the images.
-        kid_subsets, kid_subset_size: KID's random subsets (the size is capped by the number of images).
-        max_knn: precision and recall use at most this many real and generated images each, chosen by seed
-            (k-NN costs n²).
-    """
+    generated sets (``update(images, real=False)``, ``compute()``, ``reset_generated()``) of uint8 (N, C, H, W).
+    ``extractor``: from :func:`load_feature_extractor`; ``image_shape``: (C, H, W); ``kid_subsets``,
+    ``kid_subset_size``: KID's random subsets (the size capped by the number of images); ``max_knn``: the most real
+    and generated images each that precision and recall use, chosen by seed."""
 
     def __init__(self, extractor: nn.Module, image_shape, kid_subsets: int = 100, kid_subset_size: int = 1000,
                  max_knn: int = 5000):
@@ -113,11 +91,9 @@ class FeatureDistances(nn.Module):
     def compute(self) -> dict[str, float]:
         """``fid``, ``kid``, ``kid_std`` (KID's spread over subsets), ``precision`` and ``recall`` (k = 3, with more
         than 3 images on each side), over all processes; with a classifying extractor also ``confidence`` (mean
-        top-class probability) of the samples and ``confidence_real`` of the real images, ``class_entropy`` (entropy
-        of the samples' predicted class shares over its maximum, log K: 1 when balanced) and ``min_class_share``
-        (times K: 1 when balanced)."""
-        counts = [int(self.fid.real_features_num_samples), int(self.fid.fake_features_num_samples)]
-        counts = self.fid.real_features_num_samples.new_tensor(counts)
+        top-class probability) of the samples and ``confidence_real`` of the real images, ``class_entropy`` (of the
+        samples' predicted class shares, over log K) and ``min_class_share`` (times K), both 1 when balanced."""
+        counts = torch.stack([self.fid.real_features_num_samples, self.fid.fake_features_num_samples])
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(counts)
         self.kid.subset_size = min(self.kid_subset_size, int(counts.min()))
@@ -176,8 +152,7 @@ def image_distances(fake: torch.Tensor, real: torch.Tensor, features: str = "inc
                     weights_path: str | None = None, device="cpu", batch_size: int = 256) -> dict[str, float]:
     """:meth:`FeatureDistances.compute`'s figures between two sets of uint8 images (N, C, H, W)."""
     if fake.shape[1:] != real.shape[1:]:
-        raise ConfigError(f"samples are {tuple(fake.shape[1:])} (C, H, W) but the reference is "
-                          f"{tuple(real.shape[1:])}")
+        raise ConfigError(f"samples are {tuple(fake.shape[1:])} (C, H, W) but the reference is {tuple(real.shape[1:])}")
     metric = FeatureDistances(load_feature_extractor(features, weights_path), real.shape[1:]).to(device)
     for images, is_real in ((real, True), (fake, False)):
         for chunk in images.split(batch_size):

@@ -6,15 +6,9 @@ import torch
 
 
 class GaussianDenoiser:
-    """D_G(x_t, t) = E[x0 | x_t] when x0 ~ N(μ, Σ): closed form, and a function of x_t alone.
-
-    With Σ = U diag(κ) Uᵀ + σ²(I − UUᵀ) (U: D × r orthonormal, σ² the mean variance left outside U, 0 at full
-    rank) and y = x_t − √ᾱ_t μ,
-
-        D_G(x_t, t) = μ + U diag(g_t(κ) − g_t(σ²)) Uᵀ y + g_t(σ²) y,   g_t(κ) = √ᾱ_t κ / (ᾱ_t κ + 1 − ᾱ_t),
-
-    since ᾱ_tΣ + (1 − ᾱ_t)I shares Σ's eigenvectors. Computed in float64; ``clip`` clamps x̂0 to [−1, 1].
-    """
+    """D_G(x_t, t) = E[x0 | x_t] when x0 ~ N(μ, Σ), in closed form (theory.md §6.6), with Σ = U diag(κ) Uᵀ +
+    σ²(I − UUᵀ): ``basis`` U (D × r, orthonormal), ``variances`` κ and ``residual`` σ², the mean variance left
+    outside U (0 at full rank). Computed in float64; ``clip`` clamps x̂0 to [−1, 1]."""
 
     def __init__(self, mean: torch.Tensor, basis: torch.Tensor, variances: torch.Tensor, residual: float,
                  clip: bool = False):
@@ -22,9 +16,8 @@ class GaussianDenoiser:
 
     @classmethod
     def fit(cls, x: torch.Tensor, rank: int, shrinkage: float = 0.0, clip: bool = False) -> GaussianDenoiser:
-        """Mean and covariance (maximum likelihood) of the rows of ``x`` (n, *shape): all D eigenpairs where
-        ``rank`` ≥ D, else the top ``rank`` principal directions (randomised SVD) and the mean leftover variance;
-        every variance then grows by ``shrinkage``·tr(Σ)/D (directions the items do not span keep some)."""
+        """Mean and covariance of the rows of ``x`` (n, *shape): all D eigenpairs where ``rank`` ≥ D, else the top
+        ``rank`` directions (randomised SVD) and the mean leftover variance; variances grow by ``shrinkage``·tr(Σ)/D."""
         x = x.flatten(1).double()
         mean = x.mean(0)
         centred = x - mean
@@ -43,9 +36,7 @@ class GaussianDenoiser:
     def __call__(self, x_t: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
         """x̂0 for ``x_t`` (B, *shape) at ᾱ_t = ``alpha_bar`` (B,), in x_t's shape and dtype."""
         out = self.posterior(x_t.flatten(1).double(), alpha_bar.double().reshape(-1, 1).to(x_t.device))[0]
-        if self.clip:
-            out = out.clamp(-1, 1)
-        return out.view_as(x_t).to(x_t.dtype)
+        return (out.clamp(-1, 1) if self.clip else out).view_as(x_t).to(x_t.dtype)
 
     def posterior(self, x_t: torch.Tensor, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(E[x0 | x_t], log p_t(x_t) + D/2·log 2π) for flat float64 ``x_t`` (B, D) at ᾱ_t = ``ab`` (B, 1):
@@ -64,9 +55,7 @@ class GaussianDenoiser:
 
 class GaussianMixtureDenoiser:
     """D(x_t, t) = E[x0 | x_t] when x0 ~ Σ_k π_k N(μ_k, Σ_k): Σ_k w_k(x_t)·D_k(x_t, t), with w_k(x_t) ∝
-    π_k N(x_t; √ᾱ_t μ_k, ᾱ_tΣ_k + (1 − ᾱ_t)I) and D_k each component's :class:`GaussianDenoiser`. One component
-    is the Gaussian reference itself; more follow the data's clusters, so the reference tracks a network where
-    one Gaussian cannot (several modes, classes of images)."""
+    π_k N(x_t; √ᾱ_t μ_k, ᾱ_tΣ_k + (1 − ᾱ_t)I) and D_k each component's :class:`GaussianDenoiser`."""
 
     def __init__(self, components: list[GaussianDenoiser], weights: torch.Tensor, clip: bool = False):
         self.components, self.log_weights, self.clip = components, weights.double().log(), clip
@@ -89,14 +78,11 @@ class GaussianMixtureDenoiser:
         means, logps = zip(*(c.posterior(flat, ab) for c in self.components))
         w = torch.softmax(torch.cat(logps, 1) + self.log_weights.to(x_t.device), 1)
         out = torch.einsum("bk,kbd->bd", w, torch.stack(means))
-        if self.clip:
-            out = out.clamp(-1, 1)
-        return out.view_as(x_t).to(x_t.dtype)
+        return (out.clamp(-1, 1) if self.clip else out).view_as(x_t).to(x_t.dtype)
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> torch.Tensor:
-    """Cluster labels (n,) of the rows of ``x`` (n, D): k-means++ seeding from a generator of ``seed``, then
-    Lloyd's steps."""
+    """Cluster labels (n,) of the rows of ``x`` (n, D): seeded k-means++ start, then ``iterations`` Lloyd steps."""
     g = torch.Generator().manual_seed(seed)
     k = min(k, len(x))
     centres = x[torch.randint(len(x), (1,), generator=g)]
@@ -106,6 +92,6 @@ def kmeans(x: torch.Tensor, k: int, iterations: int, seed: int) -> torch.Tensor:
     for _ in range(iterations):
         labels = torch.cdist(x, centres).argmin(1)
         sums = torch.zeros_like(centres).index_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=k).clamp(min=1)
-        centres = torch.where(torch.bincount(labels, minlength=k)[:, None] > 0, sums / counts[:, None], centres)
+        counts = torch.bincount(labels, minlength=k)[:, None]
+        centres = torch.where(counts > 0, sums / counts.clamp(min=1), centres)
     return torch.cdist(x, centres).argmin(1)

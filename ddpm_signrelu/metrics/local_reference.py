@@ -1,17 +1,13 @@
 """The equivariant local score (ELS) machine: the Bayes denoiser of a locally constrained, translation-equivariant
 model, a patch mosaic of the training set (theory.md §6.7; Kamb & Ganguli, ICML 2025, arXiv 2412.20292)."""
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 
 
 def padding_classes(height: int, width: int, patch_size: int) -> list[torch.Tensor]:
-    """The pixel positions (flat indices h·W + w) grouped by the zero padding their centred P×P patch needs: the
-    interior positions form one class, a position ≤ P//2 from a border shares its class with the positions at the
-    same distances from the same borders. A convolutional network with zero padding sees exactly this much of where
-    it is (the boundary-broken equivariance of the ELS machine)."""
+    """The pixel positions (flat indices h·W + w) grouped by the zero padding their centred P×P patch needs
+    (theory.md §6.7: Q(p))."""
     d = patch_size // 2
 
     def axis(size):
@@ -24,16 +20,10 @@ def padding_classes(height: int, width: int, patch_size: int) -> list[torch.Tens
 
 def local_patch_denoiser(x_t: torch.Tensor, alpha_bar: torch.Tensor, bank: torch.Tensor, patch_size: int,
                          budget: int = 2**25, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The ELS machine's x̂0: at each pixel, the posterior mean of the centre pixel of a P×P training patch given
-    the P×P patch of x_t around it, over the patches of ``bank`` at positions of the same :func:`padding_classes`:
-
-        x̂0(x_t)[c, p] = Σ_{n,q} softmax_{n,q}(−‖x_t[p] − √ᾱ_t y⁽ⁿ⁾[q]‖² / (2(1 − ᾱ_t))) y⁽ⁿ⁾[c, q],
-
-    x_t[p], y⁽ⁿ⁾[q]: the zero-padded patches around p and q (all channels), y⁽ⁿ⁾ the bank's images. Each pixel has
-    its own softmax (locality), shared across positions (equivariance): a ratio of kernel-weighted patch sums, the
-    package's ratio form. P ≥ 2·max(H, W) − 1 gives back D*_n (every patch holds the whole image, every position is
-    a class of its own); P = 1 pools all pixel values. ``x_t``: (B, C, H, W); ``alpha_bar``: (B,); ``bank``: (N, C,
-    H, W) in data units. Streams over the bank with a running log-sum-exp per pixel, ``budget`` logits at a time.
+    """The ELS machine's x̂0 (theory.md §6.7): at each pixel, the posterior mean of the centre pixel of a P×P
+    training patch given the P×P patch of x_t around it, over the patches of ``bank`` at positions of the same
+    :func:`padding_classes`. ``patch_size`` P: odd (else ValueError). ``x_t``: (B, C, H, W); ``alpha_bar``: (B,);
+    ``bank``: (N, C, H, W) in data units, streamed with a running log-sum-exp per pixel, ``budget`` logits at a time.
     """
     b, c, h, w = x_t.shape
     if patch_size < 1 or patch_size % 2 == 0:

@@ -1,11 +1,5 @@
-"""Excess-KL risk metrics (theory.md §6.2–6.4) as per-item columns, and their reduction across ranks.
-
-Every function returns, per metric, a (B, K + 2) tensor in bits/dim laid out as ``vlb_columns``: column 0 is L_T,
-column 1 the t = 1 term, column k + 2 stratum k (already divided by π_k). The columns of an item sum to its
-estimate; averaging over items gives the metric, and averaging each column gives the per-timestep curve (§6.3).
-"""
-
-from __future__ import annotations
+"""Excess-KL risk metrics (theory.md §6.2–6.4) as per-item columns, and their reduction across ranks. Each metric is
+a (B, K + 2) tensor in bits/dim laid out as ``vlb_columns``: L_T, the t = 1 term, then stratum k (divided by π_k)."""
 
 import torch
 from torchmetrics import Metric
@@ -18,13 +12,9 @@ RISES = ("estimation", "vlb_heldout")  # the metrics whose paired rise since the
 
 
 def cross_fitted_control_variate(delta: torch.Tensor, delta_ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-item columns z_jc = Δ_jc − β̂_c^(−j)·Δ^ref_jc (theory.md §6.6), (m, C), and the slopes β̂^(−j), (m, C).
-
-    ``delta``: the network's paired differences Δ_j = L̂(held_j) − L̂(train_j) by column; ``delta_ref``: the
-    reference's at the same points. β̂_c^(−j) is column c's least-squares slope of Δ on Δ^ref over the other m − 1
-    items (0 where Δ^ref has no spread there): independent of item j, so E[z_j] = E[Δ_j] whenever E[Δ^ref_j] = 0,
-    with no O(1/m) bias from fitting the slope on the item it corrects.
-    """
+    """Per-item columns z_jc = Δ_jc − β̂_c^(−j)·Δ^ref_jc (theory.md §6.6), (m, C), and the slopes β̂^(−j), (m, C):
+    ``delta`` (m, C) holds the paired differences Δ_j = L̂(held_j) − L̂(train_j), ``delta_ref`` the reference's;
+    β̂_c^(−j) is column c's least-squares slope of Δ on Δ^ref over the other items (0 where Δ^ref has no spread)."""
     m = len(delta)
     rest_x, rest_y = delta.sum(0) - delta, delta_ref.sum(0) - delta_ref
     cov = (delta * delta_ref).sum(0) - delta * delta_ref - rest_x * rest_y / (m - 1)
@@ -34,9 +24,8 @@ def cross_fitted_control_variate(delta: torch.Tensor, delta_ref: torch.Tensor) -
 
 
 def neyman_allocation(sd: torch.Tensor, total: int) -> torch.Tensor:
-    """Points per column, r_c ≥ 1 summing to ``total``, that minimise Σ_c sd_c²/r_c, the variance of a sum of column
-    means with per-point standard deviations ``sd`` (Neyman allocation, kept integral: each point goes where it
-    lowers that sum most); ``total`` ≥ len(sd)."""
+    """Points per column, r_c ≥ 1 summing to ``total`` ≥ len(sd), that minimise Σ_c sd_c²/r_c (integer Neyman
+    allocation, theory.md §6.6); ``sd``: the per-point standard deviation of each column."""
     repeats = torch.ones(len(sd), dtype=torch.long)
     variance = sd.double().square()
     for _ in range(total - len(sd)):
@@ -57,32 +46,27 @@ def item_summary(columns: torch.Tensor) -> tuple[float, float, torch.Tensor]:
 
 def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, model_train: torch.Tensor,
                        model_held: torch.Tensor, empirical_train: torch.Tensor, num_levels: int | None) -> dict:
-    """θ-dependent metrics on item pairs (item j of S_train and of S_held share their draws).
-
-    ``vlb_train`` = VLB(x̂0_θ; S_train); ``vlb_heldout`` = VLB(x̂0_θ; S_held);
-    ``approximation`` = Σ_t w_t ‖x̂0_θ − D*_n‖² on S_train (t = 1 included for the continuous decoder);
-    ``estimation_paired`` = vlb_heldout − vlb_train, Δ of :class:`EstimationStats`.
-    ``model_*``: x̂0_θ at the points, ``empirical_train``: D*_n at the S_train points.
-    """
+    """θ-dependent metrics on item pairs (item j of S_train and of S_held share their draws): ``vlb_train`` =
+    VLB(x̂0_θ; S_train), ``vlb_heldout`` = VLB(x̂0_θ; S_held), ``approximation`` = Σ_t w_t ‖x̂0_θ − D*_n‖² on S_train
+    and ``estimation_paired`` = vlb_heldout − vlb_train (Δ of :class:`EstimationStats`). ``model_*``: x̂0_θ at the
+    points, ``empirical_train``: D*_n at the S_train points."""
     dim = train.dim
     vlb_train = to_bits_per_dim(vlb_columns(schedule, train, model_train, num_levels), dim)
     vlb_held = to_bits_per_dim(vlb_columns(schedule, held, model_held, num_levels), dim)
-    continuous = num_levels is None
-    approximation = to_bits_per_dim(weighted_sq_columns(schedule, train, model_train, empirical_train, continuous), dim)
-    return {"vlb_train": vlb_train, "vlb_heldout": vlb_held, "approximation": approximation,
+    approximation = weighted_sq_columns(schedule, train, model_train, empirical_train, num_levels is None)
+    return {"vlb_train": vlb_train, "vlb_heldout": vlb_held, "approximation": to_bits_per_dim(approximation, dim),
             "estimation_paired": vlb_held - vlb_train}
 
 
 def excess_true_columns(schedule: NoiseSchedule, held: EvalPoints, model_held: torch.Tensor,
                         bayes_held: torch.Tensor, num_levels: int | None) -> dict:
     """``excess_true`` = Σ_t w_t ‖x̂0_θ − D*‖² on S_pop = S_held: the exact excess KL over the Bayes chain (§6.4)."""
-    dim = held.dim
     excess = weighted_sq_columns(schedule, held, model_held, bayes_held, num_levels is None)
-    return {"excess_true": to_bits_per_dim(excess, dim)}
+    return {"excess_true": to_bits_per_dim(excess, held.dim)}
 
 
 def data_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, empirical_train: torch.Tensor,
-                      empirical_held: torch.Tensor, bayes_held: torch.Tensor | None, num_levels: int | None) -> dict:
+               empirical_held: torch.Tensor, bayes_held: torch.Tensor | None, num_levels: int | None) -> dict:
     """θ-independent metrics: ``vlb_bayes_train`` = VLB(D*_n; S_train) and, with the true D* (``bayes_held``),
     ``vlb_bayes_true`` = VLB(D*; S_pop), ``optimism`` = vlb_bayes_train − vlb_bayes_true and
     ``kernel_ratio_error`` = Σ_t w_t ‖D*_n − D*‖² on S_pop."""
@@ -97,11 +81,8 @@ def data_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, e
 
 
 class ColumnStats(Metric):
-    """Sums of per-item columns and of squared item totals, reduced by summation across ranks.
-
-    ``compute`` returns, per metric name, (mean of the item totals, its standard error, column means).
-    Sums do not depend on how items are split over ranks or batches.
-    """
+    """Sums of per-item columns and of squared item totals, summed across ranks; ``compute`` gives, per metric
+    name, (mean of the item totals, its standard error, column means)."""
 
     full_state_update = False
 
@@ -128,36 +109,29 @@ class ColumnStats(Metric):
 
 
 class EstimationStats(Metric):
-    """The estimation component with its control variate (theory.md §6.6): every item's columns of Δ, Δ^ref,
-    approximation and the held-out bound, gathered across ranks (the cross-fitted slopes need all items).
-
-    ``centre_cov``: the covariance of the centring c in Δ^ref = Δ^ref_raw − c, (C, C) or 0; its share enters the SEs of
-    ``estimation`` and ``excess`` through the mean slope. ``compute`` returns, as (value, SE, column means):
-    ``estimation`` (Δ − β̂Δ^ref), ``estimation_paired`` (Δ, the
-    plain paired difference), ``estimation_reference`` (Δ^ref: 0 in expectation, a check of the split) and
-    ``excess`` (approximation + estimation); and ``estimation_variance_ratio`` as (value, None, None), the item
-    variance of Δ over that of Δ − β̂Δ^ref. After it, ``group_totals`` holds each item's total of ``estimation`` and
-    ``vlb_heldout`` and ``slope`` the mean slope β̄: what a paired change between two evaluations needs.
-    """
+    """The estimation component with its control variate (theory.md §6.6) from every item's columns of Δ, Δ^ref,
+    approximation and the held-out bound, gathered across ranks. ``centre_cov``: the covariance of the centring c in
+    Δ^ref = Δ^ref_raw − c, (C, C) or 0. ``compute`` returns, as (value, SE, column means), ``estimation``
+    (Δ − β̂Δ^ref), ``estimation_paired`` (Δ), ``estimation_reference`` (Δ^ref) and ``excess`` (approximation +
+    estimation); and ``estimation_variance_ratio`` as (value, None, None). After it, ``group_totals`` holds each
+    item's total of ``estimation`` and ``vlb_heldout``, ``slope`` the mean β̄."""
 
     full_state_update = False
+    STATES = ("delta", "delta_ref", "approximation", "heldout")
 
     def __init__(self, centre_cov: torch.Tensor | float = 0.0):
         super().__init__()
         self.centre_cov = centre_cov
-        for name in ("delta", "delta_ref", "approximation", "heldout"):
+        for name in self.STATES:
             self.add_state(name, [], dist_reduce_fx="cat")
 
     def update(self, delta: torch.Tensor, delta_ref: torch.Tensor, approximation: torch.Tensor,
                heldout: torch.Tensor) -> None:
-        self.delta.append(delta.double())
-        self.delta_ref.append(delta_ref.double())
-        self.approximation.append(approximation.double())
-        self.heldout.append(heldout.double())
+        for name, columns in zip(self.STATES, (delta, delta_ref, approximation, heldout)):
+            getattr(self, name).append(columns.double())
 
     def compute(self) -> dict:
-        delta, delta_ref, approximation, heldout = (
-            dim_zero_cat(x) for x in (self.delta, self.delta_ref, self.approximation, self.heldout))
+        delta, delta_ref, approximation, heldout = (dim_zero_cat(getattr(self, name)) for name in self.STATES)
         estimation, beta = cross_fitted_control_variate(delta, delta_ref)
         self.group_totals = {"estimation": estimation.sum(1), "vlb_heldout": heldout.sum(1)}
         self.slope = beta.mean(0)

@@ -1,26 +1,16 @@
 """Sample-quality metrics in feature (or pixel) space."""
 
-from __future__ import annotations
-
 import torch
 
 
-def _knn_radii(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Distance of each row of x to its k-th nearest other row."""
-    d = torch.cdist(x, x)
-    return d.kthvalue(k + 1, dim=1).values  # +1 skips the point itself
-
-
 def knn_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
-    """Improved precision and recall (Kynkäänniemi et al., NeurIPS 2019).
-
-    Precision: the fraction of ``fake`` rows inside the real manifold (the union of balls around each real
-    row with radius its k-NN distance among the real rows); recall: the same with the roles swapped.
-    """
+    """Improved precision and recall (Kynkäänniemi et al., NeurIPS 2019): the fraction of ``fake`` rows inside the
+    real manifold (the union of balls around each real row, of radius its k-NN distance among the real rows);
+    recall swaps the roles."""
     real, fake = real.flatten(1).double(), fake.flatten(1).double()
 
     def coverage(ref: torch.Tensor, query: torch.Tensor) -> float:
-        radii = _knn_radii(ref, k)
+        radii = torch.cdist(ref, ref).kthvalue(k + 1, dim=1).values  # to the k-th nearest other row: +1 skips itself
         return (torch.cdist(query, ref) <= radii[None]).any(1).double().mean().item()
 
     return coverage(real, fake), coverage(fake, real)

@@ -1,14 +1,5 @@
-"""Complexities of an optimiser's trajectory (the last N stored iterates W = {θ_k}), after Dupuis et al.
-(arXiv 2506.03849) and the topological generalisation bounds they build on (arXiv 2407.08723).
-
-Plain torch; every function takes a dense N×N matrix of pairwise distances ρ(θ_i, θ_j) under one of two metrics:
-
-- :func:`euclidean_distances` of :class:`CountSketch` sketches of the parameters: ‖S θ − S θ′‖ ≈ ‖θ − θ′‖;
-- :func:`loss_distances`, the data-dependent pseudo-metric ρ_S(θ, θ′) = (1/m) Σ_j |ℓ(θ, z_j) − ℓ(θ′, z_j)| over m
-  fixed training triples z_j = (x0, t, ε).
-"""
-
-from __future__ import annotations
+"""Complexities of an optimiser's trajectory (the last N stored iterates W = {θ_k}, as an N×N distance matrix),
+after Dupuis et al. (arXiv 2506.03849) and arXiv 2407.08723; definitions in ``docs/generalization.md``."""
 
 import math
 
@@ -29,9 +20,8 @@ def loss_distances(losses: torch.Tensor) -> torch.Tensor:
 
 
 def mst_weight(distances: torch.Tensor, alpha: float = 1.0) -> float:
-    """E_α(W) = Σ_{e ∈ MST(W, ρ)} |e|^α: the α-weighted sum of the minimum spanning tree's edge lengths, which
-    equals the α-weighted sum of the PH₀ lifetimes of the Vietoris–Rips filtration of W (every finite bar of
-    dimension 0 dies at the length of the MST edge that merges its component). Prim's algorithm, O(N²)."""
+    """E_α(W) = Σ_{e ∈ MST(W, ρ)} |e|^α, the α-weighted sum of the minimum spanning tree's edge lengths (= of the PH₀
+    lifetimes of the Vietoris–Rips filtration of W). Prim's algorithm, O(N²)."""
     n = distances.shape[0]
     if n < 2:
         return 0.0
@@ -50,23 +40,19 @@ def mst_weight(distances: torch.Tensor, alpha: float = 1.0) -> float:
 
 
 def magnitude(distances: torch.Tensor, scale: float) -> tuple[float, float]:
-    """(Mag(sW), PMag(sW)) at scale s = ``scale``: with the similarity matrix Z_ij = exp(−s ρ_ij) and the
-    weighting w solving Z w = 1, Mag = Σ_i w_i and PMag = Σ_i max(w_i, 0) (positive magnitude). Two points at
-    distance d: w_i = 1/(1 + e^{−sd}), Mag = PMag = 2/(1 + e^{−sd}). Solved in float64; near-duplicate iterates
-    (a singular Z) get the least-squares weighting."""
+    """(Mag(sW), PMag(sW)) at scale s = ``scale``: with Z_ij = exp(−s ρ_ij) and the weighting w solving Z w = 1,
+    Mag = Σ_i w_i and PMag = Σ_i max(w_i, 0). Float64; a singular Z (near-duplicate iterates) gets least squares."""
     z = torch.exp(-scale * distances.double())
     ones = torch.ones(z.shape[0], 1, dtype=torch.float64)
     w, info = torch.linalg.solve_ex(z, ones)
     if int(info) != 0 or not torch.isfinite(w).all():
         w = torch.linalg.lstsq(z, ones, driver="gelsd").solution
-    w = w.squeeze(1)
     return float(w.sum()), float(w.clamp(min=0).sum())
 
 
 class CountSketch:
-    """A seeded count-sketch of R^D into R^P: coordinate i of x adds sign_i · x_i to bucket h(i). For any x,
-    E‖Sx‖² = ‖x‖² and Var‖Sx‖² ≤ 2‖x‖⁴/P, so a distance is kept within a relative error of about √(2/P)
-    (1.1 % at P = 2¹⁴) per pair. Cost O(D) per sketch; the buckets and signs take 5 bytes per coordinate."""
+    """A seeded count-sketch of R^D (D = ``num_inputs``) into R^P (P = ``dim``): coordinate i of x adds sign_i · x_i
+    to bucket h(i). E‖Sx‖² = ‖x‖², so a distance is kept within a relative error of about √(2/P) per pair."""
 
     def __init__(self, num_inputs: int, dim: int = 2**14, seed: int = 0):
         if dim < 1 or num_inputs < 1:
@@ -80,8 +66,7 @@ class CountSketch:
         """The sketch (float32, P values, on the tensors' device) of the concatenation of ``tensors``' values."""
         tensors = list(tensors)
         device = tensors[0].device
-        if self.buckets.device != device:
-            self.buckets, self.signs = self.buckets.to(device), self.signs.to(device)
+        self.buckets, self.signs = self.buckets.to(device), self.signs.to(device)
         out = torch.zeros(self.dim, dtype=torch.float32, device=device)
         start = 0
         for t in tensors:

@@ -8,6 +8,6 @@ from ddpm_signrelu.nn.mlp import MLP
 from ddpm_signrelu.nn.network import NETWORKS, ReverseNetwork, build_network, resolve_config
 from ddpm_signrelu.nn.unet import UNet
 
-__all__ = ["ACTIVATIONS", "ATOM_FORMS", "HEADS", "LOGITS_MODES", "MLP", "NETWORKS", "PlainHead", "RatioAtomHead", "RatioDirectHead",
-           "ReverseNetwork", "SignReLU", "UNet", "build_network", "division_gate", "gated_ratio", "init_gain",
-           "make_activation", "ratio_combine", "resolve_config", "signrelu", "softmax_ratio"]
+__all__ = ["ACTIVATIONS", "ATOM_FORMS", "HEADS", "LOGITS_MODES", "MLP", "NETWORKS", "PlainHead", "RatioAtomHead",
+           "RatioDirectHead", "ReverseNetwork", "SignReLU", "UNet", "build_network", "division_gate", "gated_ratio",
+           "init_gain", "make_activation", "ratio_combine", "resolve_config", "signrelu", "softmax_ratio"]

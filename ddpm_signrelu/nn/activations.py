@@ -1,7 +1,5 @@
 """SignReLU and the activation registry (theory.md §2)."""
 
-from __future__ import annotations
-
 import functools
 import math
 
@@ -12,11 +10,7 @@ from ddpm_signrelu.errors import check_choice
 
 
 class _SignReLUFunction(torch.autograd.Function):
-    """σ_α with a hand-written backward, through d = 1 − min(x, 0) (= 1 + |x| below 0, 1 above).
-
-    σ_α(x) = x/d and σ'_α(x) = 1/d², both times α where x < 0 (⟺ d > 1). Saves only d, one tensor the size
-    of x (as SiLU saves x); five elementwise passes in all for α = 1, against thirteen for the ``where`` form.
-    """
+    """σ_α(x) = x/d and σ'_α(x) = 1/d² (times α where d > 1), d = 1 − min(x, 0); saves only d (theory.md §2)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -51,8 +45,7 @@ def _compiled(fn):
 
 
 class _FusedSignReLUFunction(torch.autograd.Function):
-    """σ_α and σ'_α as one compiled kernel each: the forward reads x and writes σ_α(x), the backward reads the
-    gradient and x and writes the input gradient: the memory traffic of SiLU, and x alone saved."""
+    """σ_α and σ'_α as one compiled kernel each, saving x alone."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -67,15 +60,8 @@ class _FusedSignReLUFunction(torch.autograd.Function):
 
 
 def signrelu(x: torch.Tensor, alpha: float = 1.0, fused: bool = False) -> torch.Tensor:
-    """SignReLU σ_α(x): x for x ≥ 0, α·x/(1 + |x|) for x < 0 (theory.md §2).
-
-    The denominator 1 + |x| is ≥ 1, so both branches are finite everywhere (no inf to turn into NaN
-    in the unselected branch); the gradient at exactly 0 is 1. Range (−α, ∞); ``alpha = 0`` gives ReLU.
-    ``fused=False``: a hand-written autograd function (not twice differentiable). ``fused=True``: one
-    ``torch.compile`` kernel each for the forward and the backward (compiled on first use; needs a C++
-    compiler on CPU, Triton on GPU). Both save one tensor the size of x, as SiLU does. Inside a compiled
-    model either form fuses with its neighbours.
-    """
+    """SignReLU σ_α(x): x for x ≥ 0, α·x/(1 + |x|) for x < 0 (theory.md §2), not twice differentiable; ``fused``: one
+    ``torch.compile`` kernel each way (compiled on first use; needs a C++ compiler on CPU, Triton on GPU)."""
     if fused and not torch.compiler.is_compiling():
         return _FusedSignReLUFunction.apply(x, alpha)
     return _SignReLUFunction.apply(x, alpha)
@@ -97,12 +83,7 @@ class SignReLU(nn.Module):
         return f"alpha={self.alpha}, fused={self.fused}"
 
 
-ACTIVATIONS = {
-    "signrelu": SignReLU,
-    "relu": nn.ReLU,
-    "silu": nn.SiLU,
-    "gelu": nn.GELU,
-}
+ACTIVATIONS = {"signrelu": SignReLU, "relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU}
 
 
 def make_activation(name: str, **kwargs) -> nn.Module:
@@ -112,9 +93,6 @@ def make_activation(name: str, **kwargs) -> nn.Module:
 
 
 def init_gain(activation: nn.Module, num_samples: int = 2_000_000, seed: int = 0) -> float:
-    """Variance-preserving gain g = 1/√E[σ(z)²], z ~ N(0, 1) (theory.md §2); init std = g/√fan_in.
-
-    Estimated by Monte Carlo on a fixed seed (relative error ≈ 1e-3 at the default sample size).
-    """
+    """Variance-preserving gain g = 1/√E[σ(z)²], z ~ N(0, 1), by Monte Carlo on a fixed seed (theory.md §2)."""
     z = torch.randn(num_samples, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return 1.0 / math.sqrt(activation(z).pow(2).mean().item())

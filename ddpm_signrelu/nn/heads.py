@@ -1,17 +1,4 @@
-"""Output heads of the reverse-process network (theory.md §4).
-
-Every head maps backbone features h (B, F, *spatial) and the time embedding (B, E) to a prediction with
-``out_channels`` channels. Its ``parameterization`` says what that prediction is: ``x0``, ``eps`` or ``v``. Its
-read-outs are linear in h at each position (``kernel_size`` 1) or in the position's k×k neighbourhood (image features).
-
-The ratio heads form f1/f2 through the division gate, in fp32 (or float64) with autocast off (§4.4). Their atoms
-can be read in x0-, ε- or v-space: the ε/v → x0 maps are affine and the softmax weights sum to 1, so a ratio of
-v-atoms V_k is still x̂0 = f1/f2 with the same f2 and x0-atoms A_k = √ᾱ_t·x_t − √(1 − ᾱ_t)·V_k. Reading
-the atoms in v-space scales the network's error by √(1 − ᾱ_t) at small t, where an x0-head must
-reproduce x_t almost exactly.
-"""
-
-from __future__ import annotations
+"""Output heads (theory.md §4): features h (B, F, *S) and time embedding (B, E) → x0, ε or v (``parameterization``)."""
 
 import torch
 import torch.nn.functional as F
@@ -27,11 +14,8 @@ ATOM_FORMS = ("free", "residual")
 
 
 def softmax_ratio(logits: torch.Tensor, atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f1, f2) = (Σ_k u_k A_k, Σ_k u_k) with u_k = exp(Λ_k − max_j Λ_j) (theory.md §4.2).
-
-    ``logits`` Λ: (B, K, 1, *S) or broadcastable; ``atoms`` A: (B, K, C, *S). Sum over dim 1 (atoms).
-    The max-subtraction makes f2 ∈ [1, K], so the gate with floor c = 1 is exact and accurate.
-    """
+    """(f1, f2) = (Σ_k u_k A_k, Σ_k u_k), u_k = exp(Λ_k − max_j Λ_j), so f2 ∈ [1, K] (theory.md §4.2).
+    ``logits`` Λ: (B, K, 1, *S) or broadcastable; ``atoms`` A: (B, K, C, *S)."""
     u = torch.exp(logits - logits.amax(dim=1, keepdim=True))
     return (u * atoms).sum(dim=1), u.sum(dim=1)
 
@@ -47,8 +31,7 @@ def ratio_combine(logits: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
 
 
 class _RatioHead(nn.Module):
-    """A ratio head: x̂ = f1 ⊙ inv_c(f2) from the (f1, f2) of :meth:`ratio`, computed with autocast disabled in at
-    least float32 (float64 stays float64) (theory.md §4.4)."""
+    """x̂ = f1 ⊙ inv_c(f2) from the (f1, f2) of :meth:`ratio`, with autocast off, in at least float32 (§4.4)."""
 
     floor = 1.0
 
@@ -70,17 +53,9 @@ class _RatioHead(nn.Module):
 
 
 class RatioAtomHead(_RatioHead):
-    """Softmax-atom ratio head (Variant A, the default): K atoms and logits, x̂0 = f1/f2 with f2 ≥ 1.
-
-    ``logits="pixel"`` gives one logit per atom and position (shared across channels); ``"global"`` pools
-    them to one per atom and image. ``temperature`` scales the logits by softplus(MLP(t_emb)) > 0.
-    ``parameterization`` is the space the atoms are read in (see the module docstring).
-
-    ``atom_form="free"``: K independent linear read-outs, zero logits (the output starts as their mean).
-    ``"residual"``: A_k = B(h) + D_k(h) − mean_j D_j(h), one shared read-out B plus zero-mean corrections D_k
-    (zero-initialised; the logits start random to tell them apart): the output is B(h) + Σ_k (u_k/f2 − 1/K)·D_k,
-    exactly a plain head's B(h) at initialisation and wherever the weights are uniform (theory.md §4.2).
-    """
+    """Softmax-atom ratio head (Variant A, the default): K atoms and logits, x̂0 = f1/f2, f2 ≥ 1 (theory.md §4.2).
+    ``logits``: ``pixel`` (one per atom and position) or ``global`` (one per atom and image); ``temperature`` scales
+    them by softplus(MLP(t_emb)); ``atom_form``: ``free`` or ``residual`` (a shared read-out plus corrections)."""
 
     def __init__(self, features: int, out_channels: int, emb_dim: int, num_atoms: int = 8,
                  logits: str = "pixel", temperature: bool = True, parameterization: Parameterization = "v",
@@ -111,7 +86,6 @@ class RatioAtomHead(_RatioHead):
         return logits
 
     def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f1, f2) of :func:`softmax_ratio` over the K atoms and the :meth:`scaled_logits` read from h."""
         atoms = self.atoms(h).view(h.shape[0], self.num_atoms, self.out_channels, *h.shape[2:])
         if self.readout is not None:
             atoms = self.readout(h).unsqueeze(1) + atoms - atoms.mean(dim=1, keepdim=True)
@@ -119,10 +93,7 @@ class RatioAtomHead(_RatioHead):
 
 
 class RatioDirectHead(_RatioHead):
-    """Direct ratio head (Variant B): x̂0 = f1 ⊙ inv_c(f2), f2 = c·(1 + (M − 1)·sigmoid(z)) ∈ (c, M·c).
-
-    Bounding f2 above by ``max_ratio`` M keeps the gate's fp32 error ≈ ε_mach·M (theory.md §4.3).
-    """
+    """Direct ratio head (Variant B, §4.3): f2 = c·(1 + (M − 1)·sigmoid(W·h)), c = ``floor``, M = ``max_ratio``."""
 
     def __init__(self, features: int, out_channels: int, emb_dim: int, floor: float = 1.0, max_ratio: float = 100.0,
                  parameterization: Parameterization = "v", kernel_size: int = 1):
@@ -130,12 +101,10 @@ class RatioDirectHead(_RatioHead):
         if floor <= 0 or max_ratio <= 1:
             raise ConfigError(f"direct ratio head needs floor > 0 and max_ratio > 1, got {floor}, {max_ratio}")
         self.floor, self.max_ratio = float(floor), float(max_ratio)
-
         self.numerator = readout(features, out_channels, kernel_size)
         self.denominator = zero_init(readout(features, 1, kernel_size))
 
     def ratio(self, h: torch.Tensor, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f1, f2) = (W_1·h, c·(1 + (M − 1)·sigmoid(W_2·h)))."""
         return self.numerator(h), self.floor * (1 + (self.max_ratio - 1) * torch.sigmoid(self.denominator(h)))
 
 

@@ -1,7 +1,5 @@
 """Small building blocks shared by the networks and heads."""
 
-from __future__ import annotations
-
 import math
 
 import torch
@@ -21,8 +19,7 @@ class Pointwise(nn.Linear):
 
 
 def readout(features: int, out: int, kernel_size: int = 1) -> nn.Module:
-    """A head's linear read-out: :class:`Pointwise` for ``kernel_size`` 1, else a k×k convolution (odd k, padded to
-    keep the size) that reads each position's k×k neighbourhood of image features."""
+    """A head's linear read-out: :class:`Pointwise` for ``kernel_size`` 1, else a size-preserving k×k convolution."""
     if kernel_size < 1 or kernel_size % 2 == 0:
         raise ConfigError(f"head kernel_size must be an odd number >= 1 (1: pointwise), got {kernel_size}")
     if kernel_size == 1:
@@ -37,15 +34,11 @@ def at_least_float32(x: torch.Tensor) -> torch.Tensor:
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0,
                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Sinusoidal embedding of the step index t (shape (B,)) into (B, dim) (Vaswani et al., as in DDPM).
-
-    Computed in at least float32 and returned in ``dtype``, the network input's: t·freq needs float32's digits.
-    """
+    """Sinusoidal embedding (B, dim) of the step indices t (B,), computed in at least float32, returned in ``dtype``."""
     half, work = dim // 2, torch.promote_types(dtype, torch.float32)
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=work) / half)
     args = t.to(work)[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-    return nn.functional.pad(emb, (0, dim % 2)).to(dtype)
+    return F.pad(torch.cat([torch.cos(args), torch.sin(args)], dim=1), (0, dim % 2)).to(dtype)
 
 
 def zero_init(module: nn.Module) -> nn.Module:

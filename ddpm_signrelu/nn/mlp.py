@@ -1,7 +1,5 @@
 """Residual MLP backbone with a time embedding, for vector data (any shape, flattened)."""
 
-from __future__ import annotations
-
 import math
 
 import torch
@@ -28,10 +26,7 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """Backbone for vector data: returns features (B, width) and the time embedding (B, width).
-
-    Hidden layers use the variance-preserving init std = g/√fan_in with g the activation's gain (§2).
-    """
+    """Backbone for vector data: features (B, width) and time embedding (B, width); init gains of theory.md §2."""
 
     def __init__(self, data_shape, width: int = 256, depth: int = 4, activation: str = "signrelu",
                  activation_kwargs: dict | None = None):

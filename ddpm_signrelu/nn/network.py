@@ -1,7 +1,5 @@
 """A backbone plus a head: the reverse-process network, built from plain config dicts."""
 
-from __future__ import annotations
-
 import inspect
 import math
 
@@ -18,8 +16,7 @@ NETWORKS = {"unet": UNet, "mlp": MLP}
 
 
 class ReverseNetwork(nn.Module):
-    """backbone(x_t, t) → head: the head's raw prediction, of the data's shape. It is x0, ε or v as
-    ``head.parameterization`` says, not x̂0: :class:`~ddpm_signrelu.diffusion.Diffusion` forms x̂0 from it."""
+    """backbone(x_t, t) → head: the head's x0, ε or v prediction (``head.parameterization``), of the data's shape."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
@@ -34,10 +31,7 @@ _FIXED = {"network": ("data_shape",), "head": ("features", "out_channels", "emb_
 
 
 def resolve_config(kind: str, config: dict) -> dict:
-    """``config`` with every option the chosen class takes filled in with its default, checked for unknown keys.
-
-    Checkpoints store this form, so a later change of a default cannot change what an old checkpoint builds.
-    """
+    """``config`` checked for unknown keys, every option filled in with its default: the form checkpoints store."""
     registry = NETWORKS if kind == "network" else HEADS
     config = dict(config)
     name = config.pop("name", None)
@@ -52,8 +46,7 @@ def resolve_config(kind: str, config: dict) -> dict:
 
 
 def _typed(kind: str, key: str, value, default):
-    """An option given on the command line (``--model.network.width 256``) arrives as text: read it as its default's
-    type is written in YAML (numbers, booleans, lists)."""
+    """A command-line option (text) read as its default's type is written in YAML (numbers, booleans, lists)."""
     if not isinstance(value, str) or default is None or isinstance(default, str):
         return value
     try:

@@ -1,7 +1,5 @@
 """U-Net backbone for images (Ho et al. 2020; improved-diffusion layout), activation chosen by config."""
 
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,9 +16,8 @@ class ResBlock(nn.Module):
         super().__init__()
         self.in_layers = nn.Sequential(nn.GroupNorm(groups, cin), act(), nn.Conv2d(cin, cout, 3, padding=1))
         self.emb = nn.Sequential(act(), nn.Linear(emb_dim, cout))
-        self.out_layers = nn.Sequential(
-            nn.GroupNorm(groups, cout), act(), nn.Dropout(dropout), zero_init(nn.Conv2d(cout, cout, 3, padding=1))
-        )
+        self.out_layers = nn.Sequential(nn.GroupNorm(groups, cout), act(), nn.Dropout(dropout),
+                                        zero_init(nn.Conv2d(cout, cout, 3, padding=1)))
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -66,25 +63,16 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """Image backbone: returns features (B, channels, H, W) and the time embedding (B, 4·channels).
-
-    Args:
-        data_shape: (C, H, W) of the data; H and W must be divisible by 2^(len(channel_mult) − 1).
-        channels: base width; every width channels·mult must be divisible by ``groups``.
-        channel_mult: width multiplier per resolution level.
-        num_res_blocks: residual blocks per level on the way down (one more on the way up).
-        attention_resolutions: feature-map sizes (e.g. 16) that get self-attention.
-        dropout: dropout rate inside residual blocks.
-        activation: registry name (``signrelu``, ``relu``, ``silu``, ``gelu``); ``activation_kwargs`` go to it.
-    """
+    """Image backbone: returns features (B, channels, H, W) and the time embedding (B, 4·channels). ``data_shape``
+    (C, H, W) needs H, W divisible by 2^(len(channel_mult) − 1), every width channels·mult divisible by ``groups``;
+    ``attention_resolutions``: the feature-map sizes (e.g. 16) that get self-attention."""
 
     def __init__(self, data_shape, channels: int = 64, channel_mult=(1, 2), num_res_blocks: int = 2,
                  attention_resolutions=(), dropout: float = 0.0, groups: int = 32, head_channels: int = 32,
                  activation: str = "signrelu", activation_kwargs: dict | None = None):
         super().__init__()
-        c_in, height, width = _image_shape(data_shape)
         levels = len(channel_mult)
-        _check_sizes(height, width, levels)
+        c_in, height, width = _image_shape(data_shape, levels)
         widths = [channels * m for m in channel_mult]
         bad = sorted({w for w in [channels, *widths] if w % groups})
         if bad:
@@ -94,8 +82,7 @@ class UNet(nn.Module):
         if set(attention_resolutions) - reached:
             raise ConfigError(f"attention_resolutions {sorted(attention_resolutions)} must be among the U-Net's "
                               f"feature sizes {sorted(reached)}")
-        make_activation(activation, **(activation_kwargs or {}))  # fail early on a bad name or option
-        act = lambda: make_activation(activation, **(activation_kwargs or {}))  # noqa: E731
+        act = lambda: make_activation(activation, **(activation_kwargs or {}))
         emb_dim = 4 * channels
         self.channels, self.emb_dim, self.features = channels, emb_dim, channels
         self.time_embed = nn.Sequential(nn.Linear(channels, emb_dim), act(), nn.Linear(emb_dim, emb_dim))
@@ -148,17 +135,15 @@ class UNet(nn.Module):
         return self.out(h), emb
 
 
-def _image_shape(data_shape) -> tuple[int, int, int]:
+def _image_shape(data_shape, levels: int) -> tuple[int, int, int]:
     if len(data_shape) != 3:
         raise ConfigError(f"the U-Net needs image data of shape (C, H, W), got {tuple(data_shape)}; "
                           f"use the 'mlp' network for vector data")
-    return tuple(int(s) for s in data_shape)
-
-
-def _check_sizes(height: int, width: int, levels: int) -> None:
+    c_in, height, width = (int(s) for s in data_shape)
     factor = 2 ** (levels - 1)
     if height % factor or width % factor:
         sizes = ", ".join(str(factor * k) for k in range(1, 9))
         raise ConfigError(f"image size {height}x{width} cannot pass the U-Net's {levels - 1} downsamplings "
                           f"(channel_mult has {levels} levels): it takes sizes divisible by {factor} "
                           f"({sizes}, ...); resize the data or use fewer channel_mult levels")
+    return c_in, height, width

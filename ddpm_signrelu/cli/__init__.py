@@ -1,0 +1,7 @@
+"""Command-line wiring: ``train.py`` (:mod:`.train`), ``sample.py`` (:mod:`.sample`) and the domain classifier
+(:mod:`.domain`); each turns bad input into one line (:mod:`.exits`)."""
+
+from ddpm_signrelu.cli.sample import analytic_gamma, sample_main
+from ddpm_signrelu.cli.train import DiffusionCLI, build_run, compose_configs, train_main
+
+__all__ = ["DiffusionCLI", "analytic_gamma", "build_run", "compose_configs", "sample_main", "train_main"]

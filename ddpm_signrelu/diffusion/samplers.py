@@ -1,21 +1,11 @@
 """Samplers (theory.md §5): ancestral DDPM, DDIM, DPM-Solver++ (2M, 3M, and the stochastic 2M SDE) and Heun.
 
-Every sampler walks a descending grid of step indices T − 1 = t_0 > … > t_{N−1} = 0 (one point: t_0 = T − 1),
-calling the denoiser once per grid point (Heun: twice per step but the last), and ends with x̂0 at t_{N−1}.
-Notation: α_t = √ᾱ_t, σ_t = √(1 − ᾱ_t), λ_t = log(α_t/σ_t); σ̃_t = σ_t/α_t and x̃ = x/α_t (Karras et al.).
-
-- ``ddpm``, ``ddim``: x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z (:func:`step_coefficients`).
-- ``dpmpp_2m``, ``dpmpp_3m``, ``dpmpp_2m_sde``: DPM-Solver++ multistep in data-prediction form (Lu et al., arXiv
-  2211.01095), lower orders while the history fills and at the penultimate step of grids under 15 points
-  (diffusers' ``lower_order_final``); the SDE variant is diffusers' ``sde-dpmsolver++`` (midpoint).
-- ``heun``: Heun's method on the probability-flow ODE (Karras et al., arXiv 2206.00364, Alg. 1), the step into
-  t_{N−1} an Euler step. Euler ancestral steps are ``ddim``'s with the same η.
-
-Grids (``spacing``): ``uniform`` in t, ``logsnr`` uniform in λ, ``karras`` (ρ = 7), rounded to step indices; by
-default ``uniform`` for ``ddpm``/``ddim``, ``logsnr`` for the DPM-Solvers, ``karras`` for ``heun``. One noise
-generator per sample: a sample depends on its seed alone, not on its batch.
+Every sampler walks a descending grid of step indices T − 1 = t_0 > … > t_{N−1} = 0, calling the denoiser once per
+point (Heun: twice per step but the last), and ends with x̂0 at t_{N−1}. Grids (``spacing``): ``uniform`` in t,
+``logsnr`` uniform in λ_t = log(α_t/σ_t), ``karras`` (ρ = 7); by default ``uniform`` for ``ddpm``/``ddim``,
+``logsnr`` for the DPM-Solvers, ``karras`` for ``heun``. One noise generator per sample: a sample depends on its
+seed alone, not on its batch.
 """
-
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
@@ -31,8 +21,6 @@ SAMPLERS = get_args(Sampler)
 Spacing = Literal["uniform", "logsnr", "karras"]
 SPACINGS = get_args(Spacing)
 KARRAS_RHO = 7.0
-
-
 DEFAULT_SPACING = {"ddpm": "uniform", "ddim": "uniform", "heun": "karras"}  # the DPM-Solvers: logsnr
 
 
@@ -51,8 +39,7 @@ def timestep_grid(num_timesteps: int, steps: int) -> torch.Tensor:
     check_steps(num_timesteps, steps)
     if steps == 1:
         return torch.tensor([num_timesteps - 1])
-    grid = torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long()
-    return grid.unique().flip(0)
+    return torch.linspace(0, num_timesteps - 1, steps, dtype=torch.float64).round().long().unique().flip(0)
 
 
 def check_steps(num_timesteps: int, steps: int) -> None:
@@ -74,34 +61,14 @@ def spaced_grid(schedule: NoiseSchedule, steps: int, spacing: Spacing = "uniform
     else:
         s_max, s_min = (torch.exp(-lam[i]) ** (1 / KARRAS_RHO) for i in (-1, 0))
         targets = -torch.log(torch.lerp(s_max, s_min, torch.linspace(0, 1, steps, dtype=torch.float64)) ** KARRAS_RHO)
-    grid = (lam[None] - targets[:, None]).abs().argmin(1)
-    return grid.unique().flip(0)
-
-
-class PerSampleNoise:
-    """Standard normal draws with one CPU generator per sample, seeded by the sample's seed."""
-
-    def __init__(self, seeds: Sequence[int], shape: Sequence[int], device, dtype: torch.dtype = torch.float32):
-        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        self.shape, self.device, self.dtype = tuple(shape), device, dtype
-
-    def __call__(self) -> torch.Tensor:
-        return torch.stack([torch.randn(self.shape, generator=g, dtype=self.dtype) for g in self.generators]).to(
-            self.device)
+    return (lam[None] - targets[:, None]).abs().argmin(1).unique().flip(0)
 
 
 def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Tensor, sampler: Sampler = "ddpm",
                       eta: float = 0.0, gamma: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """(c_x0, c_xt, σ), float64: one ``ddpm`` or ``ddim`` step x_{t'} = c_x0·x̂0 + c_xt·x_t + σ·z from indices t to
-    t_prev < t.
-
-    β' = 1 − ᾱ_t/ᾱ_{t'}. ``ddpm``: the posterior of the respaced chain, c_x0 = √ᾱ_{t'}·β'/(1 − ᾱ_t),
-    c_xt = √(1 − β')·(1 − ᾱ_{t'})/(1 − ᾱ_t), σ² = β̃' = β'(1 − ᾱ_{t'})/(1 − ᾱ_t) or β' (``schedule.variance``), or with
-    Γ_t (``gamma``, (T,)) Analytic-DPM's σ*² (:func:`~.analytic.analytic_variance`).
-    ``ddim``: with ε̂ = (x_t − √ᾱ_t·x̂0)/√(1 − ᾱ_t), c_x0 = √ᾱ_{t'} − d·√ᾱ_t/√(1 − ᾱ_t), c_xt = d/√(1 − ᾱ_t),
-    d = √(1 − ᾱ_{t'} − σ²), σ = η·√((1 − ᾱ_{t'})/(1 − ᾱ_t))·√β'. DDIM with η = 1 is the ancestral step with σ² = β̃'.
-    All from the schedule's float64 arrays.
-    """
+    t_prev < t (theory.md §5), β' = 1 − ᾱ_t/ᾱ_{t'}. ``ddpm``: the respaced posterior, σ² = β̃' or β'
+    (``schedule.variance``), or with Γ_t (``gamma``, (T,)) Analytic-DPM's σ*²; ``ddim``: σ = η·√(β̃')."""
     check_choice("sampler", sampler, ("ddpm", "ddim"))
     ab, one_minus_ab = schedule.alphas_cumprod, schedule.one_minus_alphas_cumprod
     ratio = ab[t] / ab[t_prev]  # 1 − β'
@@ -120,13 +87,9 @@ def step_coefficients(schedule: NoiseSchedule, t: torch.Tensor, t_prev: torch.Te
 
 def dpmpp_step(x: torch.Tensor, x0_hats: list[torch.Tensor], lams: list[float], alpha: float, sigma: float,
                sigma_s: float, lam: float, noise: Callable | None = None) -> torch.Tensor:
-    """One DPM-Solver++ step (data prediction) to the point (α_t, σ_t, λ_t) from x at the last of ``lams``, of order
-    len(x0_hats) ∈ {1, 2, 3}: ``x0_hats``/``lams`` hold the latest predictions and their λ, newest last.
-
-    With h = λ_t − λ_{s0}, φ = e^{−h} − 1: order 1, x_t = (σ_t/σ_{s0})·x − α_t·φ·D0; order 2 adds −½α_t·φ·D1 with
-    D1 = (m0 − m1)/r0, r0 = h0/h; order 3 the D1, D2 terms of Lu et al.'s third-order multistep update.
-    With ``noise`` (orders 1, 2), the SDE step: x_t = (σ_t/σ_{s0})e^{−h}·x + α_t(1 − e^{−2h})·(D0 + ½D1)
-    + σ_t√(1 − e^{−2h})·z."""
+    """One DPM-Solver++ step (Lu et al., arXiv 2211.01095; theory.md §5) to the point (α_t, σ_t, λ_t) from x at the
+    last of ``lams``, of order len(x0_hats) ∈ {1, 2, 3}: the latest predictions and their λ, newest last. With
+    ``noise`` (orders 1, 2), the SDE step (diffusers' ``sde-dpmsolver++``, midpoint)."""
     h = lam - lams[-1]
     phi = math.expm1(-h)
     if noise is not None:
@@ -175,23 +138,23 @@ def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], see
     grid, eta = sampling_plan(schedule, sampler, steps, eta, spacing)
     if gamma is not None and sampler != "ddpm":
         raise ConfigError(f"the analytic variance applies to the ddpm sampler, not to {sampler}")
-    noise = PerSampleNoise(seeds, shape, device, dtype)
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]  # one CPU generator per sample
+    noise = lambda: torch.stack([torch.randn(shape, generator=g, dtype=dtype) for g in generators]).to(device)
     x = noise()
 
     def x0_hat(x: torch.Tensor, i: int) -> torch.Tensor:
         return denoise(x, torch.full((len(seeds),), int(grid[i]), device=device, dtype=torch.long)).to(dtype)
 
     iterator = progress(range(len(grid) - 1)) if progress else range(len(grid) - 1)
-    if sampler in ("ddpm", "ddim"):
-        coefficients = torch.stack(step_coefficients(schedule, grid[:-1], grid[1:], sampler, eta, gamma), 1).tolist()
-        for i in iterator:
-            c_x0, c_xt, sigma = coefficients[i]
-            x = c_x0 * x0_hat(x, i) + c_xt * x + (sigma * noise() if sigma > 0 else 0.0)
-        return x0_hat(x, len(grid) - 1)  # the last step (to t' = 0) is the mean, with no noise
     ab = schedule.alphas_cumprod.cpu()[grid]
     alpha, sigma = ab.sqrt().tolist(), (1 - ab).sqrt().tolist()
     lam = (schedule.log_snr.cpu()[grid] / 2).tolist()
-    if sampler.startswith("dpmpp"):
+    if sampler in ("ddpm", "ddim"):
+        coefficients = torch.stack(step_coefficients(schedule, grid[:-1], grid[1:], sampler, eta, gamma), 1).tolist()
+        for i in iterator:
+            c_x0, c_xt, std = coefficients[i]
+            x = c_x0 * x0_hat(x, i) + c_xt * x + (std * noise() if std > 0 else 0.0)
+    elif sampler.startswith("dpmpp"):
         order, history = int(sampler[6]), []
         for i in iterator:
             history = (history + [(x0_hat(x, i), lam[i])])[-order:]
@@ -199,13 +162,13 @@ def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], see
             m, lams = zip(*history[-usable:])
             x = dpmpp_step(x, list(m), list(lams), alpha[i + 1], sigma[i + 1], sigma[i], lam[i + 1],
                            noise if sampler.endswith("sde") else None)
-        return x0_hat(x, len(grid) - 1)
-    tilde = [s / a for s, a in zip(sigma, alpha)]  # heun: σ̃ = σ/α; x̃ = x/α
-    for i in iterator:
-        s, s_next, x_tilde = tilde[i], tilde[i + 1], x / alpha[i]
-        d = (x_tilde - x0_hat(x, i)) / s
-        x = x_tilde + (s_next - s) * d
-        if i < len(grid) - 2:  # the correction into σ̃_min would add noise on a coarse grid
-            x = x + (s_next - s) * ((x - x0_hat(x * alpha[i + 1], i + 1)) / s_next - d) / 2
-        x = x * alpha[i + 1]
-    return x0_hat(x, len(grid) - 1)
+    else:
+        tilde = [s / a for s, a in zip(sigma, alpha)]  # heun: σ̃ = σ/α; x̃ = x/α
+        for i in iterator:
+            s, s_next, x_tilde = tilde[i], tilde[i + 1], x / alpha[i]
+            d = (x_tilde - x0_hat(x, i)) / s
+            x = x_tilde + (s_next - s) * d
+            if i < len(grid) - 2:  # the correction into σ̃_min would add noise on a coarse grid
+                x = x + (s_next - s) * ((x - x0_hat(x * alpha[i + 1], i + 1)) / s_next - d) / 2
+            x = x * alpha[i + 1]
+    return x0_hat(x, len(grid) - 1)  # the last point (t = 1) gives the mean x̂0, with no noise

@@ -161,11 +161,6 @@ class EvalPoints:
         """D, the size of one data item."""
         return self.x0[0, 0].numel()
 
-    def by_column(self, values: torch.Tensor) -> torch.Tensor:
-        """Per-point values (B, R) summed into their columns, (B, K + 1)."""
-        columns = int(self.column.max()) + 1
-        return values.new_zeros(len(values), columns).index_add_(1, self.column.to(values.device), values)
-
 
 def evaluation_points(schedule: NoiseSchedule, x0: torch.Tensor, draws: Draws) -> EvalPoints:
     """The points (x_t, t) of the stratified bound for items ``x0``: (B, *shape), or (B, R, *shape), one per point."""
@@ -187,8 +182,9 @@ def vlb_columns(schedule: NoiseSchedule, points: EvalPoints, x0_hat: torch.Tenso
     stratum k, summing to the stratified estimate of L_vlb (theory.md §6.1); ``x0_hat`` as from :func:`predict`."""
     x0 = points.x0.flatten(0, 1)
     terms = vb_term(schedule, x0, points.x_t.flatten(0, 1), points.t.flatten(), x0_hat.flatten(0, 1), num_levels)
-    prior = prior_kl(schedule, x0).view(points.t.shape).mean(1, keepdim=True)
-    return torch.cat([prior, points.by_column(terms.view(points.t.shape) * points.weight)], 1)
+    cols = weighted_columns(terms.view(points.t.shape) * points.weight, points.column, include_decoder=True)
+    cols[:, 0] = prior_kl(schedule, x0).view(points.t.shape).mean(1)
+    return cols
 
 
 def weighted_sq_columns(schedule: NoiseSchedule, points: EvalPoints, a: torch.Tensor, b: torch.Tensor,

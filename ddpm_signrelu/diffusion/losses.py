@@ -33,8 +33,7 @@ class DenoisingLoss:
     def fixed_draws(self, num_timesteps: int, seed: int, indices, shape) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-item (t, ε) for evaluating the loss on fixed draws: item j's depend on (seed, j) alone."""
         gens = [generator(seed, int(index)) for index in indices]
-        ts, noises = zip(*[(self.timesteps(num_timesteps, 1, g)[0], torch.randn(*shape, generator=g))
-                           for g in gens])
+        ts, noises = zip(*[(self.timesteps(num_timesteps, 1, g)[0], torch.randn(*shape, generator=g)) for g in gens])
         return torch.stack(ts), torch.stack(noises)
 
     def __call__(self, schedule: NoiseSchedule, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,

@@ -44,22 +44,16 @@ class Attention(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
-class Downsample(nn.Module):
-    def __init__(self, channels: int):
+class Resample(nn.Module):
+    """A 3×3 convolution that halves the feature map (stride 2) or, with ``up``, follows a nearest ×2 upsampling."""
+
+    def __init__(self, channels: int, up: bool = False):
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.up = up
+        self.conv = nn.Conv2d(channels, channels, 3, stride=1 if up else 2, padding=1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest") if self.up else x)
 
 
 class UNet(nn.Module):
@@ -101,7 +95,7 @@ class UNet(nn.Module):
                 ch = width_i
                 skips.append(ch)
             if i < levels - 1:
-                self.down.append(nn.ModuleList([Downsample(ch)]))
+                self.down.append(nn.ModuleList([Resample(ch)]))
                 skips.append(ch)
                 res //= 2
         self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, groups, dropout, act),
@@ -113,7 +107,7 @@ class UNet(nn.Module):
                 blocks = level_blocks(ch + skips.pop(), width_i, res)
                 ch = width_i
                 if i > 0 and j == num_res_blocks:
-                    blocks.append(Upsample(ch))
+                    blocks.append(Resample(ch, up=True))
                     res *= 2
                 self.up.append(blocks)
         self.out = nn.Sequential(nn.GroupNorm(groups, ch), act())

@@ -28,7 +28,7 @@ class TorchvisionDataModule(TensorDataModule):
     dataset_name: str
     num_levels = 256
     folder: Path
-    expected_files: list[str]
+    expected_files: tuple[str, ...]
 
     def __init__(self, root: str = "data", download: bool = False, batch_size: int = 128, val_size: int = 10_000,
                  seed: int = 0, num_workers: int = 4, hflip: bool = False):
@@ -54,19 +54,16 @@ class TorchvisionDataModule(TensorDataModule):
                          f"{', '.join(self.expected_files)} there (torchvision's layout); copy them there, or set "
                          f"data.init_args.download: true on a machine with internet access")
 
-    def fetch(self) -> None:
-        """Let torchvision download the missing files (``download: true``: it uses the network)."""
+    def ensure_files(self) -> None:
+        """Let torchvision download missing files if ``download`` is true (it uses the network); else name them."""
+        if self.have_files():
+            return
+        if not self.download:
+            raise self.missing()
         try:
             self.dataset_class(self.root, train=True, download=True)
         except (RuntimeError, OSError) as err:  # URLError is an OSError
             raise DataError(f"{self.missing()} (the download failed: {' '.join(str(err).split())})") from None
-
-    def ensure_files(self) -> None:
-        """Fetch the files if they are missing and ``download`` is true; else name what is missing."""
-        if not self.have_files():
-            if not self.download:
-                raise self.missing()
-            self.fetch()
 
     def load_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.ensure_files()
@@ -80,14 +77,11 @@ class MNISTDataModule(TorchvisionDataModule):
     """MNIST: 60,000 training and 10,000 test digits, 1×28×28, in ``root/MNIST/raw`` as IDX files or ``.gz``."""
 
     dataset_name, data_shape = "MNIST", (1, 28, 28)
+    expected_files = ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz")
 
     @property
     def folder(self) -> Path:
         return Path(self.root, self.dataset_name, "raw")
-
-    @property
-    def expected_files(self) -> list[str]:
-        return [f"{split}-images-idx3-ubyte.gz" for split in ("train", "t10k")]
 
     def have_files(self) -> bool:
         return all((self.folder / name).is_file() or (self.folder / name).with_suffix("").is_file()
@@ -106,11 +100,9 @@ class MNISTDataModule(TorchvisionDataModule):
         md5 = {os.path.basename(url): md5 for url, md5 in self.dataset_class.resources}[archive_name]
         return parse(gzip.decompress(check_md5(archive, archive.read_bytes(), md5)), archive, REFETCH)
 
-    def read_images(self, archive_name: str) -> torch.Tensor:
-        return torch.from_numpy(self.read_idx(archive_name, partial(idx_images, size=self.data_shape[1:])))[:, None]
-
     def read_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(map(self.read_images, self.expected_files))
+        parse = partial(idx_images, size=self.data_shape[1:])
+        return tuple(torch.from_numpy(self.read_idx(name, parse))[:, None] for name in self.expected_files)
 
     @property
     def classifier_path(self) -> Path:
@@ -147,8 +139,8 @@ class CIFAR10DataModule(TorchvisionDataModule):
         return Path(self.root)
 
     @property
-    def expected_files(self) -> list[str]:
-        return [self.dataset_class.filename]
+    def expected_files(self) -> tuple[str, ...]:
+        return (self.dataset_class.filename,)
 
     def _batch_md5s(self) -> dict[str, str]:
         return dict(self.dataset_class.train_list + self.dataset_class.test_list)

@@ -5,8 +5,8 @@ import math
 import torch
 
 from ddpm_signrelu.data.base import TensorDataModule
-from ddpm_signrelu.seeding import generator
 from ddpm_signrelu.errors import ConfigError
+from ddpm_signrelu.seeding import generator
 
 
 class GaussianMixture:
@@ -89,14 +89,9 @@ class GaussianMixture:
 
 
 class GaussianMixtureDataModule(TensorDataModule):
-    """``num_train`` training points and ``val_size`` held-out draws (S_pop, theory.md §6.4) from a Gaussian mixture.
-
-    Args:
-        shape: shape of one example, e.g. ``[2]`` or ``[1, 8, 8]``.
-        num_components: components of a :meth:`GaussianMixture.random` mixture, with ``spread``, ``scale``,
-            ``condition`` and ``mixture_seed``.
-        means: an explicit mixture instead, with ``covariances`` (positive definite) and ``weights`` (lists).
-    """
+    """``num_train`` training points and ``val_size`` held-out draws (S_pop, theory.md §6.4) from a Gaussian mixture
+    of examples of ``shape`` (e.g. ``[2]``, ``[1, 8, 8]``): :meth:`GaussianMixture.random` with ``num_components``,
+    ``spread``, ``scale``, ``condition`` and ``mixture_seed``, or explicit ``means``, ``covariances``, ``weights``."""
 
     num_levels = None
 

@@ -37,8 +37,7 @@ def resolve_config(kind: str, config: dict) -> dict:
     name = config.pop("name", None)
     check_choice(kind, name, registry)
     params = {k: p for k, p in inspect.signature(registry[name]).parameters.items() if k not in _FIXED[kind]}
-    unknown = set(config) - set(params)
-    if unknown:
+    if unknown := set(config) - set(params):
         raise ConfigError(f"unknown {kind} option(s) {sorted(unknown)} for {name!r}; valid: {sorted(params)}")
     defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
     config = {k: _typed(kind, k, v, defaults.get(k)) for k, v in config.items()}

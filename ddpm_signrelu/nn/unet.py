@@ -68,8 +68,7 @@ class UNet(nn.Module):
         levels = len(channel_mult)
         c_in, height, width = _image_shape(data_shape, levels)
         widths = [channels * m for m in channel_mult]
-        bad = sorted({w for w in [channels, *widths] if w % groups})
-        if bad:
+        if bad := sorted({w for w in [channels, *widths] if w % groups}):
             raise ConfigError(f"U-Net widths {bad} are not divisible by the GroupNorm groups ({groups}); "
                               f"change channels/channel_mult or groups")
         reached = {min(height, width) >> i for i in range(levels)}

@@ -110,10 +110,8 @@ class TensorDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """The endless :class:`GlobalBatchSampler` stream; a resumed run continues at the batch of its step."""
         trainer = self.trainer
-        world, rank, start = 1, 0, 0
-        if trainer is not None:
-            world, rank = trainer.world_size, trainer.global_rank
-            start = trainer.global_step * trainer.accumulate_grad_batches
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        start = trainer.global_step * trainer.accumulate_grad_batches if trainer is not None else 0
         sampler = GlobalBatchSampler(len(self.train_data), self.batch_size, world, rank, self.seed, self.hflip, start)
         dataset = IndexedTensorDataset(self.train_data, self.num_levels)
         return DataLoader(dataset, sampler=sampler, batch_size=None, **self._loader_options())

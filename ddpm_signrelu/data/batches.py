@@ -1,6 +1,5 @@
-"""The training stream: global batch k depends on (seed, k) alone, whatever the number of processes (docs/runs.md).
-
-Global batch k is positions [b·k, b·(k + 1)) of a stream of seeded permutations of the items, one per epoch."""
+"""The training stream: global batch k depends on (seed, k) alone, whatever the number of processes (docs/runs.md):
+global batch k is positions [b·k, b·(k + 1)) of a stream of seeded permutations of the items, one per epoch."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,10 +26,9 @@ class LocalBatch:
 
 
 class GlobalBatchSampler(DistributedSampler):
-    """An endless stream of :class:`LocalBatch` keys for ``DataLoader(batch_size=None)``, from global batch ``start``
-    on; a ``DistributedSampler`` so that Lightning keeps it under DDP. ``global_batch``: the batch summed over the
-    ``num_replicas`` processes (``trainer.world_size``; this one is ``rank``). ``seed``: seeds the permutations, the
-    flips and the per-batch draws. ``hflip``: draw a left-right flip per item."""
+    """An endless stream of :class:`LocalBatch` keys for ``DataLoader(batch_size=None)`` from global batch ``start``
+    on, a ``DistributedSampler`` so that Lightning keeps it under DDP. ``global_batch``: summed over ``num_replicas``
+    processes (this one ``rank``); ``seed``: of the permutations, flips and per-batch draws; ``hflip``: random flips."""
 
     def __init__(self, num_items: int, global_batch: int, num_replicas: int = 1, rank: int = 0, seed: int = 0,
                  hflip: bool = False, start: int = 0):

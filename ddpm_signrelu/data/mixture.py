@@ -24,8 +24,7 @@ class GaussianMixture:
         if not torch.allclose(covs, covs.transpose(1, 2)):
             raise ConfigError("mixture covariances must be symmetric")
         self.eigvals, self.eigvecs = torch.linalg.eigh(covs)
-        bad = (self.eigvals.min(1).values <= 0).nonzero().flatten().tolist()
-        if bad:
+        if bad := (self.eigvals.min(1).values <= 0).nonzero().flatten().tolist():
             raise ConfigError(f"mixture covariance(s) {bad} are not positive definite (smallest eigenvalue "
                               f"{self.eigvals.min().item():.3g}); give matrices with all eigenvalues > 0")
         self.log_weights = (weights / weights.sum()).log()

@@ -1,5 +1,4 @@
 """Image datasets, held as uint8: torchvision's MNIST, Fashion-MNIST and CIFAR-10, and any folder of images.
-
 Files under ``root`` are read without network access, checksums verified; ``download: true`` fetches missing ones."""
 
 import gzip
@@ -164,13 +163,9 @@ class CIFAR10DataModule(TorchvisionDataModule):
             return {name: tar.extractfile(f"{cls.base_folder}/{name}").read() for name in self._batch_md5s()}
 
     def read_splits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        batches, cls = self.read_batches(), self.dataset_class
-
-        def images(names) -> torch.Tensor:
-            rows = [pickle.loads(batches[name], encoding="latin1")["data"] for name, _ in names]
-            return torch.from_numpy(np.concatenate(rows)).view(-1, *self.data_shape)
-
-        return images(cls.train_list), images(cls.test_list)
+        rows = {name: pickle.loads(data, encoding="latin1")["data"] for name, data in self.read_batches().items()}
+        return tuple(torch.from_numpy(np.concatenate([rows[name] for name, _ in names])).view(-1, *self.data_shape)
+                     for names in (self.dataset_class.train_list, self.dataset_class.test_list))
 
 
 class ImageFolderDataModule(TensorDataModule):

@@ -129,10 +129,9 @@ def sample(denoise: Callable, schedule: NoiseSchedule, shape: Sequence[int], see
            sampler: Sampler = "ddpm", steps: int | None = None, eta: float | None = None,
            progress: Callable | None = None, dtype: torch.dtype = torch.float32, spacing: Spacing | None = None,
            gamma: torch.Tensor | None = None):
-    """Draw ``len(seeds)`` samples of ``shape`` in ``dtype``; ``denoise(x_t, t)`` returns x̂0 (clip it there if
-    wanted). ``sampler``, ``steps`` grid points spaced by ``spacing``, and DDIM's ``eta``: see
-    :func:`sampling_plan`. ``progress`` wraps the step iterator (e.g. tqdm). ``gamma``: the model's Γ_t (T,), for
-    Analytic-DPM's variance in the ``ddpm`` sampler (:mod:`~.analytic`)."""
+    """Draw ``len(seeds)`` samples of ``shape`` in ``dtype``; ``denoise(x_t, t)`` returns x̂0 (clip it there if wanted).
+    ``sampler``, ``steps``, ``spacing``, ``eta``: see :func:`sampling_plan`; ``progress`` wraps the step iterator (e.g.
+    tqdm); ``gamma``: the model's Γ_t (T,), for Analytic-DPM's variance in the ``ddpm`` sampler (:mod:`~.analytic`)."""
     if len(seeds) < 1:
         raise ConfigError("num_samples must be >= 1")
     grid, eta = sampling_plan(schedule, sampler, steps, eta, spacing)

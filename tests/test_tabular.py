@@ -128,7 +128,9 @@ def test_resuming_on_other_data_is_refused(tmp_path):
     ([[1, 2.5, 30, "red", 0, 1]], ["id", "amount", "age", "colour", "late", "label"], {},
      r"lacks column\(s\) \['target'\] that the column spec names"),
     ([[1, "12k", 30, "red", 0, 1]], HEADER, {}, "numerical column amount holds '12k' on line 2, not a number"),
-    ([[1, 2.5, "", "red", 0, 1]], HEADER, {}, "column age is empty on line 2"),
+    ([[1, 2.5, "", "red", 0, 1]], HEADER, {}, r"column age is missing a value on line 2 \(''"),
+    ([[1, 2.5, 30, "NaN", 0, 1]], HEADER, {}, "column colour is missing a value .* or set missing: category"),
+    ([[1, "NA", 30, "red", 0, 1]], HEADER, {"missing": "category"}, r"amount is missing .* \(a numerical column\)"),
     ([[1, 2.5, 30, "pink", 0, 1]], HEADER, {"categorical": {"colour": ["red", "green", "blue"], "late": None,
                                                              "target": None}},
      r"colour holds \['pink'\] not among its categories"),
@@ -155,6 +157,36 @@ def test_bad_settings_are_refused(tmp_path):
         module(tmp_path / "none.csv").setup("fit")
     with pytest.raises(DataError, match="Credit Default not found: .*copy UCI_Credit_Card.csv"):
         CreditDefaultDataModule(root=str(tmp_path))
+
+
+def test_missing_cells_as_a_category_round_trip(tmp_path):
+    """Under missing="category", NaN / NA / empty cells of a categorical column are one label "" (an empty cell in
+    the written CSV), after the declared labels; a declared column without them keeps its labels."""
+    rows = [[i, 1.5 * i, 30 + i % 7, ["red", "NaN", "", "n/a", "blue"][i % 5], i % 3, i % 2] for i in range(400)]
+    path = write_table(tmp_path / "gaps.csv", rows)
+    dm = module(path, categorical={"colour": ["red", "blue"], "late": ["0", "1", "2"], "target": None},
+                missing="category")
+    dm.setup("fit")
+    colour, late = dm.codec.columns[2], dm.codec.columns[3]
+    assert colour.categories == ["red", "blue", ""] and late.categories == ["0", "1", "2"]
+    train = dm.tables()["train"]
+    assert 0.5 < (train["colour"] == "").mean() < 0.7
+    np.testing.assert_array_equal(dm.codec.decode(dm.train_data)["colour"], train["colour"])
+    write_csv(train, tmp_path / "out.csv", dm.codec.columns)
+    assert {r[2] for r in list(csv.reader(open(tmp_path / "out.csv")))[1:]} == {"red", "blue", ""}
+
+
+def test_credit_default_refuses_a_stray_label(tmp_path):
+    """The table's categories are declared: a NaN (or any label outside the codebook) in EDUCATION is one line, not
+    an eleventh education label."""
+    folder = shared_copy("credit-default", tmp_path / "data")
+    lines = (folder / "UCI_Credit_Card.csv").read_text().splitlines()
+    fields = lines[5].split(",")
+    for text, match in (("NaN", "EDUCATION is missing a value on line 6"), ("9", r"EDUCATION holds \['9'\]")):
+        fields[3] = text
+        (folder / "UCI_Credit_Card.csv").write_text("\n".join([*lines[:5], ",".join(fields), *lines[6:]]) + "\n")
+        with pytest.raises(DataError, match=match):
+            CreditDefaultDataModule(root=str(tmp_path / "data")).setup("fit")
 
 
 def test_unseen_category_at_encoding_is_refused(tmp_path):

@@ -15,6 +15,9 @@ from ddpm_signrelu.errors import ConfigError, DataError, check_choice
 
 Encoding = Literal["onehot", "ordinal"]
 ENCODINGS = ("onehot", "ordinal")
+Missing = Literal["refuse", "category"]
+MISSINGS = ("refuse", "category")
+MISSING_CELLS = ["", "na", "n/a", "nan", "null", "none", "?"]  # compared in lower case
 Table = dict[str, np.ndarray]
 
 
@@ -49,24 +52,29 @@ def read_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
 
 
 def parse_table(path: str | Path, header: list[str], cells: np.ndarray, numerical: list[str],
-                categorical: dict[str, list[str] | None]) -> Table:
-    """The columns the spec names, in the file's order, checked (present, no empty cell, numbers, listed labels)."""
+                categorical: dict[str, list[str] | None], missing: Missing = "refuse") -> Table:
+    """The columns the spec names, in the file's order, checked (present, numbers, listed labels). A cell that
+    reads as missing (:data:`MISSING_CELLS`) is refused, or under ``missing="category"`` in a categorical column
+    becomes the label ``""`` (an empty cell when written back)."""
+    check_choice("missing", missing, MISSINGS)
     both = sorted(set(numerical) & set(categorical))
     if both:
         raise ConfigError(f"column(s) {both} are listed as both numerical and categorical; list each once")
-    missing = [c for c in [*numerical, *categorical] if c not in header]
-    if missing:
-        raise DataError(f"{path} lacks column(s) {missing} that the column spec names; its columns are {header}")
+    absent = [c for c in [*numerical, *categorical] if c not in header]
+    if absent:
+        raise DataError(f"{path} lacks column(s) {absent} that the column spec names; its columns are {header}")
     table: Table = {}
     for name in [h for h in header if h in numerical or h in categorical]:
         values = np.char.strip(cells[:, header.index(name)])
-        empty = np.flatnonzero(values == "")
-        if len(empty):
-            raise DataError(f"{path}: column {name} is empty on line {empty[0] + 2} ({len(empty)} empty cells); "
-                            f"fill or drop the rows with missing values")
+        gaps = np.flatnonzero(np.isin(np.char.lower(values), MISSING_CELLS))
+        if len(gaps) and (missing == "refuse" or name in numerical):
+            fix = "or set missing: category (a label of their own)" if name in categorical else "(a numerical column)"
+            raise DataError(f"{path}: column {name} is missing a value on line {gaps[0] + 2} "
+                            f"({str(values[gaps[0]])!r}, {len(gaps)} missing cells); fill or drop those rows {fix}")
         if name in categorical:
+            values[gaps] = ""
             allowed = categorical[name]
-            unseen = sorted(set(values.tolist()) - set(allowed)) if allowed is not None else []
+            unseen = sorted(set(values.tolist()) - set(allowed) - {""}) if allowed is not None else []
             if unseen:
                 raise DataError(f"{path}: categorical column {name} holds {unseen[:5]} not among its categories "
                                 f"{allowed}; add them to the column spec's categories")

@@ -7,7 +7,8 @@ import numpy as np
 import torch
 
 from ddpm_signrelu.data.base import TensorDataModule
-from ddpm_signrelu.data.table import ENCODINGS, Encoding, Table, TableCodec, parse_table, read_csv, sorted_labels, take
+from ddpm_signrelu.data.table import (ENCODINGS, Encoding, Missing, Table, TableCodec, parse_table, read_csv,
+                                      sorted_labels, take)
 from ddpm_signrelu.errors import ConfigError, DataError, check_choice
 
 
@@ -16,13 +17,15 @@ class TabularDataModule(TensorDataModule):
     served: :meth:`tables` gives them to evaluations), ``val_size`` held-out rows and the training rows the codec is
     fitted on (``n_quantiles``). ``numerical``: column names; ``categorical``: column names, or a mapping name ->
     its labels (others are refused) or None (the labels found in the file); other columns are ignored. ``encoding``:
-    ``onehot`` or ``ordinal`` categories (docs/credit_default.md)."""
+    ``onehot`` or ``ordinal`` categories; ``missing``: ``refuse`` empty or NA cells, or model them in categorical
+    columns as a ``category`` of their own (docs/credit_default.md)."""
 
     num_levels = None
 
     def __init__(self, path: str, numerical: list[str], categorical: list[str] | dict[str, list[str] | None],
                  encoding: Encoding = "onehot", n_quantiles: int = 1000, batch_size: int = 1024,
-                 val_size: int = 3000, test_size: int = 6000, seed: int = 0, num_workers: int = 0):
+                 val_size: int = 3000, test_size: int = 6000, seed: int = 0, num_workers: int = 0,
+                 missing: Missing = "refuse"):
         super().__init__(batch_size=batch_size, val_size=val_size, seed=seed, num_workers=num_workers)
         check_choice("categorical encoding", encoding, ENCODINGS)
         if test_size < 1 or n_quantiles < 2:
@@ -30,19 +33,20 @@ class TabularDataModule(TensorDataModule):
         if isinstance(categorical, (list, tuple)):
             categorical = {name: None for name in categorical}
         self.path, self.numerical, self.categorical = Path(path), list(numerical), dict(categorical)
-        self.encoding, self.n_quantiles, self.test_size = encoding, n_quantiles, test_size
+        self.encoding, self.n_quantiles, self.test_size, self.missing = encoding, n_quantiles, test_size, missing
 
     @cached_property
     def _split(self) -> tuple[dict[str, Table], TableCodec]:
         header, cells = read_csv(self.path)
-        table = parse_table(self.path, header, cells, self.numerical, self.categorical)
+        table = parse_table(self.path, header, cells, self.numerical, self.categorical, self.missing)
         rows = len(cells)
         if self.val_size + self.test_size >= rows:
             raise ConfigError(f"val_size ({self.val_size}) + test_size ({self.test_size}) leave no training rows "
                               f"of the {rows} in {self.path}; lower them")
         perm = torch.randperm(rows, generator=torch.Generator().manual_seed(self.seed)).numpy()
         test, val, train = np.split(perm, [self.test_size, self.test_size + self.val_size])
-        categories = {name: labels or sorted_labels(table[name]) for name, labels in self.categorical.items()}
+        categories = {name: sorted_labels(table[name]) if labels is None else labels + [""] * ("" in table[name])
+                      for name, labels in self.categorical.items()}  # "": missing cells, where modelled
         tables = {"train": take(table, train), "val": take(table, val), "test": take(table, test)}
         return tables, TableCodec.fit(tables["train"], categories, self.encoding, self.n_quantiles, self.seed)
 
@@ -74,8 +78,9 @@ class TabularDataModule(TensorDataModule):
                             f"categories, rows or split): resume on the data the run started with, or start a new run")
 
 
-CREDIT_CATEGORICAL = ["SEX", "EDUCATION", "MARRIAGE", "PAY_0", "PAY_2", "PAY_3", "PAY_4", "PAY_5", "PAY_6",
-                      "default.payment.next.month"]
+STATUSES = [str(k) for k in range(-2, 9)]  # PAY_*: -2 no use, -1 paid in full, 0 revolving, 1..8 months late
+CREDIT_CATEGORICAL = {"SEX": ["1", "2"], "EDUCATION": [str(k) for k in range(7)], "MARRIAGE": ["0", "1", "2", "3"],
+                      **{f"PAY_{k}": STATUSES for k in (0, 2, 3, 4, 5, 6)}, "default.payment.next.month": ["0", "1"]}
 CREDIT_NUMERICAL = ["LIMIT_BAL", "AGE", *(f"BILL_AMT{i}" for i in range(1, 7)), *(f"PAY_AMT{i}" for i in range(1, 7))]
 
 

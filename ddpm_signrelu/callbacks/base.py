@@ -8,13 +8,16 @@ from ddpm_signrelu.data import TensorDataModule
 from ddpm_signrelu.errors import ConfigError
 
 
-def diffusion_data(trainer: L.Trainer, user: str) -> TensorDataModule:
-    """The trainer's data module, a set-up :class:`TensorDataModule` (``train_data``, ``val_data``, ``to_unit``,
-    ``hflip``, ``mixture``); a ConfigError names ``user`` otherwise."""
+def diffusion_data(trainer: L.Trainer, user: str, num_items: int = 0) -> TensorDataModule:
+    """The trainer's set-up :class:`TensorDataModule` (``train_data``, ``val_data``, ``to_unit``, ``hflip``,
+    ``mixture``), each split holding at least ``num_items`` items; else a ConfigError naming ``user``."""
     dm = trainer.datamodule
     if not isinstance(dm, TensorDataModule) or dm.train_data is None:
         raise ConfigError(f"{user} needs a ddpm_signrelu data module (a TensorDataModule with a training and a "
                           f"held-out split), got {type(dm).__name__}")
+    if num_items > min(len(dm.train_data), len(dm.val_data)):
+        raise ConfigError(f"{user} num_items={num_items} exceeds the training split ({len(dm.train_data)}) or the "
+                          f"held-out split ({len(dm.val_data)}); lower num_items")
     return dm
 
 

@@ -26,20 +26,15 @@ def curve_rows(strata: Strata, schedule: NoiseSchedule, curves: dict) -> tuple[l
 def log_risk(trainer: L.Trainer, pl_module: L.LightningModule, results: dict, strata: Strata,
              schedule: NoiseSchedule, curves: dict, name: str = "curves") -> None:
     """Log ``risk/<key>`` (+ ``_se`` where the SE is not None) of ``results``, key -> (value, SE, ...), on every rank;
-    rank zero then writes ``curves`` (:func:`write_curves`)."""
+    rank zero then appends the rows of ``curves`` to ``<run folder>/risk_<name>.csv``, draws ``risk_<name>.png`` and,
+    with a W&B logger, logs them as the Table ``risk/<name>`` and the image ``risk/<name>_plot``."""
     for key, (value, se, *_) in results.items():
         pl_module.log(f"risk/{key}", value, batch_size=1)
         if se is not None:
             pl_module.log(f"risk/{key}_se", se, batch_size=1)
     out_dir = trainer.log_dir or trainer.default_root_dir  # a collective under DDP: every rank asks
-    if trainer.is_global_zero:
-        write_curves(trainer, out_dir, strata, schedule, curves, name)
-
-
-def write_curves(trainer: L.Trainer, out_dir: str, strata: Strata, schedule: NoiseSchedule, curves: dict,
-                 name: str = "curves") -> None:
-    """Append the rows to ``<out_dir>/risk_<name>.csv`` and draw ``risk_<name>.png``; with a W&B logger also log
-    them as the Table ``risk/<name>`` and the image ``risk/<name>_plot``. Rank zero only: no collectives here."""
+    if not trainer.is_global_zero:
+        return
     columns, rows = curve_rows(strata, schedule, curves)
     step = trainer.global_step
     os.makedirs(out_dir, exist_ok=True)

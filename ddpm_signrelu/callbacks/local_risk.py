@@ -77,14 +77,10 @@ class LocalApproximation(ValidationEvaluator):
 
     Args:
         num_items: m >= 2 groups of training items, one point per column each, every point on an item of its own.
-        num_strata: K, the log-SNR strata.
-        patch_sizes: odd candidate sizes P (default: 3, 5, 7, 11, 15, 21, 29, 41, 57 below the memoriser's
-            2·max(H, W) − 1).
+        num_strata: K, the log-SNR strata.  proposal: π_k, ``weight`` or ``uniform``.
+        patch_sizes: odd candidate sizes P (default: :data:`DEFAULT_SIZES` below the memoriser's 2·max(H, W) − 1).
         bank_items: training images whose patches the machines search (and their mirror images under ``hflip``).
-        proposal: π_k, ``weight`` or ``uniform``.
-        every_n_val_checks: evaluate at every n-th validation check (never during the sanity check).
-        batch_size: points per patch search and per network call.
-        seed: the items, draws and bank.
+        batch_size: points per patch search and per network call.  seed: the items, draws and bank.
     """
 
     def __init__(self, num_items: int = 8, num_strata: int = 8, patch_sizes: list[int] | None = None,
@@ -156,11 +152,8 @@ class LocalApproximation(ValidationEvaluator):
             chosen[half == h] = weighted[half != h].sum(0).argmin(1)
         local = sq.gather(2, chosen.unsqueeze(2)).squeeze(2)
         continuous, dim, column = self.num_levels is None, self.points.dim, self.points.column
-
-        def columns(values):
-            return to_bits_per_dim(weighted_columns(w * values, column, continuous), dim)
-
-        local_cols, memoriser_cols = columns(local), columns(sq[..., -1])
+        local_cols, memoriser_cols = (to_bits_per_dim(weighted_columns(w * values, column, continuous), dim)
+                                      for values in (local, sq[..., -1]))
         value, se, local_curve = item_summary(local_cols)
         r2 = 1 - local / spread.clamp(min=torch.finfo(spread.dtype).tiny)
         sizes = torch.tensor(self.sizes, dtype=torch.float64)[weighted.sum(0).argmin(1).cpu()]

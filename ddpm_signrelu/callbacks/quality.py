@@ -24,8 +24,7 @@ class SampleQuality(ValidationEvaluator):
     Args:
         features, weights_path: see :func:`~ddpm_signrelu.metrics.fid.load_feature_extractor`; for ``domain`` the
             classifier cached next to the data, unless ``weights_path`` names another file.
-        sampler, steps, eta, spacing: the sampler (see ``DiffusionModel.generate``).
-        batch_size: samples and images per extractor call on each process.
+        sampler, steps, eta, spacing: see ``DiffusionModel.generate``.  batch_size: images per call on each process.
     """
 
     def __init__(self, num_samples: int = 10000, sampler: Sampler = "ddim", steps: int | None = 100,

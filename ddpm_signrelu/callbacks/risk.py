@@ -25,15 +25,10 @@ class RiskMetrics(ValidationEvaluator):
     and ``risk/vlb_heldout_rise`` give the paired change since the lowest check (§7), what :class:`GapRiseStop` reads.
 
     Args:
-        num_items: m >= 3, the groups of S_train and S_held.
-        num_strata: K, the log-SNR strata.
-        points_per_item: R >= K + 1 (default 4(K + 1)).
+        num_items: m >= 3, the groups of S_train and S_held.  num_strata: K, the log-SNR strata.
+        points_per_item: R >= K + 1 (default 4(K + 1)).  proposal: π_k, ``weight`` or ``uniform``.
         spread_items: each point on a data item of its own where the splits allow (False: a group's points on one).
-        proposal: π_k, ``weight`` or ``uniform``.
-        every_n_val_checks: evaluate at every n-th validation check (never during the sanity check).
-        batch_size: network inputs per call.
-        chunk_size: training rows per step of D*_n.
-        seed: seed of the subsets and draws.
+        batch_size: network inputs per call.  chunk_size: training rows per step of D*_n.  seed: the subsets, draws.
         entropy_samples: Monte Carlo size of H(p) (known density).
         max_memory_gb: bound on what one rank holds (:meth:`memory_bytes`); set-up fails above it.
         reference_items: training items the reference is fitted on, and items per split of its centring.
@@ -52,8 +47,7 @@ class RiskMetrics(ValidationEvaluator):
             raise ConfigError("RiskMetrics needs num_items >= 3 and num_strata, batch_size, chunk_size >= 1")
         if points_per_item is not None and points_per_item < num_strata + 1:
             raise ConfigError(f"RiskMetrics points_per_item={points_per_item} is below one point per column "
-                              f"(num_strata + 1 = {num_strata + 1}: L_0 and each stratum); raise it or lower "
-                              f"num_strata")
+                              f"(num_strata + 1 = {num_strata + 1}: L_0 and the strata); raise it or lower num_strata")
         if reference_items < 2 or reference_rank < 1 or reference_shrinkage < 0 or reference_components < 1:
             raise ConfigError("RiskMetrics needs reference_items >= 2, reference_rank >= 1, reference_components >= 1 "
                               "and reference_shrinkage >= 0")
@@ -71,18 +65,14 @@ class RiskMetrics(ValidationEvaluator):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        dm = diffusion_data(trainer, "RiskMetrics")
-        train, held, m = dm.train_data, dm.val_data, self.num_items
-        if m > len(train) or m > len(held):
-            raise ConfigError(f"RiskMetrics num_items={m} exceeds the training split ({len(train)}) or the held-out "
-                              f"split ({len(held)}); lower num_items or enlarge the splits")
-        if m < trainer.world_size:
-            raise ConfigError(f"RiskMetrics num_items={m} is below the number of processes ({trainer.world_size})")
+        train = diffusion_data(trainer, "RiskMetrics", self.num_items).train_data
+        if self.num_items < trainer.world_size:
+            raise ConfigError(f"RiskMetrics num_items={self.num_items} is below the number of processes "
+                              f"({trainer.world_size})")
         self.check_memory(len(train), tuple(train.shape[1:]), train.dtype, trainer.world_size)
         super().setup(trainer, pl_module, stage)
 
-    def memory_bytes(self, num_train: int, item_shape: tuple[int, ...], dtype: torch.dtype,
-                     world_size: int = 1) -> int:
+    def memory_bytes(self, num_train: int, item_shape: tuple[int, ...], dtype: torch.dtype, world_size: int = 1) -> int:
         """Bytes one of ``world_size`` processes holds, from sizes alone: the training split as stored (``num_train``
         items of ``item_shape`` in ``dtype``), the cache (7 float32 arrays of ⌈m/W⌉·R·D), D*_n's logits (batch x chunk)
         and float64 chunk, and the reference's fit (its items and two D x r arrays a component)."""

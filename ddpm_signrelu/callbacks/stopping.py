@@ -20,8 +20,7 @@ class DiscrepancyStop(ValidationEvaluator):
     ν, the Bayes denoiser's training loss, is estimated on ``population_samples`` fresh draws; the model's loss on
     ``num_items`` training items with ``draws_per_item`` fixed (t, ε) each. Stops at the first check where loss ≤
     ν + ``tau``·SE, and logs ``stop/discrepancy_loss`` and ``stop/discrepancy_threshold``. Needs data of known
-    density (a Gaussian-mixture data module): set-up raises a ConfigError otherwise.
-    """
+    density (a Gaussian-mixture data module): set-up raises a ConfigError otherwise."""
 
     reason = "discrepancy"
 
@@ -29,8 +28,7 @@ class DiscrepancyStop(ValidationEvaluator):
                  population_samples: int = 20_000, seed: int = 0, every_n_val_checks: int = 1):
         super().__init__(every_n_val_checks)
         if not 0 <= tau or num_items < 1 or draws_per_item < 1 or population_samples < 2:
-            raise ConfigError("DiscrepancyStop needs tau >= 0, num_items, draws_per_item >= 1 and "
-                              "population_samples >= 2")
+            raise ConfigError("DiscrepancyStop needs tau >= 0, num_items, draws_per_item >= 1, population_samples >= 2")
         self.tau, self.num_items, self.draws_per_item = tau, num_items, draws_per_item
         self.population_samples, self.seed = population_samples, seed
         self.stopped_step: int | None = None
@@ -64,8 +62,7 @@ class DiscrepancyStop(ValidationEvaluator):
         loss, se = mean_and_se(losses.view(self.num_items, self.draws_per_item).mean(1))  # SE over items
         nu, nu_se = self.level
         threshold = nu + self.tau * math.hypot(se, nu_se)
-        pl_module.log("stop/discrepancy_loss", loss, batch_size=1)
-        pl_module.log("stop/discrepancy_threshold", threshold, batch_size=1)
+        pl_module.log_dict({"stop/discrepancy_loss": loss, "stop/discrepancy_threshold": threshold}, batch_size=1)
         if loss <= threshold and self.stopped_step is None:
             self.stopped_step, self.stopped_value = trainer.global_step, loss
             trainer.should_stop = True

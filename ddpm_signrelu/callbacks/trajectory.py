@@ -23,16 +23,14 @@ class TrajectoryStatistics(ValidationEvaluator):
     Also logged: ``opt/sum_lr_gradnorm2`` = Σ_k η_k ‖g_k‖² over the run (gradients before clipping), ``train/dsm``,
     ``val/dsm`` and ``gap/dsm`` (the loss on ``num_items`` training and held-out items with shared fixed draws, and
     their difference), ``hparams/lr`` and ``hparams/batch_size`` (the global batch of one optimizer step). Under DDP
-    rank 0 stores the trajectory and broadcasts the statistics.
-    """
+    rank 0 stores the trajectory and broadcasts the statistics."""
 
     def __init__(self, every_n_steps: int = 10, window: int = 2000, sketch_dim: int = 2**14, num_items: int = 64,
                  alpha: float = 1.0, scale: float | None = None, every_n_val_checks: int = 1, seed: int = 0):
         super().__init__(every_n_val_checks)
         if every_n_steps < 1 or window < 2 * every_n_steps or sketch_dim < 1 or num_items < 1:
-            raise ConfigError(f"TrajectoryStatistics needs every_n_steps >= 1, window >= 2 x every_n_steps, "
-                              f"sketch_dim >= 1 and num_items >= 1, got {every_n_steps}, {window}, {sketch_dim}, "
-                              f"{num_items}")
+            raise ConfigError(f"TrajectoryStatistics needs every_n_steps >= 1, window >= 2 x every_n_steps, sketch_dim "
+                              f">= 1 and num_items >= 1, got {every_n_steps}, {window}, {sketch_dim}, {num_items}")
         if scale is not None and scale <= 0:
             raise ConfigError(f"TrajectoryStatistics scale must be > 0 (or null: the square root of the training-set "
                               f"size), got {scale}")
@@ -48,11 +46,7 @@ class TrajectoryStatistics(ValidationEvaluator):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        dm = diffusion_data(trainer, "TrajectoryStatistics")
-        m = self.num_items
-        if m > len(dm.train_data) or m > len(dm.val_data):
-            raise ConfigError(f"TrajectoryStatistics num_items={m} exceeds the training split ({len(dm.train_data)}) "
-                              f"or the held-out split ({len(dm.val_data)}); lower num_items")
+        diffusion_data(trainer, "TrajectoryStatistics", self.num_items)
         super().setup(trainer, pl_module, stage)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -107,8 +101,7 @@ class TrajectoryStatistics(ValidationEvaluator):
             pl_module.model.train(training)
 
     def evaluate_model(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for name, value in self.evaluate(trainer, pl_module).items():
-            pl_module.log(name, value, batch_size=1)
+        pl_module.log_dict(self.evaluate(trainer, pl_module), batch_size=1)
 
     @torch.no_grad()
     def evaluate(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:

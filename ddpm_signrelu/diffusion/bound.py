@@ -1,5 +1,4 @@
 """The DDPM variational bound L_vlb = L_T + Σ_{t=2}^T L_{t−1} + L_0 and its stratified estimate (theory.md §5, §6.1).
-
 Terms are in nats per example; ``denoise(x_t, t)`` is the model's x̂0 (clipped or not, as the caller decides)."""
 
 from __future__ import annotations

@@ -12,8 +12,7 @@ PARAMETERIZATIONS = get_args(Parameterization)
 
 def scales(schedule: NoiseSchedule, t: torch.Tensor, ndim: int, dtype: torch.dtype):
     """(a, s) = (√ᾱ_t, √(1 − ᾱ_t)) at step indices t, shaped (B, 1, …, 1), computed in float64, cast to ``dtype``."""
-    return (schedule.at("sqrt_alphas_cumprod", t, ndim, dtype),
-            schedule.at("sqrt_one_minus_alphas_cumprod", t, ndim, dtype))
+    return tuple(schedule.at(name, t, ndim, dtype) for name in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod"))
 
 
 def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

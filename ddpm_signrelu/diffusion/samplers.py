@@ -3,9 +3,7 @@
 Every sampler walks a descending grid of step indices T − 1 = t_0 > … > t_{N−1} = 0, calling the denoiser once per
 point (Heun: twice per step but the last), and ends with x̂0 at t_{N−1}. Grids (``spacing``): ``uniform`` in t,
 ``logsnr`` uniform in λ_t = log(α_t/σ_t), ``karras`` (ρ = 7); by default ``uniform`` for ``ddpm``/``ddim``,
-``logsnr`` for the DPM-Solvers, ``karras`` for ``heun``. One noise generator per sample: a sample depends on its
-seed alone, not on its batch.
-"""
+``logsnr`` for the DPM-Solvers, ``karras`` for ``heun``. A sample depends on its seed alone, not on its batch."""
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal, get_args
@@ -48,9 +46,8 @@ def check_steps(num_timesteps: int, steps: int) -> None:
 
 
 def spaced_grid(schedule: NoiseSchedule, steps: int, spacing: Spacing = "uniform") -> torch.Tensor:
-    """Descending step indices ending at 0: :func:`timestep_grid` (``uniform``), or ``steps`` points uniform in
-    λ_t (``logsnr``) or in σ̃_t^{1/ρ} (``karras``, ρ = 7) from t = T to t = 1, each mapped to the nearest index
-    in λ (nearest in log σ̃ is the same)."""
+    """Descending step indices ending at 0: :func:`timestep_grid` (``uniform``), or ``steps`` points uniform in λ_t
+    (``logsnr``) or in σ̃_t^{1/ρ} (``karras``, ρ = 7) from t = T to t = 1, each mapped to the index of nearest λ."""
     check_choice("spacing", spacing, SPACINGS)
     if spacing == "uniform":
         return timestep_grid(schedule.num_timesteps, steps)
@@ -111,9 +108,8 @@ def dpmpp_step(x: torch.Tensor, x0_hats: list[torch.Tensor], lams: list[float], 
 
 def sampling_plan(schedule: NoiseSchedule, sampler: Sampler = "ddpm", steps: int | None = None,
                   eta: float | None = None, spacing: Spacing | None = None) -> tuple[torch.Tensor, float]:
-    """The grid and η that :func:`sample` uses for these options, each checked: bad ones fail here, before any
-    sampling. ``steps`` defaults to :func:`default_steps`, ``spacing`` to the sampler's (see above); ``eta``
-    applies to ``ddim`` alone (default 0)."""
+    """The grid and η that :func:`sample` uses, every option checked before any sampling: ``steps`` defaults to
+    :func:`default_steps`, ``spacing`` to the sampler's (see above); ``eta`` applies to ``ddim`` alone (default 0)."""
     check_choice("sampler", sampler, SAMPLERS)
     if eta is not None and sampler != "ddim":
         raise ConfigError(f"eta applies to ddim alone, not to {sampler}; leave it unset")

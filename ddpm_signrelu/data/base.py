@@ -43,9 +43,8 @@ class IndexedTensorDataset(Dataset):
 class TensorDataModule(L.LightningDataModule):
     """Base class: subclasses set ``data_shape`` and ``num_levels`` (None: continuous data) and implement :meth:`load`
     (all items, (N, *data_shape), split here by seed) or :meth:`load_splits` (train, held-out). ``batch_size``: the
-    global batch, shared out over the W processes (docs/runs.md); ``val_size``: held-out items; ``seed`` fixes the
-    split, the batch order, the flips and the diffusion draws; ``hflip``: flip training images left-right at random
-    (the mirror images join the training measure, theory.md §6.1)."""
+    global batch over the W processes (docs/runs.md); ``val_size``: held-out items; ``seed`` fixes the split, batch
+    order, flips and diffusion draws; ``hflip``: random left-right flips of training images (theory.md §6.1)."""
 
     data_shape: tuple[int, ...]
     num_levels: int | None

@@ -1,5 +1,4 @@
-"""A domain feature extractor for FID and KID: a CNN classifier of the data set's own images (``docs/metrics.md``),
-fitted by ``python -m ddpm_signrelu.cli.domain --config <train config>``, cached at the data's ``classifier_path``."""
+"""A domain feature extractor for FID and KID: a CNN classifier of the data set's own images (``docs/metrics.md``)."""
 
 import hashlib
 from pathlib import Path
@@ -11,6 +10,7 @@ from torch import nn
 from ddpm_signrelu.errors import CheckpointError, ConfigError
 
 FORMAT = "ddpm_signrelu.domain_classifier/1"
+FIT_IT = "fit it with python -m ddpm_signrelu.cli.domain --config <your train config>"
 
 
 class DomainClassifier(nn.Module):
@@ -78,18 +78,17 @@ def save_classifier(model: DomainClassifier, path: str | Path, data: str, test_a
 
 def load_classifier(path: str | Path, data: str | None = None) -> DomainClassifier:
     """The classifier saved at ``path``; ``data``, when given, must be the fingerprint of its training images."""
-    fix = "fit it with python -m ddpm_signrelu.cli.domain --config <your train config>"
     if not Path(path).is_file():
-        raise ConfigError(f"no domain classifier at {path}; {fix}")
+        raise ConfigError(f"no domain classifier at {path}; {FIT_IT}")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file
-        raise CheckpointError(f"{path} is not a readable domain classifier ({type(err).__name__}); {fix}") from None
+        raise CheckpointError(f"{path} is not a readable domain classifier ({type(err).__name__}); {FIT_IT}") from None
     if not isinstance(saved, dict) or saved.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a domain classifier written by ddpm_signrelu; {fix}")
+        raise CheckpointError(f"{path} is not a domain classifier written by ddpm_signrelu; {FIT_IT}")
     if data is not None and saved["data"] != data:
         raise CheckpointError(f"{path} was trained on other images than this data set's training split; delete it "
-                              f"and {fix}")
+                              f"and {FIT_IT}")
     model = DomainClassifier(tuple(saved["image_shape"]), saved["num_classes"], saved["num_features"])
     model.load_state_dict(saved["state_dict"])
     model.test_accuracy = saved["test_accuracy"]

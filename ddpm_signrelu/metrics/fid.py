@@ -1,7 +1,5 @@
 """FID (Heusel et al., 2017), KID (Bińkowski et al., 2018) and improved precision / recall (Kynkäänniemi et al.,
-2019) on features computed once per image, with the standard Inception, the data set's own classifier
-(:mod:`~ddpm_signrelu.metrics.domain`) or any extractor (``docs/metrics.md``). FID and KID are torchmetrics metrics,
-reduced over DDP processes in ``compute``."""
+2019) on features computed once per image (``docs/metrics.md``), reduced over DDP processes in ``compute``."""
 
 import importlib
 import math
@@ -14,7 +12,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from ddpm_signrelu.errors import ConfigError
-from ddpm_signrelu.metrics.domain import load_classifier
+from ddpm_signrelu.metrics.domain import FIT_IT, load_classifier
 from ddpm_signrelu.metrics.sample_quality import knn_precision_recall
 
 KNN = 3  # the k of precision and recall, as Kynkäänniemi et al.
@@ -31,14 +29,12 @@ class _Given(nn.Identity):
 def load_feature_extractor(features: str = "inception", weights_path: str | None = None,
                            data: str | None = None) -> nn.Module:
     """The image → feature map, uint8 (N, 3, H, W) → (N, F): ``inception``, FID's Inception-v3 (2048 features; its
-    weights downloaded on first use or read from ``weights_path``, ``weights-inception-2015-12-05-6726825d.pth``);
-    ``domain``, the data set's :class:`~ddpm_signrelu.metrics.domain.DomainClassifier` (128 features) read from
-    ``weights_path`` and refused unless ``data``, when given, is the fingerprint of the images it was fitted on; or
-    ``package.module:name``, a custom extractor: ``name`` a Module class or a factory called with no arguments."""
+    weights downloaded on first use or read from ``weights_path``); ``domain``, the data set's
+    :class:`~ddpm_signrelu.metrics.domain.DomainClassifier` (128 features) read from ``weights_path``, refused unless
+    ``data``, when given, is its training images' fingerprint; or ``package.module:name``: a Module class or factory."""
     if features == "domain":
         if weights_path is None:
-            raise ConfigError("features 'domain' needs the classifier's file (weights_path); fit it with "
-                              "python -m ddpm_signrelu.cli.domain --config <your train config>")
+            raise ConfigError(f"features 'domain' needs the classifier's file (weights_path); {FIT_IT}")
         return load_classifier(weights_path, data)
     if features == "inception":
         if weights_path is not None and not os.path.isfile(weights_path):
@@ -55,8 +51,7 @@ def load_feature_extractor(features: str = "inception", weights_path: str | None
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError):
-        raise ConfigError(f"unknown feature extractor '{features}': use 'inception' or 'package.module:name'") \
-            from None
+        raise ConfigError(f"unknown feature extractor '{features}': use 'inception' or 'package.module:name'") from None
     return factory()
 
 
@@ -68,9 +63,8 @@ def rgb_uint8(images: torch.Tensor) -> torch.Tensor:
 class FeatureDistances(nn.Module):
     """FID, KID and precision / recall between a fixed reference set (``update(images, real=True)`` once) and
     generated sets (``update(images, real=False)``, ``compute()``, ``reset_generated()``) of uint8 (N, C, H, W).
-    ``extractor``: from :func:`load_feature_extractor`; ``image_shape``: (C, H, W); ``kid_subsets``,
-    ``kid_subset_size``: KID's random subsets (the size capped by the number of images); ``max_knn``: the most real
-    and generated images each that precision and recall use, chosen by seed."""
+    ``kid_subsets``, ``kid_subset_size``: KID's random subsets (the size capped by the number of images);
+    ``max_knn``: the most real and generated images each that precision and recall use, chosen by seed."""
 
     def __init__(self, extractor: nn.Module, image_shape, kid_subsets: int = 100, kid_subset_size: int = 1000,
                  max_knn: int = 5000):

@@ -6,8 +6,7 @@ import torch.nn.functional as F
 
 
 def padding_classes(height: int, width: int, patch_size: int) -> list[torch.Tensor]:
-    """The pixel positions (flat indices h·W + w) grouped by the zero padding their centred P×P patch needs
-    (theory.md §6.7: Q(p))."""
+    """The pixel positions (flat h·W + w) grouped by the zero padding their centred P×P patch needs (§6.7: Q(p))."""
     d = patch_size // 2
 
     def axis(size):
@@ -23,8 +22,7 @@ def local_patch_denoiser(x_t: torch.Tensor, alpha_bar: torch.Tensor, bank: torch
     """The ELS machine's x̂0 (theory.md §6.7): at each pixel, the posterior mean of the centre pixel of a P×P
     training patch given the P×P patch of x_t around it, over the patches of ``bank`` at positions of the same
     :func:`padding_classes`. ``patch_size`` P: odd (else ValueError). ``x_t``: (B, C, H, W); ``alpha_bar``: (B,);
-    ``bank``: (N, C, H, W) in data units, streamed with a running log-sum-exp per pixel, ``budget`` logits at a time.
-    """
+    ``bank``: (N, C, H, W) in data units, streamed with a running log-sum-exp per pixel, ``budget`` logits at a time."""
     b, c, h, w = x_t.shape
     if patch_size < 1 or patch_size % 2 == 0:
         raise ValueError(f"patch_size must be odd and >= 1, got {patch_size}")

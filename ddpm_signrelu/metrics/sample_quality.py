@@ -5,8 +5,7 @@ import torch
 
 def knn_precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 3) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al., NeurIPS 2019): the fraction of ``fake`` rows inside the
-    real manifold (the union of balls around each real row, of radius its k-NN distance among the real rows);
-    recall swaps the roles."""
+    union of balls around the real rows, each of radius its k-NN distance among them; recall swaps the roles."""
     real, fake = real.flatten(1).double(), fake.flatten(1).double()
 
     def coverage(ref: torch.Tensor, query: torch.Tensor) -> float:

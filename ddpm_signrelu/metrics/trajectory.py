@@ -65,16 +65,14 @@ class CountSketch:
     def __call__(self, tensors) -> torch.Tensor:
         """The sketch (float32, P values, on the tensors' device) of the concatenation of ``tensors``' values."""
         tensors = list(tensors)
+        if (total := sum(t.numel() for t in tensors)) != len(self.buckets):
+            raise ValueError(f"CountSketch was made for {len(self.buckets)} values, got {total}")
         device = tensors[0].device
         self.buckets, self.signs = self.buckets.to(device), self.signs.to(device)
         out = torch.zeros(self.dim, dtype=torch.float32, device=device)
         start = 0
         for t in tensors:
             stop = start + t.numel()
-            if stop > len(self.buckets):
-                raise ValueError(f"CountSketch was made for {len(self.buckets)} values, got more")
             out.index_add_(0, self.buckets[start:stop], t.detach().reshape(-1).float() * self.signs[start:stop])
             start = stop
-        if start != len(self.buckets):
-            raise ValueError(f"CountSketch was made for {len(self.buckets)} values, got {start}")
         return out

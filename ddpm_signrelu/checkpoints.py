@@ -24,8 +24,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not isinstance(checkpoint, dict) or CHECKPOINT_KEY not in checkpoint:
         raise CheckpointError(f"{path} is not a ddpm_signrelu checkpoint (no '{CHECKPOINT_KEY}' entry); "
                               f"pass a checkpoint written by 'python train.py'")
-    missing = [k for k in ("hyper_parameters", "state_dict") if not checkpoint.get(k)]
-    if missing:
+    if missing := [k for k in ("hyper_parameters", "state_dict") if not checkpoint.get(k)]:
         raise CheckpointError(f"{path} has no {' and no '.join(missing)}: it cannot rebuild the model; pass a "
                               f"checkpoint written by 'python train.py'")
     return checkpoint

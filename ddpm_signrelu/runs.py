@@ -48,17 +48,14 @@ def checkpoint_dirs(trainer) -> list[Path]:
 
 def resume_path(ckpt_path: str | None, trainer, fit: bool = True) -> str | None:
     """The checkpoint a command starts from. ``last``: the one of highest global step (the newest file on a tie)
-    among the run's ``last*.ckpt`` and ``on_exception*.ckpt`` and Lightning's SLURM ``hpc_ckpt_*.ckpt``.
-
-    ``fit`` in a run folder that already holds checkpoints continues it only when asked, with ``last`` or one of
-    its own checkpoints; anything else (no ``ckpt_path``, another run's checkpoint) would continue or overwrite it
-    unasked and is refused. A job that SLURM requeued resumes from its HPC checkpoint, as Lightning does."""
+    among the run's ``last*``, ``on_exception*`` and Lightning's SLURM ``hpc_ckpt_*`` checkpoints. ``fit`` in a folder
+    holding checkpoints continues only with ``last`` or one of them (or from its HPC checkpoint when SLURM requeued
+    the job, as Lightning does); anything else would continue or overwrite the run unasked: a ConfigError."""
     root = Path(trainer.default_root_dir or ".")
     found = [p for folder in checkpoint_dirs(trainer) if folder.is_dir() for p in sorted(folder.glob("*.ckpt"))]
     found += sorted(root.glob("hpc_ckpt_*.ckpt"))
     if ckpt_path == "last":
-        candidates = [p for p in found if p.stem.startswith(("last", "on_exception", "hpc_ckpt_"))]
-        if not candidates:
+        if not (candidates := [p for p in found if p.stem.startswith(("last", "on_exception", "hpc_ckpt_"))]):
             raise ConfigError(f"--ckpt_path last: no checkpoint to resume under {root}; drop --ckpt_path to start anew")
         return str(max(candidates, key=lambda p: (checkpoint_step(p), p.stat().st_mtime)))
     requeued = ckpt_path is None and SLURMEnvironment.detect() and any(p.stem.startswith("hpc_ckpt_") for p in found)
@@ -80,8 +77,7 @@ def checkpoint_step(path: Path) -> int:
 
 def check_resumable(checkpoint: dict, model: DiffusionModel, path) -> None:
     """Refuse, naming what differs, a checkpoint whose model settings or weights are not ``model``'s."""
-    differ = setting_differences(checkpoint["hyper_parameters"], dict(model.hparams))
-    if differ:
+    if differ := setting_differences(checkpoint["hyper_parameters"], dict(model.hparams)):
         raise CheckpointError(f"{path} holds a model with other settings: {differ}; use the run's own config "
                               f"(config.yaml in its folder), or start a new run in another folder")
     check_weights(checkpoint["state_dict"], model, path)

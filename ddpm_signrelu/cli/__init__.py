@@ -1,5 +1,4 @@
-"""Command-line wiring: ``train.py`` (:mod:`.train`), ``sample.py`` (:mod:`.sample`) and the domain classifier
-(:mod:`.domain`); each turns bad input into one line (:mod:`.exits`)."""
+"""Command-line wiring: ``train.py``, ``sample.py`` and the domain classifier; bad input ends in one line."""
 
 from ddpm_signrelu.cli.sample import analytic_gamma, sample_main
 from ddpm_signrelu.cli.train import DiffusionCLI, build_run, compose_configs, train_main

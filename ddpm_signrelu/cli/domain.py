@@ -1,5 +1,4 @@
-"""``python -m ddpm_signrelu.cli.domain --config CONFIG``: fit and cache the data set's domain classifier (the
-FID / KID features of :mod:`ddpm_signrelu.metrics.domain`)."""
+"""Fit and cache the data set's domain classifier: the FID / KID features of :mod:`ddpm_signrelu.metrics.domain`."""
 
 import argparse
 from pathlib import Path

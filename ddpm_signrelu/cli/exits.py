@@ -25,8 +25,7 @@ def run_command(main) -> None:
     try:
         main()
     except Exception as err:
-        cause = user_error(err)
-        if cause is None:
+        if (cause := user_error(err)) is None:
             raise
         print(f"error: {one_line(cause)}", file=sys.stderr)
         sys.exit(2)

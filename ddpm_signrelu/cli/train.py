@@ -1,5 +1,6 @@
 """``train.py``: LightningCLI with composed config files, a run folder per run, and checked resumption."""
 
+import contextlib
 import copy
 import json
 import netrc
@@ -34,16 +35,13 @@ def wandb_offline_without_credentials(config) -> None:
     """Log W&B offline, and say so, where a W&B logger has no API key and ``WANDB_MODE`` is unset (no log-in prompt;
     ``wandb sync <run folder>/wandb/offline-run-*`` uploads the run later)."""
     loggers = as_list(config.get("trainer", {}).get("logger"))
-    if not any(str(getattr(lg, "class_path", "")).endswith("WandbLogger") for lg in loggers):
-        return
-    if "WANDB_MODE" in os.environ or "WANDB_API_KEY" in os.environ:
+    wandb = any(str(getattr(lg, "class_path", "")).endswith("WandbLogger") for lg in loggers)
+    if not wandb or "WANDB_MODE" in os.environ or "WANDB_API_KEY" in os.environ:
         return
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
+    with contextlib.suppress(FileNotFoundError, netrc.NetrcParseError):
         if netrc.netrc().authenticators(host):
             return
-    except (FileNotFoundError, netrc.NetrcParseError):
-        pass
     os.environ["WANDB_MODE"] = "offline"
     print(f"W&B: no API key for {host} (wandb login, or WANDB_API_KEY); logging offline. Set WANDB_MODE to choose; "
           f"--trainer.logger lightning.pytorch.loggers.CSVLogger logs to CSV only", file=sys.stderr)

@@ -34,8 +34,7 @@ class DiffusionModel(L.LightningModule):
         clip_denoised: clamp x̂0 to [−1, 1] when sampling and evaluating (never in training).
         lr, weight_decay, adam_betas, warmup_steps: AdamW with a linear warm-up to ``lr``.
         lr_schedule: after warm-up, ``constant`` or ``cosine`` decay to 0 at ``trainer.max_steps``.
-        bound_strata: strata K of the validation bound estimate (K + 1 network calls per item).
-        eval_seed: seed of the fixed validation draws.
+        bound_strata: K, the validation bound's strata (K + 1 network calls per item).  eval_seed: validation draws.
         compile: ``torch.compile`` the network in place at set-up: ``True`` for the defaults or a dict of its options,
             e.g. ``{mode: max-autotune}`` (needs Triton on GPU, a C++ compiler on CPU; checkpoints load uncompiled).
     """
@@ -163,8 +162,7 @@ class DiffusionModel(L.LightningModule):
         """Refuse, with the differing settings named, to resume from a checkpoint of another model."""
         if CHECKPOINT_KEY not in checkpoint:
             raise CheckpointError("the checkpoint was not written by ddpm_signrelu; resume from one of this package")
-        differ = setting_differences(checkpoint.get("hyper_parameters", {}), dict(self.hparams))
-        if differ:
+        if differ := setting_differences(checkpoint.get("hyper_parameters", {}), dict(self.hparams)):
             raise CheckpointError(f"the checkpoint is from another model: {differ}; use the checkpoint's config "
                                   f"(saved as config.yaml beside the run) or start a new run")
 
@@ -176,8 +174,7 @@ def compile_options(compile: bool | dict) -> dict | None:
     if not isinstance(compile, dict):
         raise ConfigError(f"compile must be true, false or a dict of torch.compile options, got {compile!r}")
     valid = [k for k in inspect.signature(torch.compile).parameters if k != "model"]
-    unknown = sorted(set(compile) - set(valid))
-    if unknown:
+    if unknown := sorted(set(compile) - set(valid)):
         raise ConfigError(f"unknown torch.compile option(s) {unknown} in compile; valid: {valid}")
     return dict(compile)
 

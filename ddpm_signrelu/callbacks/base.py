@@ -30,8 +30,7 @@ def evaluation_rows(dm: TensorDataModule, num_items: int, seed: int) -> tuple[to
 
 class ValidationEvaluator(Callback):
     """Calls :meth:`evaluate_model` at every ``every_n_val_checks``-th validation check of a fit (never the sanity
-    check; 0: never) with the weights validation sees: at set-up it moves to just after a ``WeightAveraging`` (EMA)
-    callback listed after it, so that it runs once the averaged weights are swapped in."""
+    check; 0: never) with the weights validation sees: set-up moves it after a ``WeightAveraging`` (EMA) callback."""
 
     def __init__(self, every_n_val_checks: int = 1):
         if every_n_val_checks < 0:

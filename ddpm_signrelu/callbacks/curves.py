@@ -15,9 +15,8 @@ def curve_rows(strata: Strata, schedule: NoiseSchedule, curves: dict) -> tuple[l
     """Rows L_T, L_0 (t = 1), then one per stratum: bucket, λ range, math-t range, then each curve's value."""
     lam, T = schedule.log_snr, schedule.num_timesteps
     ranges = [("prior", lam[-1].item(), lam[-1].item(), T, T), ("decoder", lam[0].item(), lam[0].item(), 1, 1)]
-    for k, members in enumerate(strata.members):
-        lo, hi = strata.log_snr_range[k]
-        ranges.append((str(k), lo, hi, int(members[0]) + 1, int(members[-1]) + 1))
+    ranges += [(str(k), lo, hi, int(members[0]) + 1, int(members[-1]) + 1)
+               for k, (members, (lo, hi)) in enumerate(zip(strata.members, strata.log_snr_range))]
     names = sorted(curves)
     columns = ["bucket", "lambda_lo", "lambda_hi", "t_lo", "t_hi", *names]
     return columns, [[*r, *(float(curves[n][i]) for n in names)] for i, r in enumerate(ranges)]

@@ -84,8 +84,7 @@ class RiskMetrics(ValidationEvaluator):
     def check_memory(self, num_train: int, item_shape: tuple[int, ...], dtype: torch.dtype,
                      world_size: int = 1) -> None:
         """A ConfigError, with the numbers and the fix, where :meth:`memory_bytes` exceeds ``max_memory_gb``."""
-        need = self.memory_bytes(num_train, item_shape, dtype, world_size)
-        if need > self.max_memory_gb * 2**30:
+        if (need := self.memory_bytes(num_train, item_shape, dtype, world_size)) > self.max_memory_gb * 2**30:
             per_rank, k, dim = math.ceil(self.num_items / world_size), self.points, math.prod(item_shape)
             raise ConfigError(
                 f"RiskMetrics would hold {need / 2**30:.2f} GiB per process (training split {(num_train, *item_shape)} "

@@ -92,9 +92,8 @@ class TableWriter(SampleWriter):
 
 
 class SampleGrid(ValidationEvaluator):
-    """Samples ``num_samples`` images with fixed seeds into ``<run dir>/samples/step_<N>.png`` (+ .npz), and to
-    the W&B or TensorBoard logger as the image ``samples``: at the end of training and, if ``every_n_val_checks`` > 0,
-    at every n-th validation check."""
+    """Samples ``num_samples`` images with fixed seeds into ``<run dir>/samples/step_<N>.png`` (+ .npz) and the W&B
+    or TensorBoard image ``samples``: at the end of training and every ``every_n_val_checks``-th check (0: never)."""
 
     def __init__(self, num_samples: int = 64, sampler: Sampler = "ddim", steps: int | None = 50,
                  eta: float | None = None, spacing: Spacing | None = None, seed: int = 0,

@@ -106,10 +106,9 @@ class GapRiseStop(Callback):
 
 
 class StopReport(Callback):
-    """At the end of training, log why and when it stopped: ``stop/step`` and ``stop/value`` (the monitored value at
-    the stop) as metrics, and ``stop/reason`` as a hyper-parameter (a string): ``discrepancy``, ``gap_rise``,
-    ``holdout_`` + the stopping reason of Lightning's ``EarlyStopping`` (``holdout_patience_exhausted``, ...), or
-    ``max_steps``."""
+    """At the end of training, logs ``stop/step`` and ``stop/value`` (the monitored value at the stop) as metrics and
+    ``stop/reason`` as a hyper-parameter: ``discrepancy``, ``gap_rise``, ``holdout_`` + the stopping reason of
+    Lightning's ``EarlyStopping`` (``holdout_patience_exhausted``, ...), or ``max_steps``."""
 
     def __init__(self):
         self.reason: str | None = None

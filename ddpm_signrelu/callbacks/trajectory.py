@@ -18,12 +18,11 @@ class TrajectoryStatistics(ValidationEvaluator):
     Every ``every_n_steps`` optimizer steps the weights θ_k are stored as a :class:`CountSketch` of ``sketch_dim``
     values and as their losses on ``num_items`` fixed training triples (x0, t, ε). The last ``window`` steps' iterates
     give, under the sketches' Euclidean metric (``euclid``) and the loss pseudo-metric ρ_S (``rhoS``),
-    ``topo/E_alpha_{euclid,rhoS}`` (the minimum spanning tree's weight, α = ``alpha``) and ``topo/mag_*``,
-    ``topo/pmag_*`` (magnitude and positive magnitude at scale ``scale``, default √n, n the training-set size).
-    Also logged: ``opt/sum_lr_gradnorm2`` = Σ_k η_k ‖g_k‖² over the run (gradients before clipping), ``train/dsm``,
-    ``val/dsm`` and ``gap/dsm`` (the loss on ``num_items`` training and held-out items with shared fixed draws, and
-    their difference), ``hparams/lr`` and ``hparams/batch_size`` (the global batch of one optimizer step). Under DDP
-    rank 0 stores the trajectory and broadcasts the statistics."""
+    ``topo/E_alpha_*`` (the minimum spanning tree's weight, α = ``alpha``), ``topo/mag_*`` and ``topo/pmag_*``
+    (magnitude and positive magnitude at scale ``scale``, default √n, n the training-set size). Also logged:
+    ``opt/sum_lr_gradnorm2`` = Σ_k η_k ‖g_k‖² over the run (gradients before clipping), ``train/dsm``, ``val/dsm`` and
+    ``gap/dsm`` (the loss on ``num_items`` training and held-out items with shared fixed draws, and their difference),
+    ``hparams/lr`` and ``hparams/batch_size`` (the global batch of one step). Under DDP rank 0 stores the trajectory."""
 
     def __init__(self, every_n_steps: int = 10, window: int = 2000, sketch_dim: int = 2**14, num_items: int = 64,
                  alpha: float = 1.0, scale: float | None = None, every_n_val_checks: int = 1, seed: int = 0):
@@ -68,8 +67,7 @@ class TrajectoryStatistics(ValidationEvaluator):
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         total = torch.zeros((), dtype=torch.float64, device=pl_module.device)
         for group in optimizer.param_groups:
-            grads = [p.grad for p in group["params"] if p.grad is not None]
-            if grads:
+            if grads := [p.grad for p in group["params"] if p.grad is not None]:
                 norm2 = torch.stack(torch._foreach_norm(grads)).double().square().sum()
                 total = total + float(group["lr"]) * torch.where(torch.isfinite(norm2), norm2, 0.0)
         self.sum_lr_gradnorm2 = self.sum_lr_gradnorm2.to(total.device) + total  # no host sync: read at evaluation

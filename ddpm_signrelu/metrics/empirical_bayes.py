@@ -24,29 +24,22 @@ def empirical_bayes_denoiser(x_t: torch.Tensor, alpha_bar: torch.Tensor, train: 
     m = torch.full((b, 1), -torch.inf, dtype=dtype, device=x.device)
     s = torch.zeros((b, 1), dtype=dtype, device=x.device)
     f = torch.zeros_like(x)
-    for chunk in _chunks(train, chunk_size, hflip):
-        chunk = chunk.reshape(-1, x.shape[1])
-        chunk = chunk.to(x.device, dtype) if num_levels is None else levels_to_unit(chunk, num_levels, dtype, x.device)
-        logits = torch.mm(query, chunk.T).addr_(norm_coef, torch.linalg.vector_norm(chunk, dim=1).square())
-        chunk_max = logits.amax(1, keepdim=True)
-        m_new = torch.maximum(m, chunk_max)
-        live = (chunk_max - m_new >= gap).squeeze(1)  # rows with a nonzero weight; the others stay as they are
-        rows = slice(None) if live.all() else live.nonzero().squeeze(1)
-        decay = torch.exp(m[rows] - m_new[rows])
-        weights = logits[rows].sub_(m_new[rows]).exp_()
-        s[rows] = s[rows] * decay + weights.sum(1, keepdim=True)
-        f[rows] = torch.addmm(f[rows] * decay, weights, chunk)
-        m = m_new
-    return (f / s).reshape(x_t.shape)
-
-
-def _chunks(train: torch.Tensor, chunk_size: int, hflip: bool):
-    """Chunks of ``chunk_size`` rows of ``train``, each followed by its mirror image under ``hflip``."""
     for start in range(0, len(train), chunk_size):
-        chunk = train[start:start + chunk_size]
-        yield chunk
-        if hflip:
-            yield chunk.flip(-1)
+        part = train[start:start + chunk_size]
+        part = part.to(x.device, dtype) if num_levels is None else levels_to_unit(part, num_levels, dtype, x.device)
+        for chunk in (part, part.flip(-1)) if hflip else (part,):  # each chunk, then its mirror image
+            chunk = chunk.reshape(-1, x.shape[1])
+            logits = torch.mm(query, chunk.T).addr_(norm_coef, torch.linalg.vector_norm(chunk, dim=1).square())
+            chunk_max = logits.amax(1, keepdim=True)
+            m_new = torch.maximum(m, chunk_max)
+            live = (chunk_max - m_new >= gap).squeeze(1)  # rows with a nonzero weight; the others stay as they are
+            rows = slice(None) if live.all() else live.nonzero().squeeze(1)
+            decay = torch.exp(m[rows] - m_new[rows])
+            weights = logits[rows].sub_(m_new[rows]).exp_()
+            s[rows] = s[rows] * decay + weights.sum(1, keepdim=True)
+            f[rows] = torch.addmm(f[rows] * decay, weights, chunk)
+            m = m_new
+    return (f / s).reshape(x_t.shape)
 
 
 def underflow_gap(dtype: torch.dtype) -> float:

@@ -46,10 +46,9 @@ def item_summary(columns: torch.Tensor) -> tuple[float, float, torch.Tensor]:
 
 def model_risk_columns(schedule: NoiseSchedule, train: EvalPoints, held: EvalPoints, model_train: torch.Tensor,
                        model_held: torch.Tensor, empirical_train: torch.Tensor, num_levels: int | None) -> dict:
-    """θ-dependent metrics on item pairs (item j of S_train and of S_held share their draws): ``vlb_train`` =
-    VLB(x̂0_θ; S_train), ``vlb_heldout`` = VLB(x̂0_θ; S_held), ``approximation`` = Σ_t w_t ‖x̂0_θ − D*_n‖² on S_train
-    and ``estimation_paired`` = vlb_heldout − vlb_train (Δ of :class:`EstimationStats`). ``model_*``: x̂0_θ at the
-    points, ``empirical_train``: D*_n at the S_train points."""
+    """θ-dependent metrics on item pairs (item j of S_train and of S_held share their draws) from x̂0_θ (``model_*``)
+    and D*_n (``empirical_train``) at the points: ``vlb_train`` = VLB(x̂0_θ; S_train), ``vlb_heldout`` = VLB(x̂0_θ;
+    S_held), ``approximation`` = Σ_t w_t ‖x̂0_θ − D*_n‖² on S_train, ``estimation_paired`` = vlb_heldout − vlb_train."""
     dim = train.dim
     vlb_train = to_bits_per_dim(vlb_columns(schedule, train, model_train, num_levels), dim)
     vlb_held = to_bits_per_dim(vlb_columns(schedule, held, model_held, num_levels), dim)

@@ -24,8 +24,7 @@ def diffusion_data(trainer: L.Trainer, user: str, num_items: int = 0) -> TensorD
 def evaluation_rows(dm: TensorDataModule, num_items: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed evaluation rows: ``num_items`` of the training split, then of the held-out split, under ``seed``."""
     g = torch.Generator().manual_seed(seed)
-    train_rows = torch.randperm(len(dm.train_data), generator=g)[:num_items]
-    return train_rows, torch.randperm(len(dm.val_data), generator=g)[:num_items]
+    return tuple(torch.randperm(len(data), generator=g)[:num_items] for data in (dm.train_data, dm.val_data))
 
 
 class ValidationEvaluator(Callback):

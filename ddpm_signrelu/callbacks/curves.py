@@ -38,12 +38,9 @@ def log_risk(trainer: L.Trainer, pl_module: L.LightningModule, results: dict, st
     step = trainer.global_step
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"risk_{name}.csv")
-    new = not os.path.exists(path)
+    header = [] if os.path.exists(path) else [["step", *columns]]
     with open(path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(["step", *columns])
-        writer.writerows([[step, *row] for row in rows])
+        csv.writer(f).writerows(header + [[step, *row] for row in rows])
     image = os.path.join(out_dir, f"risk_{name}.png")
     _plot(columns, rows, step, image)
     for logger in trainer.loggers:
@@ -64,9 +61,8 @@ def _plot(columns: list[str], rows: list[list], step: int, path: str) -> None:
     for name in PLOTTED:
         if name in columns:
             ax.plot(centre, [r[columns.index(name)] for r in strata], marker="o", label=name)
-    ax.set_xlabel("log-SNR λ (stratum centre)")
-    ax.set_ylabel("bits/dim (stratum term)")
-    ax.set_title(f"risk per log-SNR stratum, step {step}")
+    ax.set(xlabel="log-SNR λ (stratum centre)", ylabel="bits/dim (stratum term)",
+           title=f"risk per log-SNR stratum, step {step}")
     ax.axhline(0, color="grey", lw=0.5)
     ax.legend()
     fig.tight_layout()

@@ -29,8 +29,7 @@ class RiskMetrics(ValidationEvaluator):
         points_per_item: R >= K + 1 (default 4(K + 1)).  proposal: π_k, ``weight`` or ``uniform``.
         spread_items: each point on a data item of its own where the splits allow (False: a group's points on one).
         batch_size: network inputs per call.  chunk_size: training rows per step of D*_n.  seed: the subsets, draws.
-        entropy_samples: Monte Carlo size of H(p) (known density).
-        max_memory_gb: bound on what one rank holds (:meth:`memory_bytes`); set-up fails above it.
+        entropy_samples: Monte Carlo size of H(p) (known density).  max_memory_gb: see :meth:`check_memory`.
         reference_items: training items the reference is fitted on, and items per split of its centring.
         reference_rank: each Gaussian's principal directions (all up to this dimension).
         reference_shrinkage: s, each Gaussian's covariance Σ + s·tr(Σ)/D·I.

@@ -116,10 +116,9 @@ class StopReport(Callback):
         self.value = math.nan
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        callbacks = trainer.callbacks
-        rules = [cb for cb in callbacks
+        rules = [cb for cb in trainer.callbacks
                  if isinstance(cb, (DiscrepancyStop, GapRiseStop)) and cb.stopped_step is not None]
-        holdout = sorted((cb for cb in callbacks if isinstance(cb, EarlyStopping)),
+        holdout = sorted((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)),
                          key=lambda cb: cb.stopping_reason == EarlyStoppingReason.NOT_STOPPED)  # the one that stopped
         self.step = trainer.global_step
         if rules:

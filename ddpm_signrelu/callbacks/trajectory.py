@@ -39,8 +39,7 @@ class TrajectoryStatistics(ValidationEvaluator):
         self.steps, self.sketches, self.losses = self._buffers()
 
     def _buffers(self, steps=(), sketches=(), losses=()) -> tuple[deque, deque, deque]:
-        size = self.window // self.every_n_steps
-        return deque(steps, maxlen=size), deque(sketches, maxlen=size), deque(losses, maxlen=size)
+        return tuple(deque(items, maxlen=self.window // self.every_n_steps) for items in (steps, sketches, losses))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -56,8 +55,7 @@ class TrajectoryStatistics(ValidationEvaluator):
         mine = slice(trainer.global_rank, None, trainer.world_size)  # the gap's items of this process
         self.gap_items = (list(range(self.num_items))[mine], self.train_x0[mine], held_x0[mine])
         self.gap_train, self.gap_held = MeanMetric().to(device), MeanMetric().to(device)
-        self.n = len(dm.train_data)
-        self.batch_size = dm.batch_size * trainer.accumulate_grad_batches
+        self.n, self.batch_size = len(dm.train_data), dm.batch_size * trainer.accumulate_grad_batches
         self.sketch = CountSketch(sum(p.numel() for p in self._weights(pl_module)), self.sketch_dim, self.seed)
 
     @staticmethod

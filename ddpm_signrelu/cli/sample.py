@@ -31,9 +31,8 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt_path", required=True, help="checkpoint written by train.py")
     p.add_argument("--num_samples", type=int, default=64)
     p.add_argument("--sampler", choices=SAMPLERS, default="ddpm")
-    p.add_argument("--steps", type=int, default=None,
-                   help="grid points (default: T for ddpm, 50 for ddim, 20 for the others); heun calls the network "
-                        "2·steps − 2 times, the others once per step")
+    p.add_argument("--steps", type=int, default=None, help="grid points (default: T for ddpm, 50 for ddim, 20 for "
+                   "the others); heun calls the network 2·steps − 2 times, the others once per step")
     p.add_argument("--spacing", choices=SPACINGS, default=None,
                    help="the grid: uniform in t, uniform in log-SNR, or Karras et al.'s (rho = 7); default uniform for "
                         "ddpm and ddim, logsnr for the dpmpp solvers, karras for heun")

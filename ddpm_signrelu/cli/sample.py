@@ -119,7 +119,7 @@ def analytic_gamma(model: DiffusionModel, config: str, steps: torch.Tensor, num_
 
 
 def reference_images(source: str, split: str, num_levels: int | None) -> tuple[torch.Tensor, TensorDataModule | None]:
-    """uint8 images (N, C, H, W) and None from an .npz, or from ``split`` of a train config's data module, and it."""
+    """uint8 images (N, C, H, W) from an .npz (and None), or from ``split`` of a train config's data module (and it)."""
     if not source.endswith((".yaml", ".yml")):
         return load_images_npz(source), None
     dm = build_run("--config", source, "--trainer.logger", "false").datamodule

@@ -34,7 +34,7 @@ class DiffusionModel(L.LightningModule):
         clip_denoised: clamp x̂0 to [−1, 1] when sampling and evaluating (never in training).
         lr, weight_decay, adam_betas, warmup_steps: AdamW with a linear warm-up to ``lr``.
         lr_schedule: after warm-up, ``constant`` or ``cosine`` decay to 0 at ``trainer.max_steps``.
-        bound_strata: K, the validation bound's strata (K + 1 network calls per item).  eval_seed: validation draws.
+        bound_strata: K strata for the validation bound (K + 1 calls per item).  eval_seed: the validation draws' seed.
         compile: ``torch.compile`` the network in place at set-up: ``True`` for the defaults or a dict of its options,
             e.g. ``{mode: max-autotune}`` (needs Triton on GPU, a C++ compiler on CPU; checkpoints load uncompiled).
     """

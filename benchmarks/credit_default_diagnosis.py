@@ -6,8 +6,8 @@ groups of columns, and the month-to-month structure of the amounts that the grou
 
 Resumable: each diagnosed set is a row of ``--out/diagnosis.jsonl``; a rerun diagnoses only the models trained since.
 
-For ``real`` the scored rows are the real training rows (the reference: about 0.5 everywhere); for a model, its
-seed-0 synthetic set of ``benchmarks.tabular_quality`` (as many rows as the training split, DDIM, 50 steps). The
+For ``real`` the scored rows are the real training rows (the reference: about 0.5 everywhere); for a model or a
+peer, its seed-0 synthetic set of ``benchmarks.tabular_quality`` (as many rows as the training split, DDIM, 50 steps). The
 discriminator is the study's (CatBoost with the tuned parameters, fitted on half of scored + real test rows, scored on
 the other half). The structure figures, over the 5 pairs of consecutive months k, k+1 (the file's months run
 backwards: ``BILL_AMT1`` is the latest statement):
@@ -68,12 +68,13 @@ def run(args) -> None:
     params = json.loads(Path(args.out, "catboost.json").read_text())
     path = Path(args.out, "diagnosis.jsonl")
     done = {r["model"] for r in read_rows(path)}
-    for name in ["real", *tq.MODELS]:
+    for name in ["real", *tq.MODELS, *tq.PEERS]:
         finished = Path(args.out, name, "done.json")
         if name in done or (name != "real" and not finished.is_file()):
             continue
         checkpoint = None if name == "real" else Path(json.loads(finished.read_text())["checkpoint"])
-        table = tables["train"] if checkpoint is None else tq.synthesize(checkpoint, len(dm.train_data), 0, args)
+        table = tables["train"] if checkpoint is None else tq.synthesize(checkpoint, len(dm.train_data), 0, args,
+                                                                         codec)
         row = {"model": name, **diagnose(table, tables["test"], codec, params, args.iterations)}
         with path.open("a") as f:
             f.write(json.dumps(row) + "\n")

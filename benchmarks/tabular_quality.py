@@ -16,7 +16,11 @@ stopped):
 - ``silu_eps``: with ``configs/silu_eps.yaml`` (SiLU, plain epsilon head, epsilon loss), early-stopped the same way;
 - ``silu_eps_x0``: the same under the config's own loss, the x0 regression;
 - ``ours_eps``: the config under the epsilon loss (L_simple): with the two above, the loss apart from the network;
-- ``ours_ordinal``: categories as ordinal integer columns instead of one-hot blocks.
+- ``ours_ordinal``: categories as ordinal integer columns instead of one-hot blocks;
+- peers, fitted on the same training rows by ``benchmarks/peer_worker.py`` in their own environment
+  (``--peers_python``; ``benchmarks/requirements-peers.txt``): ``tabddpm`` (synthcity's TabDDPM), ``ctgan``, ``tvae``
+  (the ``ctgan`` package), their package defaults but the epochs (``PEERS``); their rows are read back through the
+  table's column spec, whole-number columns rounded as our decoder rounds them.
 
 Scores, each on ``--seeds`` sets of as many synthetic rows as real training rows (``ddim``, ``--steps`` steps), and for
 ``real`` on the real training rows themselves (the reference):
@@ -24,6 +28,8 @@ Scores, each on ``--seeds`` sets of as many synthetic rows as real training rows
 - ML-efficacy (TabDDPM's protocol): CatBoost, its hyper-parameters tuned once on the real training rows (a small grid,
   scored on the real validation rows), fitted on the rows scored and tested on the real test rows: macro F1 and
   ROC-AUC of the target; ``real`` repeats the fit with each seed;
+- SDMetrics' quality report against the real test rows (a third-party evaluator): column shapes, column pair trends
+  and their mean, the overall score;
 - fidelity against the real test rows: the mean Kolmogorov-Smirnov distance of the numerical columns, the mean total
   variation distance of the categorical ones, the mean absolute difference of the association matrices (Pearson
   between numbers, Cramér's V between categories, the correlation ratio between the two), and the ROC-AUC of a
@@ -49,8 +55,8 @@ import yaml
 from benchmarks.common import read_rows, relocate_run, run_or_report, write_block
 from ddpm_signrelu.checkpoints import load_model, read_checkpoint, table_codec
 from ddpm_signrelu.cli import build_run
+from ddpm_signrelu.data.table import Table, TableCodec, parse_table, read_csv, take, write_csv
 from ddpm_signrelu.runs import checkpoint_step
-from ddpm_signrelu.data.table import Table, TableCodec, take
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "credit_default.yaml"
@@ -60,8 +66,9 @@ MODELS = {"ours": [], "silu_eps": SILU_EPS, "ours_ordinal": ["--data.init_args.e
           "silu_eps_x0": [*SILU_EPS, "--model.loss", "x0_mse"], "ours_eps": ["--model.loss", "eps_mse"],
           "ours_0.3x": [], "ours_1.5x": [], "ours_long": []}
 FRACTIONS = {"ours_0.3x": 0.3, "ours_1.5x": 1.5}  # of the config's max_steps
+PEERS = {"tabddpm": None, "ctgan": 30, "tvae": 100}  # epochs (None: the package's default); see the module docstring
 REPORT_ORDER = ["real", "ours_0.3x", "ours", "ours_1.5x", "ours_long", "ours_eps", "silu_eps", "silu_eps_x0",
-                "ours_ordinal"]
+                "ours_ordinal", *PEERS]
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
 
 
@@ -74,6 +81,8 @@ def train(name: str, args, deadline: float) -> Path | None:
         return Path(json.loads(done.read_text())["checkpoint"])
     if time.perf_counter() > deadline:
         return None
+    if name in PEERS:
+        return train_peer(name, folder, args)
     config = relocate_run(yaml.safe_load(CONFIG.read_text()), folder, wandb=False, csv=True)
     config["data"]["init_args"]["root"] = args.data_root
     config["trainer"]["enable_progress_bar"] = False
@@ -106,6 +115,40 @@ def train(name: str, args, deadline: float) -> Path | None:
     done.write_text(json.dumps({"checkpoint": str(checkpoint), "best_step": checkpoint_step(checkpoint),
                                 "last_step": checkpoint_step(last), **seconds}))
     return checkpoint
+
+
+def train_peer(name: str, folder: Path, args) -> Path:
+    """Fit the peer ``name`` on the real training rows (``--out/split/train.csv``) with ``benchmarks/peer_worker.py``
+    under ``--peers_python``; its synthetic sets are ``folder/samples_<seed>.csv``. Returns ``folder``."""
+    if not Path(args.peers_python).is_file():
+        sys.exit(f"{name}: the peers' environment {args.peers_python} is missing; create it (python3.11 -m venv "
+                 f"benchmarks/.peers && benchmarks/.peers/bin/pip install -r benchmarks/requirements-peers.txt), pass "
+                 f"--peers_python, or leave the peers out of --models")
+    dm = real_data(args)
+    train_csv = Path(args.out) / "split" / "train.csv"
+    train_csv.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(dm.tables()["train"], train_csv, dm.codec.columns)
+    categorical = [c.name for c in dm.codec.columns if c.kind == "categorical"]
+    iterations = 2 if args.quick else PEERS[name]
+    command = [args.peers_python, str(ROOT / "benchmarks" / "peer_worker.py"), "--model", name, "--train",
+               str(train_csv), "--categorical", *categorical, "--target", dm.target, "--rows", str(len(dm.train_data)),
+               "--seeds", str(args.seeds), "--out", str(folder), *(["--iterations", str(iterations)] * bool(iterations))]
+    print(f"{name}: fitting in {folder}", flush=True)
+    subprocess.run(command, check=True, cwd=ROOT)
+    seconds = json.loads((folder / "fit.json").read_text())["fit_seconds"]
+    (folder / "done.json").write_text(json.dumps({"checkpoint": str(folder), "train_seconds": seconds}))
+    return folder
+
+
+def peer_rows(folder: Path, seed: int, codec: TableCodec) -> Table:
+    """A peer's synthetic set ``seed``, read through the table's column spec (labels checked), whole-number columns
+    rounded."""
+    path = folder / f"samples_{seed}.csv"
+    numerical = [c.name for c in codec.columns if c.kind == "numerical"]
+    table = parse_table(path, *read_csv(path), numerical, {c.name: c.categories for c in codec.columns
+                                                           if c.kind == "categorical"})
+    integer = {c.name for c in codec.columns if c.integer}
+    return {name: np.round(values) if name in integer else values for name, values in table.items()}
 
 
 def trained_seconds(folder: Path) -> float:
@@ -148,8 +191,11 @@ def real_data(args):
     return dm
 
 
-def synthesize(checkpoint: Path, count: int, seed: int, args) -> Table:
-    """``count`` rows of the checkpoint's model (sample seeds ``seed * count`` onwards), decoded by its own codec."""
+def synthesize(checkpoint: Path, count: int, seed: int, args, codec: TableCodec | None = None) -> Table:
+    """``count`` rows of the checkpoint's model (sample seeds ``seed * count`` onwards), decoded by its own codec; for
+    a peer (``checkpoint``: its folder), its set ``seed`` read through ``codec``."""
+    if checkpoint.is_dir():
+        return peer_rows(checkpoint, seed, codec)
     model, seeds = load_model(checkpoint), range(seed * count, (seed + 1) * count)
     with torch.no_grad():
         x = torch.cat([model.generate(seeds[i:i + 3000], sampler="ddim", steps=args.steps)
@@ -213,7 +259,23 @@ def fidelity(table: Table, test: Table, codec: TableCodec, params: dict, seed: i
     difference = np.abs(associations(table, codec) - associations(test, codec))
     off_diagonal = difference[~np.eye(len(difference), dtype=bool)]
     return {"ks": float(np.mean(ks)), "tv": float(np.mean(tv)), "association": float(off_diagonal.mean()),
-            "discriminator_auc": discriminator_auc(table, test, codec, params, seed, args.iterations)}
+            "discriminator_auc": discriminator_auc(table, test, codec, params, seed, args.iterations),
+            **sdmetrics_quality(table, test, codec)}
+
+
+def sdmetrics_quality(table: Table, test: Table, codec: TableCodec) -> dict:
+    """SDMetrics' single-table quality report of ``table`` against the real test rows: ``sdm_shapes`` (column
+    shapes: 1 − KS per number, 1 − TV per category), ``sdm_trends`` (column pair trends: correlation and contingency
+    similarity) and ``sdm_score``, their mean; 1 is best."""
+    import pandas as pd
+    from sdmetrics.reports import QualityReport
+
+    metadata = {"tables": {"table": {"columns": {c.name: {"sdtype": c.kind} for c in codec.columns}}}}
+    report = QualityReport()
+    report.generate({"table": pd.DataFrame(test)}, {"table": pd.DataFrame(table)}, metadata, verbose=False)
+    scores = dict(zip(*report.get_properties().to_dict("list").values()))
+    return {"sdm_shapes": float(scores["Column Shapes"]), "sdm_trends": float(scores["Column Pair Trends"]),
+            "sdm_score": float(report.get_score())}
 
 
 def discriminator_auc(table: Table, test: Table, codec: TableCodec, params: dict, seed: int, iterations: int,
@@ -314,12 +376,14 @@ def run(args) -> None:
                 print(f"stopped after {args.max_minutes} minutes; run the command again to go on", flush=True)
                 return report(args)
             start = time.perf_counter()
-            table = tables["train"] if checkpoint is None else synthesize(checkpoint, len(dm.train_data), seed, args)
+            table = tables["train"] if checkpoint is None else synthesize(checkpoint, len(dm.train_data), seed, args,
+                                                                          codec)
             row = {"model": name, "seed": seed, **efficacy(table, tables["test"], codec, target, params, seed, args),
                    **fidelity(table, tables["test"], codec, params, seed, args),
                    **privacy(table, codec, dm.train_data, test, seed), "dcr_test_median": dcr_test}
             if checkpoint is not None:
-                row |= {"step": checkpoint_step(checkpoint), "positive_rate": float((table[target] == "1").mean())}
+                row |= {"step": "" if name in PEERS else checkpoint_step(checkpoint),
+                        "positive_rate": float((table[target] == "1").mean())}
             row["seconds"] = time.perf_counter() - start
             with path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -329,6 +393,7 @@ def run(args) -> None:
 
 COLUMNS = [("f1", "macro F1 ↑"), ("roc_auc", "ROC-AUC ↑"), ("ks", "KS ↓"), ("tv", "TV ↓"),
            ("association", "assoc. diff ↓"), ("discriminator_auc", "discrim. AUC (0.5 best)"),
+           ("sdm_shapes", "SDMetrics shapes ↑"), ("sdm_trends", "SDMetrics pair trends ↑"),
            ("dcr_median", "DCR median"), ("closer_to_train", "closer to train")]
 
 
@@ -341,7 +406,8 @@ def report(args) -> None:
         mine = [r for r in rows if r["model"] == name]
         if not mine:
             continue
-        cells = [f"{np.mean([r[k] for r in mine]):.3f} ± {np.std([r[k] for r in mine]):.3f}" for k, _ in COLUMNS]
+        cells = [f"{np.mean([r[k] for r in mine]):.3f} ± {np.std([r[k] for r in mine]):.3f}"
+                 if all(k in r for r in mine) else "–" for k, _ in COLUMNS]  # – : scored before the column existed
         lines.append(f"| {name} ({len(mine)} seeds) | {mine[0].get('step', '')} | " + " | ".join(cells) + " |")
     real = [r for r in rows if r["model"] == "real"]
     if real:
@@ -354,7 +420,9 @@ def report(args) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--models", nargs="+", default=[*MODELS, *PEERS], choices=[*MODELS, *PEERS])
+    p.add_argument("--peers_python", default=str(ROOT / "benchmarks" / ".peers" / "bin" / "python"),
+                   help="the peers' environment (benchmarks/requirements-peers.txt)")
     p.add_argument("--data_root", default="data", help="the folder holding credit-default/UCI_Credit_Card.csv")
     p.add_argument("--seeds", type=int, default=5, help="synthetic sets (and CatBoost seeds) per model")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps per synthetic row")

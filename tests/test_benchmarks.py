@@ -5,6 +5,8 @@ import copy
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -483,8 +485,32 @@ def test_a_piece_s_time_limit_counts_the_training_time_its_checkpoints_restore(t
     assert trained_seconds(tmp_path) == 3598.7
 
 
+def stub_peers(tmp_path) -> str:
+    """A stand-in for the peers' Python: whatever model it is asked for, it "fits" in no time and writes each set as
+    the training rows, in their order, amounts shifted by 0.3 (what the rounding of whole-number columns undoes)."""
+    stub = tmp_path / "peers_python"
+    stub.write_text(f"""#!{sys.executable}
+import argparse, csv, json, sys
+p = argparse.ArgumentParser()
+for flag in ("--model", "--train", "--target", "--rows", "--seeds", "--out", "--iterations"):
+    p.add_argument(flag)
+p.add_argument("--categorical", nargs="+")
+args = p.parse_args(sys.argv[2:])  # sys.argv[1]: the worker's path
+rows = list(csv.reader(open(args.train)))
+header, body = rows[0], rows[1:int(args.rows) + 1]
+numbers = [i for i, h in enumerate(header) if h not in args.categorical]
+for seed in range(int(args.seeds)):
+    with open(f"{{args.out}}/samples_{{seed}}.csv", "w", newline="") as f:
+        csv.writer(f).writerows([header] + [[str(float(v) + 0.3) if i in numbers else v for i, v in enumerate(r)]
+                                            for r in body])
+json.dump({{"fit_seconds": 0.5}}, open(f"{{args.out}}/fit.json", "w"))
+""")
+    stub.chmod(0o755)
+    return str(stub)
+
+
 @pytest.mark.slow
-@needs_peers("pandas", "catboost")
+@needs_peers("pandas", "catboost", "sdmetrics")
 def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsys):
     """--quick on the Credit Default table: every model trained (the long run 5x the early-stopped steps, the 0.3x
     and 1.5x runs in whole validation intervals, all three without early stopping), every score finite and in range,
@@ -495,15 +521,18 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
 
     root = shared_copy("credit-default", tmp_path / "data").parent
     args = ["--quick", "--seeds", "1", "--iterations", "20", "--steps", "5", "--data_root", str(root),
-            "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs")]
+            "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs"), "--peers_python", stub_peers(tmp_path)]
     tq.main(args)
     rows = {r["model"]: r for r in tq.read_rows(tmp_path / "out" / "rows.jsonl")}
-    assert list(rows) == ["real", *tq.MODELS]
+    assert list(rows) == ["real", *tq.MODELS, *tq.PEERS]
     for name, r in rows.items():
         assert 0 < r["f1"] <= 1 and 0 <= r["roc_auc"] <= 1 and 0 <= r["ks"] <= 1 and 0 <= r["tv"] <= 1
         assert 0 <= r["association"] <= 1 and 0 <= r["discriminator_auc"] <= 1 and 0 <= r["closer_to_train"] <= 1
-        assert (r["dcr_median"] == 0) == (name == "real")  # the real training rows are their own closest records
-    assert rows["real"]["roc_auc"] > 0.65 and rows["real"]["discriminator_auc"] < 0.7
+        assert 0 < r["sdm_shapes"] <= 1 and 0 < r["sdm_trends"] <= 1 and 0 < r["sdm_score"] <= 1
+        assert (r["dcr_median"] == 0) == (name in ("real", *tq.PEERS))  # real rows, and the stub's copies of them
+    assert rows["real"]["roc_auc"] > 0.65 and rows["real"]["discriminator_auc"] < 0.7 and rows["real"]["sdm_score"] > 0.9
+    for name in tq.PEERS:  # the stub copies training rows, amounts off by 0.3: read back rounded, as the real rows
+        assert rows[name]["ks"] == rows["real"]["ks"] and rows[name]["tv"] == rows["real"]["tv"]
     assert rows["ours_long"]["step"] == 5 * rows["ours"]["step"]
     assert (rows["ours_0.3x"]["step"], rows["ours_1.5x"]["step"]) == (20, 80)  # 18 and 90 in whole checks of 20
     done = {name: tq.json.loads((tmp_path / "out" / name / "done.json").read_text()) for name in tq.MODELS}
@@ -515,7 +544,7 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     capsys.readouterr()
     tq.main(args)  # nothing left to run
     assert "training in" not in capsys.readouterr().out
-    assert len(tq.read_rows(tmp_path / "out" / "rows.jsonl")) == len(tq.MODELS) + 1
+    assert len(tq.read_rows(tmp_path / "out" / "rows.jsonl")) == len(tq.MODELS) + len(tq.PEERS) + 1
     doc = (tmp_path / "docs" / "credit_default.md").read_text()
     assert "| ours (1 seeds) | " in doc and "| ours_long (1 seeds) | " in doc
     from benchmarks import credit_default_diagnosis
@@ -525,7 +554,7 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     doc = (tmp_path / "docs" / "credit_default.md").read_text()
     credit_default_diagnosis.main(diagnosis)  # nothing left to diagnose: the same table
     assert (tmp_path / "docs" / "credit_default.md").read_text() == doc
-    assert len(tq.read_rows(tmp_path / "out" / "diagnosis.jsonl")) == len(tq.MODELS) + 1
+    assert len(tq.read_rows(tmp_path / "out" / "diagnosis.jsonl")) == len(tq.MODELS) + len(tq.PEERS) + 1
     lines = doc.partition(credit_default_diagnosis.BEGIN)[2]
     lines = lines.splitlines()[1:16]
     assert lines[0] == "| | real test rows | " + " | ".join(tq.REPORT_ORDER) + " |"
@@ -576,3 +605,33 @@ def test_risk_validation_quick_writes_the_agreement_and_the_gap_rule(tmp_path):
     for rules in rows:  # ×best is ≥ 1 at every check; a kept check precedes its stop; patience 3 stops no earlier
         assert all(float(rules[i]) >= 1 for i in range(1, 12, 2))
         assert all(int(rules[i + 2]) <= int(rules[i]) for i in (0, 4, 8)) and int(rules[8]) >= int(rules[4])
+
+
+PEERS_PYTHON = Path(__file__).resolve().parents[1] / "benchmarks" / ".peers" / "bin" / "python"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PEERS_PYTHON.is_file(), reason="needs the peers' environment: python3.11 -m venv "
+                    "benchmarks/.peers && benchmarks/.peers/bin/pip install -r benchmarks/requirements-peers.txt")
+@pytest.mark.parametrize("model", ["ctgan", "tvae"])
+def test_peer_worker_writes_sets_the_table_reads_back(tmp_path, model):
+    """The worker in the peers' environment fits CTGAN / TVAE for one epoch on 500 Credit Default rows and writes
+    its sets; they read back through the table's column spec (every label among the declared ones)."""
+    from benchmarks.tabular_quality import peer_rows
+    from ddpm_signrelu.data import CreditDefaultDataModule
+    from ddpm_signrelu.data.table import take, write_csv
+    from helpers import shared_copy
+
+    dm = CreditDefaultDataModule(root=str(shared_copy("credit-default", tmp_path / "data").parent))
+    write_csv(take(dm.tables()["train"], np.arange(500)), tmp_path / "train.csv", dm.codec.columns)
+    categorical = [c.name for c in dm.codec.columns if c.kind == "categorical"]
+    subprocess.run([str(PEERS_PYTHON), "benchmarks/peer_worker.py", "--model", model, "--train",
+                    str(tmp_path / "train.csv"), "--categorical", *categorical, "--target", dm.target, "--rows", "300",
+                    "--seeds", "2", "--iterations", "1", "--out", str(tmp_path / model)], check=True,
+                   cwd=PEERS_PYTHON.parents[3])
+    fit = json.loads((tmp_path / model / "fit.json").read_text())
+    assert fit["model"] == model and fit["fit_seconds"] > 0 and fit["package"].startswith("ctgan ")
+    sets = [peer_rows(tmp_path / model, seed, dm.codec) for seed in (0, 1)]
+    assert [len(s["AGE"]) for s in sets] == [300, 300] and list(sets[0]) == [c.name for c in dm.codec.columns]
+    assert all(np.all(s["AGE"] == np.round(s["AGE"])) for s in sets)  # whole-number columns rounded
+    assert not np.array_equal(sets[0]["LIMIT_BAL"], sets[1]["LIMIT_BAL"])  # two seeds, two sets

@@ -490,12 +490,13 @@ def stub_peers(tmp_path) -> str:
     the training rows, in their order, amounts shifted by 0.3 (what the rounding of whole-number columns undoes)."""
     stub = tmp_path / "peers_python"
     stub.write_text(f"""#!{sys.executable}
-import argparse, csv, json, sys
+import argparse, csv, json, os, sys
 p = argparse.ArgumentParser()
 for flag in ("--model", "--train", "--target", "--rows", "--seeds", "--out", "--iterations"):
     p.add_argument(flag)
 p.add_argument("--categorical", nargs="+")
 args = p.parse_args(sys.argv[2:])  # sys.argv[1]: the worker's path
+os.makedirs(args.out, exist_ok=True)
 rows = list(csv.reader(open(args.train)))
 header, body = rows[0], rows[1:int(args.rows) + 1]
 numbers = [i for i, h in enumerate(header) if h not in args.categorical]
@@ -549,7 +550,7 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     assert "| ours (1 seeds) | " in doc and "| ours_long (1 seeds) | " in doc
     from benchmarks import credit_default_diagnosis
 
-    diagnosis = [*args[:1], "--iterations", "5", *args[5:]]  # --steps 5 and the folders
+    diagnosis = [*args[:1], "--iterations", "5", *args[5:-2]]  # --steps 5 and the folders
     credit_default_diagnosis.main(diagnosis)
     doc = (tmp_path / "docs" / "credit_default.md").read_text()
     credit_default_diagnosis.main(diagnosis)  # nothing left to diagnose: the same table

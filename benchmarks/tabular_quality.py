@@ -72,9 +72,9 @@ REPORT_ORDER = ["real", "ours_0.3x", "ours", "ours_1.5x", "ours_long", "ours_eps
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
 
 
-def train(name: str, args, deadline: float) -> Path | None:
+def train(name: str, args, deadline: float, dm=None) -> Path | None:
     """Train ``name`` in ``--out/<name>`` (resuming a stopped piece) and return the checkpoint to score; None when the
-    deadline passed first."""
+    deadline passed first. ``dm``: :func:`real_data`'s module, which a peer is fitted on."""
     folder = Path(args.out) / name
     done = folder / "done.json"
     if done.is_file():
@@ -82,7 +82,7 @@ def train(name: str, args, deadline: float) -> Path | None:
     if time.perf_counter() > deadline:
         return None
     if name in PEERS:
-        return train_peer(name, folder, args)
+        return train_peer(name, folder, args, dm)
     config = relocate_run(yaml.safe_load(CONFIG.read_text()), folder, wandb=False, csv=True)
     config["data"]["init_args"]["root"] = args.data_root
     config["trainer"]["enable_progress_bar"] = False
@@ -117,17 +117,17 @@ def train(name: str, args, deadline: float) -> Path | None:
     return checkpoint
 
 
-def train_peer(name: str, folder: Path, args) -> Path:
+def train_peer(name: str, folder: Path, args, dm) -> Path:
     """Fit the peer ``name`` on the real training rows (``--out/split/train.csv``) with ``benchmarks/peer_worker.py``
     under ``--peers_python``; its synthetic sets are ``folder/samples_<seed>.csv``. Returns ``folder``."""
     if not Path(args.peers_python).is_file():
         sys.exit(f"{name}: the peers' environment {args.peers_python} is missing; create it (python3.11 -m venv "
                  f"benchmarks/.peers && benchmarks/.peers/bin/pip install -r benchmarks/requirements-peers.txt), pass "
                  f"--peers_python, or leave the peers out of --models")
-    dm = real_data(args)
     train_csv = Path(args.out) / "split" / "train.csv"
-    train_csv.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(dm.tables()["train"], train_csv, dm.codec.columns)
+    if not train_csv.is_file():
+        train_csv.parent.mkdir(parents=True, exist_ok=True)
+        write_csv(dm.tables()["train"], train_csv, dm.codec.columns)
     categorical = [c.name for c in dm.codec.columns if c.kind == "categorical"]
     iterations = 2 if args.quick else PEERS[name]
     command = [args.peers_python, str(ROOT / "benchmarks" / "peer_worker.py"), "--model", name, "--train",
@@ -366,7 +366,7 @@ def run(args) -> None:
     test = codec.encode(tables["test"])  # the real rows in the codec's space (dm.train_data: the training rows)
     dcr_test = float(nearest(test, dm.train_data).median())  # fresh real rows' distance to the training rows
     for name in ["real", *args.models]:
-        checkpoint = None if name == "real" else train(name, args, deadline)
+        checkpoint = None if name == "real" else train(name, args, deadline, dm)
         if name != "real" and checkpoint is None:
             break
         for seed in range(args.seeds):

@@ -43,8 +43,8 @@ def structure(table: Table, codec: TableCodec) -> dict:
     """The month-to-month figures of the docstring for the rows of ``table``."""
     bills = np.stack([table[b].astype(float) for b in BILLS], 1)
     payments = np.stack([table[p].astype(float) for p in PAYMENTS], 1)
-    modelled = [c.name for c in codec.modelled]  # the leading coordinates of the codec's vectors
-    z = codec.encode(table).numpy()[:, [modelled.index(b) for b in BILLS]]
+    modelled = [c.name for c in codec.modelled]
+    z = codec.scores(table)[:, [modelled.index(b) for b in BILLS]]
     later, earlier = bills[:, :-1], bills[:, 1:]
     return {"bill change": float(np.median(np.abs(later - earlier) / np.maximum(np.abs(earlier), 1))),
             "score change": float(np.median(np.abs(z[:, :-1] - z[:, 1:]))),

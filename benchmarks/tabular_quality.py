@@ -64,11 +64,14 @@ BEGIN = "<!-- tabular_quality results: written by the benchmark -->"
 SILU_EPS = ["--config", str(ROOT / "configs" / "silu_eps.yaml")]
 MODELS = {"ours": [], "silu_eps": SILU_EPS, "ours_ordinal": ["--data.init_args.encoding", "ordinal"],
           "silu_eps_x0": [*SILU_EPS, "--model.loss", "x0_mse"], "ours_eps": ["--model.loss", "eps_mse"],
-          "ours_0.3x": [], "ours_1.5x": [], "ours_long": []}
+          "ours_0.3x": [], "ours_1.5x": [], "ours_long": [],
+          "ours_plain_codec": ["--data.init_args.relation_share", "null", "--data.init_args.sequences", "null"],
+          "ours_pay_seq": ["--data.init_args.sequences", json.dumps([[f"{a}{i}" for i in range(1, 7)]
+                                                                    for a in ("BILL_AMT", "PAY_AMT")])]}
 FRACTIONS = {"ours_0.3x": 0.3, "ours_1.5x": 1.5}  # of the config's max_steps
 PEERS = {"tabddpm": None, "ctgan": 30, "tvae": 100}  # epochs (None: the package's default); see the module docstring
-REPORT_ORDER = ["real", "ours_0.3x", "ours", "ours_1.5x", "ours_long", "ours_eps", "silu_eps", "silu_eps_x0",
-                "ours_ordinal", *PEERS]
+REPORT_ORDER = ["real", "ours_0.3x", "ours", "ours_1.5x", "ours_long", "ours_eps", "silu_eps",
+                "silu_eps_x0", "ours_ordinal", "ours_plain_codec", "ours_pay_seq", *PEERS]
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
 
 

@@ -31,8 +31,9 @@ def small_table(tmp_path, n=400, seed=0):
 
 
 def module(path, **kwargs):
+    """The table's data module, by default without relations (tests/test_relations.py has them)."""
     options = {"numerical": ["amount", "age"], "categorical": ["colour", "late", "target"], "val_size": 50,
-               "test_size": 50} | kwargs
+               "test_size": 50, "relation_share": None} | kwargs
     return TabularDataModule(str(path), **options)
 
 

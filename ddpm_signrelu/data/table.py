@@ -11,6 +11,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ddpm_signrelu.data.relations import related_values, relation_states
 from ddpm_signrelu.errors import ConfigError, DataError, check_choice
 
 Encoding = Literal["onehot", "ordinal"]
@@ -23,12 +24,20 @@ Table = dict[str, np.ndarray]
 
 @dataclass
 class Column:
-    """One column: numerical (``integer``: whole numbers only) or categorical (its ``categories``, in order)."""
+    """One column: numerical (``integer``: whole numbers only; its exact ``relations``, :mod:`.relations`; the
+    column it ``follows`` in a sequence) or categorical (its ``categories``, in order)."""
 
     name: str
     kind: Literal["numerical", "categorical"]
     integer: bool = False
     categories: list[str] = field(default_factory=list)
+    relations: list[str] = field(default_factory=list)
+    follows: str | None = None
+
+    @property
+    def states(self) -> list[str]:
+        """The labels of a related column's state block: ``free``, then its relations."""
+        return ["free", *self.relations] if self.relations else []
 
 
 def read_csv(path: str | Path) -> tuple[list[str], np.ndarray]:
@@ -88,7 +97,7 @@ def _numbers(path, name: str, values: np.ndarray) -> np.ndarray:
     try:
         numbers = values.astype(np.float64)
     except ValueError:
-        bad = next(i for i, v in enumerate(values) if not _is_number(v))
+        bad = next(i for i, v in enumerate(values) if not is_number(v))
         raise DataError(f"{path}: numerical column {name} holds {str(values[bad])!r} on line {bad + 2}, not a number; "
                         f"fix the value or list {name} as categorical") from None
     if not np.isfinite(numbers).all():
@@ -98,7 +107,7 @@ def _numbers(path, name: str, values: np.ndarray) -> np.ndarray:
     return numbers
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
         return True
@@ -122,30 +131,37 @@ def take(table: Table, rows: np.ndarray) -> Table:
 
 class TableCodec:
     """The fitted map between a table's rows and float32 vectors of width :attr:`width`; :meth:`state_dict` (plain
-    lists and tensors, carried by a tabular run's checkpoint) rebuilds it with :meth:`from_state`."""
+    lists and tensors, carried by a tabular run's checkpoint) rebuilds it with :meth:`from_state`.
+
+    A vector holds the modelled columns' normal scores (for a column that ``follows`` another, the score of the
+    change of its score from that column's), each categorical column's one-hot block, each related column's state
+    block."""
 
     def __init__(self, columns: list[Column], quantiles: torch.Tensor, references: torch.Tensor,
-                 encoding: Encoding = "onehot"):
+                 encoding: Encoding = "onehot", changes: torch.Tensor | None = None):
         check_choice("categorical encoding", encoding, ENCODINGS)
         self.columns, self.encoding = columns, encoding
-        self.quantiles, self.references = quantiles.double(), references.double()  # (Q, numerical), (Q,)
+        self.quantiles, self.references = quantiles.double(), references.double()  # (Q, modelled), (Q,)
+        self.changes = quantiles.new_zeros(len(references), 0) if changes is None else changes.double()  # (Q, follows)
 
     @classmethod
     def fit(cls, table: Table, categories: dict[str, list[str]], encoding: Encoding = "onehot",
-            n_quantiles: int = 1000, seed: int = 0) -> "TableCodec":
-        """Fit on the training rows ``table``; ``categories``: each categorical column's labels, in order."""
-        from sklearn.preprocessing import QuantileTransformer
-
+            n_quantiles: int = 1000, seed: int = 0, relations: dict[str, list[str]] | None = None,
+            follows: dict[str, str] | None = None) -> "TableCodec":
+        """Fit on the training rows ``table``; ``categories``: each categorical column's labels, in order;
+        ``relations``: {numerical column: its relations}; ``follows``: {numerical column: the one before it}."""
+        relations, follows = relations or {}, follows or {}
         columns = [Column(name, "categorical", categories=list(categories[name])) if name in categories
-                   else Column(name, "numerical", integer=bool(np.all(values == np.round(values))))
+                   else Column(name, "numerical", bool(np.all(values == np.round(values))),
+                               relations=list(relations.get(name, [])), follows=follows.get(name))
                    for name, values in table.items()]
         codec = cls(columns, torch.zeros(0, 0), torch.zeros(0), encoding)
         numbers = codec._numerical_matrix(table)
         if numbers.shape[1]:
-            transform = QuantileTransformer(n_quantiles=min(n_quantiles, len(numbers)), output_distribution="normal",
-                                            subsample=10**9, random_state=seed).fit(numbers)
-            codec.quantiles = torch.from_numpy(transform.quantiles_).double()
-            codec.references = torch.from_numpy(transform.references_).double()
+            codec.quantiles, codec.references = _quantiles(numbers, n_quantiles, seed)
+            codec.changes = codec.references.new_zeros(len(codec.references), 0)
+            if follows:
+                codec.changes = _quantiles(codec._changes(codec._scores(numbers)), n_quantiles, seed)[0]
         return codec
 
     @property
@@ -154,79 +170,135 @@ class TableCodec:
         return [c for c in self.columns if c.kind == "numerical" or self.encoding == "ordinal"]
 
     @property
+    def blocks(self) -> list[tuple[Column, list[str]]]:
+        """The one-hot blocks in vector order: (column, labels) for the categories, then for the states."""
+        return [(c, c.categories) for c in self.columns if c.kind == "categorical" and self.encoding == "onehot"] + \
+            [(c, c.states) for c in self.columns if c.relations]
+
+    @property
     def width(self) -> int:
-        """The vector's width D: one coordinate per modelled column, plus K per one-hot categorical column."""
-        return len(self.modelled) + sum(len(c.categories) for c in self.columns
-                                        if c.kind == "categorical" and self.encoding == "onehot")
+        """The vector's width D: one coordinate per modelled column, plus one per label of each one-hot block."""
+        return len(self.modelled) + sum(len(labels) for _, labels in self.blocks)
 
     def _numerical_matrix(self, table: Table) -> np.ndarray:
         """(N, modelled columns) float64: numbers, and category indices under ``ordinal``."""
-        columns = [table[c.name] if c.kind == "numerical" else self._indices(c, table[c.name]) for c in self.modelled]
-        return np.stack(columns, 1).astype(np.float64) if columns else np.zeros((len(next(iter(table.values()))), 0))
+        return _stack([table[c.name] if c.kind == "numerical" else _indices(c.name, c.categories, table[c.name])
+                       for c in self.modelled], len(next(iter(table.values())))).astype(np.float64)
 
-    @staticmethod
-    def _indices(column: Column, labels: np.ndarray) -> np.ndarray:
-        index = {label: k for k, label in enumerate(column.categories)}
-        unseen = sorted(set(labels.tolist()) - index.keys())
-        if unseen:
-            raise DataError(f"categorical column {column.name} holds {unseen[:5]}, not among the categories "
-                            f"{column.categories} it was fitted with; add them to the column spec's categories")
-        return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
+    def scores(self, table: Table) -> np.ndarray:
+        """(N, modelled) float64: the modelled columns' normal scores (a sequence's, not their changes)."""
+        return self._scores(self._numerical_matrix(table))
+
+    def _scores(self, numbers: np.ndarray) -> np.ndarray:
+        return ndtri(_stack([_forward(numbers[:, j], self.quantiles[:, j], self.references)
+                             for j in range(numbers.shape[1])], len(numbers)))
+
+    def _changes(self, scores: np.ndarray) -> np.ndarray:
+        """(N, follows) each following column's score minus the score of the column it follows."""
+        index = {c.name: j for j, c in enumerate(self.modelled)}
+        return _stack([scores[:, index[c.name]] - scores[:, index[c.follows]] for c in self.modelled if c.follows],
+                      len(scores))
 
     def encode(self, table: Table) -> torch.Tensor:
-        """Rows (N, D) float32: the modelled columns' normal scores, then each one-hot block, in column order."""
-        numbers = self._numerical_matrix(table)
-        u = np.stack([self._forward(numbers[:, j], j) for j in range(numbers.shape[1])], 1) if numbers.shape[1] \
-            else numbers
-        parts = [torch.special.ndtri(torch.from_numpy(np.clip(u, 1e-7, 1 - 1e-7)))]  # scores within ±5.2
-        if self.encoding == "onehot":
-            parts += [torch.nn.functional.one_hot(torch.from_numpy(self._indices(c, table[c.name])),
-                                                  len(c.categories)).double()
-                      for c in self.columns if c.kind == "categorical"]
+        """Rows (N, D) float32, as the class docstring lays them out."""
+        scores = self.scores(table)
+        following = [j for j, c in enumerate(self.modelled) if c.follows]
+        changes = self._changes(scores)
+        for k, j in enumerate(following):
+            scores[:, j] = ndtri(_forward(changes[:, k], self.changes[:, k], self.references))
+        parts = [torch.from_numpy(scores)]
+        for column, labels in self.blocks:
+            index = relation_states(table, column.name, column.relations) if column.relations else \
+                _indices(column.name, labels, table[column.name])
+            parts.append(torch.nn.functional.one_hot(torch.from_numpy(index), len(labels)).double())
         return torch.cat(parts, 1).float()
-
-    def _forward(self, x: np.ndarray, j: int) -> np.ndarray:
-        """The empirical CDF through the quantiles, ties at the middle of their range (docs/credit_default.md)."""
-        q, r = self.quantiles[:, j].numpy(), self.references.numpy()
-        return 0.5 * (np.interp(x, q, r) - np.interp(-x, -q[::-1], -r[::-1]))
 
     def decode(self, x: torch.Tensor) -> Table:
         """The table of rows ``x`` (N, D), columns in their original order; refuses another width."""
         if x.dim() != 2 or x.shape[1] != self.width:
             raise ConfigError(f"rows of width {self.width} decode to this table, got shape {tuple(x.shape)}")
-        x = x.double().cpu()
-        modelled = {c.name: j for j, c in enumerate(self.modelled)}
-        table, offset = {}, len(self.modelled)
+        x = x.detach().double().cpu().numpy()
+        chosen, offset = {}, len(self.modelled)  # each block's label index
+        for column, labels in self.blocks:
+            chosen[column.name] = x[:, offset:offset + len(labels)].argmax(1)
+            offset += len(labels)
+        table, scores, following = {}, {}, 0
+        for j, column in enumerate(self.modelled):
+            z = x[:, j]
+            if column.follows:
+                z = scores[column.follows] + _inverse(ndtr(z), self.changes[:, following], self.references)
+                following += 1
+            values = _inverse(ndtr(z), self.quantiles[:, j], self.references)
+            if column.kind == "categorical":
+                table[column.name] = np.array(column.categories)[np.clip(np.round(values), 0,
+                                                                         len(column.categories) - 1).astype(np.int64)]
+                continue
+            values = np.round(values) if column.integer else values
+            for k, relation in enumerate(column.relations, 1):
+                values = np.where(chosen[column.name] == k, related_values(table, relation), values)
+            table[column.name] = values
+            scores[column.name] = ndtri(_forward(values, self.quantiles[:, j], self.references))
         for column in self.columns:
-            if column.name in modelled:
-                j = modelled[column.name]
-                u = torch.special.ndtr(x[:, j]).numpy()
-                u = np.where(u < 2e-7, 0.0, np.where(u > 1 - 2e-7, 1.0, u))  # clipped (±5.2 in fp32): the end points
-                values = np.interp(u, self.references.numpy(), self.quantiles[:, j].numpy())
-                if column.kind == "categorical":
-                    k = np.clip(np.round(values), 0, len(column.categories) - 1).astype(np.int64)
-                    table[column.name] = np.array(column.categories)[k]
-                    continue
-                table[column.name] = np.round(values) if column.integer else values
-            else:
-                block = x[:, offset:offset + len(column.categories)]
-                table[column.name] = np.array(column.categories)[block.argmax(1).numpy()]
-                offset += len(column.categories)
-        return table
+            if column.kind == "categorical" and column.name in chosen:
+                table[column.name] = np.array(column.categories)[chosen[column.name]]
+        return {c.name: table[c.name] for c in self.columns}
 
     def state_dict(self) -> dict:
         return {"columns": [asdict(c) for c in self.columns], "quantiles": self.quantiles,
-                "references": self.references, "encoding": self.encoding}
+                "references": self.references, "encoding": self.encoding, "changes": self.changes}
 
     @classmethod
     def from_state(cls, state: dict) -> "TableCodec":
         return cls([Column(**c) for c in state["columns"]], state["quantiles"], state["references"],
-                   state["encoding"])
+                   state["encoding"], state.get("changes"))
+
+
+def _stack(columns: list[np.ndarray], rows: int) -> np.ndarray:
+    """(rows, len(columns)): the columns side by side."""
+    return np.stack(columns, 1) if columns else np.zeros((rows, 0))
+
+
+def _quantiles(matrix: np.ndarray, n_quantiles: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The quantiles (Q, columns) of each column of ``matrix`` and their levels (Q,)."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    transform = QuantileTransformer(n_quantiles=min(n_quantiles, len(matrix)), output_distribution="normal",
+                                    subsample=10**9, random_state=seed).fit(matrix)
+    return torch.from_numpy(transform.quantiles_).double(), torch.from_numpy(transform.references_).double()
+
+
+def _forward(x: np.ndarray, quantiles: torch.Tensor, references: torch.Tensor) -> np.ndarray:
+    """The empirical CDF through the quantiles, ties at the middle of their range (docs/credit_default.md)."""
+    q, r = quantiles.numpy(), references.numpy()
+    return 0.5 * (np.interp(x, q, r) - np.interp(-x, -q[::-1], -r[::-1]))
+
+
+def _inverse(u: np.ndarray, quantiles: torch.Tensor, references: torch.Tensor) -> np.ndarray:
+    """The quantile function: ``u`` within 2e-7 of an end (a clipped score, ±5.2 in float32) is that end."""
+    u = np.where(u < 2e-7, 0.0, np.where(u > 1 - 2e-7, 1.0, u))
+    return np.interp(u, references.numpy(), quantiles.numpy())
+
+
+def ndtri(u: np.ndarray) -> np.ndarray:
+    """Normal scores of CDF values, clipped to [1e-7, 1 - 1e-7] (scores within ±5.2)."""
+    return torch.special.ndtri(torch.from_numpy(np.clip(u, 1e-7, 1 - 1e-7))).numpy()
+
+
+def ndtr(z: np.ndarray) -> np.ndarray:
+    return torch.special.ndtr(torch.from_numpy(z)).numpy()
+
+
+def _indices(name: str, categories: list[str], labels: np.ndarray) -> np.ndarray:
+    index = {label: k for k, label in enumerate(categories)}
+    if unseen := sorted(set(labels.tolist()) - index.keys()):
+        raise DataError(f"categorical column {name} holds {unseen[:5]}, not among the categories {categories} it "
+                        f"was fitted with; add them to the column spec's categories")
+    return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
 
 
 def sorted_labels(values: np.ndarray) -> list[str]:
     """The distinct labels of ``values``: numbers in numerical order, then the others in text order."""
     def order(label: str):
-        return (0, float(label), "") if _is_number(label) and math.isfinite(float(label)) else (1, 0.0, label)
+        return (0, float(label), "") if is_number(label) and math.isfinite(float(label)) else (1, 0.0, label)
 
     return sorted(set(values.tolist()), key=order)

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -55,7 +56,7 @@ import yaml
 from benchmarks.common import read_rows, relocate_run, run_or_report, write_block
 from ddpm_signrelu.checkpoints import load_model, read_checkpoint, table_codec
 from ddpm_signrelu.cli import build_run
-from ddpm_signrelu.data.table import Table, TableCodec, parse_table, read_csv, take, write_csv
+from ddpm_signrelu.data.table import Table, TableCodec, parse_table, read_csv, stratified, take, write_csv
 from ddpm_signrelu.runs import checkpoint_step
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,9 +69,10 @@ MODELS = {"ours": [], "silu_eps": SILU_EPS, "ours_ordinal": ["--data.init_args.e
           "ours_plain_codec": ["--data.init_args.relation_share", "null", "--data.init_args.sequences", "null"],
           "ours_pay_seq": ["--data.init_args.sequences", json.dumps([[f"{a}{i}" for i in range(1, 7)]
                                                                     for a in ("BILL_AMT", "PAY_AMT")])]}
+STRATIFIED = {"ours_stratified": "ours"}  # that model's rows drawn 1.5x over, the target in its training share
 FRACTIONS = {"ours_0.3x": 0.3, "ours_1.5x": 1.5}  # of the config's max_steps
 PEERS = {"tabddpm": None, "ctgan": 30, "tvae": 100}  # epochs (None: the package's default); see the module docstring
-REPORT_ORDER = ["real", "ours_0.3x", "ours", "ours_1.5x", "ours_long", "ours_eps", "silu_eps",
+REPORT_ORDER = ["real", "ours_0.3x", "ours", *STRATIFIED, "ours_1.5x", "ours_long", "ours_eps", "silu_eps",
                 "silu_eps_x0", "ours_ordinal", "ours_plain_codec", "ours_pay_seq", *PEERS]
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
 
@@ -86,6 +88,8 @@ def train(name: str, args, deadline: float, dm=None) -> Path | None:
         return None
     if name in PEERS:
         return train_peer(name, folder, args, dm)
+    if name in STRATIFIED:
+        return train(STRATIFIED[name], args, deadline, dm)
     config = relocate_run(yaml.safe_load(CONFIG.read_text()), folder, wandb=False, csv=True)
     config["data"]["init_args"]["root"] = args.data_root
     config["trainer"]["enable_progress_bar"] = False
@@ -194,16 +198,19 @@ def real_data(args):
     return dm
 
 
-def synthesize(checkpoint: Path, count: int, seed: int, args, codec: TableCodec | None = None) -> Table:
-    """``count`` rows of the checkpoint's model (sample seeds ``seed * count`` onwards), decoded by its own codec; for
-    a peer (``checkpoint``: its folder), its set ``seed`` read through ``codec``."""
+def synthesize(checkpoint: Path, count: int, seed: int, args, codec: TableCodec | None = None,
+               stratify: str | None = None) -> Table:
+    """``count`` rows of the checkpoint's model (sample seeds ``seed * count`` onwards), decoded by its own codec; with
+    ``stratify`` (a categorical column) 1.5x as many drawn, as ``sample.py --stratify`` does; for a peer
+    (``checkpoint``: its folder), its set ``seed`` read through ``codec``."""
     if checkpoint.is_dir():
         return peer_rows(checkpoint, seed, codec)
-    model, seeds = load_model(checkpoint), range(seed * count, (seed + 1) * count)
+    drawn = count if stratify is None else math.ceil(1.5 * count)
+    model, seeds, own = load_model(checkpoint), range(seed * drawn, (seed + 1) * drawn), table_codec(checkpoint)
     with torch.no_grad():
         x = torch.cat([model.generate(seeds[i:i + 3000], sampler="ddim", steps=args.steps)
-                       for i in range(0, count, 3000)])
-    return table_codec(checkpoint).decode(x)
+                       for i in range(0, drawn, 3000)])
+    return own.decode(x) if stratify is None else stratified(own.decode(x), own.column(stratify), count)
 
 
 def features(table: Table, codec: TableCodec, target: str | None, names: list[str] | None = None):
@@ -379,8 +386,8 @@ def run(args) -> None:
                 print(f"stopped after {args.max_minutes} minutes; run the command again to go on", flush=True)
                 return report(args)
             start = time.perf_counter()
-            table = tables["train"] if checkpoint is None else synthesize(checkpoint, len(dm.train_data), seed, args,
-                                                                          codec)
+            table = tables["train"] if checkpoint is None else synthesize(
+                checkpoint, len(dm.train_data), seed, args, codec, target if name in STRATIFIED else None)
             row = {"model": name, "seed": seed, **efficacy(table, tables["test"], codec, target, params, seed, args),
                    **fidelity(table, tables["test"], codec, params, seed, args),
                    **privacy(table, codec, dm.train_data, test, seed), "dcr_test_median": dcr_test}
@@ -423,7 +430,8 @@ def report(args) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=[*MODELS, *PEERS], choices=[*MODELS, *PEERS])
+    p.add_argument("--models", nargs="+", default=[*MODELS, *STRATIFIED, *PEERS],
+                   choices=[*MODELS, *STRATIFIED, *PEERS])
     p.add_argument("--peers_python", default=str(ROOT / "benchmarks" / ".peers" / "bin" / "python"),
                    help="the peers' environment (benchmarks/requirements-peers.txt)")
     p.add_argument("--data_root", default="data", help="the folder holding credit-default/UCI_Credit_Card.csv")

@@ -20,7 +20,7 @@ from benchmarks.common import relocate_run
 from ddpm_signrelu.cli import analytic_gamma, build_run, sample_main, train_main
 from ddpm_signrelu.runs import resume_path
 from ddpm_signrelu.data import DigitsDataModule
-from ddpm_signrelu.checkpoints import load_model
+from ddpm_signrelu.checkpoints import load_model, table_codec
 from ddpm_signrelu.diffusion import SAMPLERS, spaced_grid
 from ddpm_signrelu.errors import ConfigError
 from ddpm_signrelu.images import save_samples, to_uint8
@@ -150,6 +150,18 @@ def test_credit_default_config_trains_then_samples_a_table(tmp_path, override):
     assert set(columns["EDUCATION"]) <= set("0123456") and set(columns["default.payment.next.month"]) <= {"0", "1"}
     result = run("sample.py", "--ckpt_path", ckpt, "--output", tmp_path / "out2", "--reference", config)
     assert result.returncode == 2 and "--reference scores images" in result.stderr
+    if override is None:  # the target in its training share: 22 % of 20 rows, largest remainder -> 4
+        target = "default.payment.next.month"
+        result = run("sample.py", "--ckpt_path", ckpt, "--num_samples", 20, "--sampler", "ddim", "--steps", 4,
+                     "--output", tmp_path / "strat", "--stratify", target, "--oversample", 3)
+        assert result.returncode == 0, result.stderr[-3000:]
+        with open(tmp_path / "strat" / "samples.csv", newline="") as f:
+            labels = [row[target] for row in csv.DictReader(f)]
+        counts = table_codec(ckpt).column(target).counts
+        assert len(labels) == 20 and labels.count("1") == round(20 * counts[1] / sum(counts)) == 4
+        result = run("sample.py", "--ckpt_path", ckpt, "--output", tmp_path / "out3", "--stratify", "AGE")
+        assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--stratify takes a categorical" in \
+            result.stderr
 
 
 def train_error(capsys, args) -> str:

@@ -214,3 +214,18 @@ def test_credit_default_split_and_columns(tmp_path):
     header, cells = read_csv(root / "credit-default" / "UCI_Credit_Card.csv")
     whole = parse_table("", header, cells, ["ID"], {})
     assert len(set(whole["ID"].tolist())) == 30000
+
+
+def test_stratified_keeps_the_training_shares_of_a_label():
+    """Quotas by largest remainders from the codec's training counts, the first rows of each label in order kept;
+    too few rows of a label is refused with the fix."""
+    from ddpm_signrelu.data.table import Column, stratified
+
+    column = Column("y", "categorical", categories=["0", "1", "2"], counts=[50, 30, 20])
+    table = {"y": np.array(list("0001201110212")), "x": np.arange(13.0)}
+    kept = stratified(table, column, 6)  # shares 3, 1.8, 1.2 -> 3, 2, 1
+    assert kept["x"].tolist() == [0, 1, 2, 3, 4, 6] and kept["y"].tolist() == ["0", "0", "0", "1", "2", "1"]
+    with pytest.raises(DataError, match=r"only 5 of the 13 rows drawn have y = '0' and 10 are needed; draw more"):
+        stratified(table, column, 20)
+    with pytest.raises(ConfigError, match="has no training label counts"):
+        stratified(table, Column("x", "numerical"), 6)

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 from ddpm_signrelu.callbacks.base import ValidationEvaluator
-from ddpm_signrelu.data.table import TableCodec, write_csv
+from ddpm_signrelu.data.table import TableCodec, stratified, write_csv
 from ddpm_signrelu.diffusion import Sampler, Spacing, sampling_plan
 from ddpm_signrelu.images import save_samples, to_uint8
 
@@ -75,11 +75,13 @@ class SampleWriter(BasePredictionWriter):
 
 
 class TableWriter(SampleWriter):
-    """A :class:`SampleWriter` for tabular models: the rows decoded by ``codec`` into ``<output>/samples.csv``."""
+    """A :class:`SampleWriter` for tabular models: the rows decoded by ``codec`` into ``<output>/samples.csv``; with
+    ``stratify`` (a categorical column, a row count), that many rows with the column's labels in their training shares
+    (:func:`~ddpm_signrelu.data.table.stratified`)."""
 
-    def __init__(self, output: str | Path, codec: TableCodec):
+    def __init__(self, output: str | Path, codec: TableCodec, stratify: tuple[str, int] | None = None):
         super().__init__(output, None)
-        self.codec = codec
+        self.codec, self.stratify = codec, stratify
 
     def convert(self, samples: torch.Tensor) -> torch.Tensor:
         return samples.float()
@@ -87,7 +89,10 @@ class TableWriter(SampleWriter):
     def save(self, samples: torch.Tensor) -> tuple[Path, ...]:
         path = Path(self.output) / "samples.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_csv(self.codec.decode(samples), path, self.codec.columns)
+        table = self.codec.decode(samples)
+        if self.stratify:
+            table = stratified(table, self.codec.column(self.stratify[0]), self.stratify[1])
+        write_csv(table, path, self.codec.columns)
         return (path,)
 
 

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 from functools import partial
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def sample_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sample j uses seed + j, whatever the devices")
     p.add_argument("--batch_size", type=int, default=256, help="samples per batch on each device")
     p.add_argument("--output", default="samples", help="folder for the PNG grid and the .npz")
+    p.add_argument("--stratify", default=None, metavar="COLUMN",
+                   help="tables: a categorical column whose labels keep their training shares (a target): "
+                        "oversample x num_samples rows are drawn and the first of each label kept")
+    p.add_argument("--oversample", type=float, default=1.5, help="with --stratify: rows drawn per row kept")
     p.add_argument("--accelerator", default="auto", help="cpu, gpu, ... (Lightning's Trainer)")
     p.add_argument("--devices", default="1", help="devices per node (Lightning DDP when more than one)")
     p.add_argument("--num_nodes", type=int, default=1)
@@ -72,6 +77,13 @@ def sample_main(argv: list[str] | None = None) -> None:
         if codec is not None and args.reference:
             raise ConfigError("--reference scores images; the rows of a tabular model (samples.csv) are scored by "
                               "python -m benchmarks.tabular_quality")
+        drawn = args.num_samples
+        if args.stratify:
+            if codec is None or not codec.column(args.stratify).counts or args.oversample < 1:
+                raise ConfigError(f"--stratify takes a categorical column of a tabular model's checkpoint (with its "
+                                  f"training label counts) and --oversample >= 1; got {args.stratify!r}, "
+                                  f"{args.oversample}")
+            drawn = math.ceil(args.oversample * args.num_samples)
         if args.reference:  # bad FID settings fail before sampling
             reference, dm = reference_images(args.reference, args.reference_split, model.hparams.num_levels)
             data = None
@@ -84,7 +96,8 @@ def sample_main(argv: list[str] | None = None) -> None:
             if args.sampler != "ddpm":
                 raise ConfigError(f"--analytic_variance applies to --sampler ddpm, not to {args.sampler}")
             sampling["gamma"] = analytic_gamma(model, args.analytic_variance, grid)
-        writer = TableWriter(args.output, codec) if codec else SampleWriter(args.output, model.hparams.num_levels)
+        writer = TableWriter(args.output, codec, args.stratify and (args.stratify, args.num_samples)) if codec \
+            else SampleWriter(args.output, model.hparams.num_levels)
         devices = int(args.devices) if args.devices.isdigit() else args.devices
         try:
             trainer = L.Trainer(accelerator=args.accelerator, devices=devices, num_nodes=args.num_nodes,
@@ -93,7 +106,7 @@ def sample_main(argv: list[str] | None = None) -> None:
         except ValueError as err:  # the Trainer's check of --precision and the like
             raise ConfigError(str(err)) from None
         model.sampling = sampling | {"progress": partial(_steps_bar, desc=f"{args.sampler}-{len(grid)}")}
-        seeds = torch.arange(args.seed, args.seed + args.num_samples)
+        seeds = torch.arange(args.seed, args.seed + drawn)
         trainer.predict(model, DataLoader(seeds, batch_size=args.batch_size), return_predictions=False)
         if trainer.is_global_zero:
             print(f"wrote {' and '.join(str(p) for p in writer.paths)}")

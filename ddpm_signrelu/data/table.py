@@ -25,7 +25,8 @@ Table = dict[str, np.ndarray]
 @dataclass
 class Column:
     """One column: numerical (``integer``: whole numbers only; its exact ``relations``, :mod:`.relations`; the
-    column it ``follows`` in a sequence) or categorical (its ``categories``, in order)."""
+    column it ``follows`` in a sequence) or categorical (its ``categories``, in order, and the training rows'
+    ``counts`` of each)."""
 
     name: str
     kind: Literal["numerical", "categorical"]
@@ -33,6 +34,7 @@ class Column:
     categories: list[str] = field(default_factory=list)
     relations: list[str] = field(default_factory=list)
     follows: str | None = None
+    counts: list[int] = field(default_factory=list)
 
     @property
     def states(self) -> list[str]:
@@ -151,7 +153,8 @@ class TableCodec:
         """Fit on the training rows ``table``; ``categories``: each categorical column's labels, in order;
         ``relations``: {numerical column: its relations}; ``follows``: {numerical column: the one before it}."""
         relations, follows = relations or {}, follows or {}
-        columns = [Column(name, "categorical", categories=list(categories[name])) if name in categories
+        columns = [Column(name, "categorical", categories=list(categories[name]),
+                          counts=[int(np.sum(values == label)) for label in categories[name]]) if name in categories
                    else Column(name, "numerical", bool(np.all(values == np.round(values))),
                                relations=list(relations.get(name, [])), follows=follows.get(name))
                    for name, values in table.items()]
@@ -163,6 +166,11 @@ class TableCodec:
             if follows:
                 codec.changes = _quantiles(codec._changes(codec._scores(numbers)), n_quantiles, seed)[0]
         return codec
+
+    def column(self, name: str) -> Column:
+        if (found := next((c for c in self.columns if c.name == name), None)) is None:
+            raise ConfigError(f"the table has no column {name!r}; its columns are {[c.name for c in self.columns]}")
+        return found
 
     @property
     def modelled(self) -> list[Column]:
@@ -294,6 +302,24 @@ def _indices(name: str, categories: list[str], labels: np.ndarray) -> np.ndarray
         raise DataError(f"categorical column {name} holds {unseen[:5]}, not among the categories {categories} it "
                         f"was fitted with; add them to the column spec's categories")
     return np.array([index[v] for v in labels.tolist()], dtype=np.int64)
+
+
+def stratified(table: Table, column: Column, rows: int) -> Table:
+    """``rows`` rows of ``table``, the first in order of each label of the categorical ``column``, as many of each
+    as its share of the training rows (``column.counts``; largest remainders) gives."""
+    if not column.counts:
+        raise ConfigError(f"{column.name} has no training label counts (not categorical, or a checkpoint from before "
+                          f"they were kept): sample without stratifying")
+    share = np.array(column.counts) / sum(column.counts) * rows
+    quota = np.floor(share).astype(np.int64)
+    quota[np.argsort(quota - share)[:rows - quota.sum()]] += 1
+    keep = []
+    for label, count in zip(column.categories, quota):
+        if len(found := np.flatnonzero(table[column.name] == label)) < count:
+            raise DataError(f"only {len(found)} of the {len(table[column.name])} rows drawn have {column.name} = "
+                            f"{label!r} and {count} are needed; draw more (raise --oversample)")
+        keep.append(found[:count])
+    return take(table, np.sort(np.concatenate(keep)))
 
 
 def sorted_labels(values: np.ndarray) -> list[str]:

@@ -561,7 +561,8 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     assert "| ours (1 seeds) | " in doc and "| ours_long (1 seeds) | " in doc
     from benchmarks import credit_default_diagnosis
 
-    diagnosis = [*args[:1], "--iterations", "5", *args[5:-2]]  # --steps 5 and the folders
+    diagnosis = ["--quick", "--iterations", "5", "--steps", "5", "--data_root", str(root), "--out", str(tmp_path / "out"),
+                 "--docs", str(tmp_path / "docs")]
     credit_default_diagnosis.main(diagnosis)
     doc = (tmp_path / "docs" / "credit_default.md").read_text()
     credit_default_diagnosis.main(diagnosis)  # nothing left to diagnose: the same table

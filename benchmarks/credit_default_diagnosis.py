@@ -16,7 +16,9 @@ backwards: ``BILL_AMT1`` is the latest statement):
 - score change: the median of the same difference between the codec's normal scores;
 - equal bills: the share of pairs with BILL_AMT_k = BILL_AMT_k+1, and of those with equal non-zero bills;
 - paid in full: the share of pairs with PAY_AMT_k = BILL_AMT_k+1 > 0 (the payment in month k settles the statement
-  before it).
+  before it);
+- the figure ``--docs/<--out's folder name>_months.png``: for the bills and for the payments, the distribution of the
+  relative change between consecutive months (the share of equal pairs, then log10 of the change).
 """
 
 from __future__ import annotations
@@ -31,12 +33,23 @@ from benchmarks import tabular_quality as tq
 from benchmarks.common import read_rows, run_or_report, write_block
 from ddpm_signrelu.data.table import Table, TableCodec
 
-BEGIN = "<!-- credit_default_diagnosis results: written by the benchmark -->"
 BILLS = [f"BILL_AMT{k}" for k in range(1, 7)]
 PAYMENTS = [f"PAY_AMT{k}" for k in range(1, 7)]
 GROUPS = {"statuses `PAY_*`": ["PAY_0", *(f"PAY_{k}" for k in range(2, 7))], "bills `BILL_AMT*`": BILLS,
           "payments `PAY_AMT*`": PAYMENTS, "`BILL_AMT1`, `BILL_AMT2`": BILLS[:2],
           "`PAY_AMT1`, `BILL_AMT2`": [PAYMENTS[0], BILLS[1]], "all columns": None}
+
+
+EDGES = np.linspace(-4, 1, 21)  # log10 of the relative change between consecutive months
+
+
+def changes(amounts: np.ndarray) -> list[float]:
+    """The shares of consecutive-month pairs that are equal, then of log10 |change| / max(|earlier|, 1) in each bin
+    of :data:`EDGES` (the ends clipped into the first and last)."""
+    later, earlier = amounts[:, :-1], amounts[:, 1:]
+    relative = (np.abs(later - earlier) / np.maximum(np.abs(earlier), 1)).ravel()
+    moved = np.log10(relative[relative > 0]).clip(EDGES[0], EDGES[-1])
+    return [float((relative == 0).mean()), *(np.histogram(moved, EDGES)[0] / relative.size).tolist()]
 
 
 def structure(table: Table, codec: TableCodec) -> dict:
@@ -50,7 +63,8 @@ def structure(table: Table, codec: TableCodec) -> dict:
             "score change": float(np.median(np.abs(z[:, :-1] - z[:, 1:]))),
             "equal bills": float((later == earlier).mean()),
             "equal non-zero bills": float(((later == earlier) & (earlier != 0)).mean()),
-            "paid in full": float(((payments[:, :-1] == earlier) & (earlier > 0)).mean())}
+            "paid in full": float(((payments[:, :-1] == earlier) & (earlier > 0)).mean()),
+            "bill changes": changes(bills), "payment changes": changes(payments)}
 
 
 def diagnose(table: Table, test: Table, codec: TableCodec, params: dict, iterations: int) -> dict:
@@ -68,13 +82,13 @@ def run(args) -> None:
     params = json.loads(Path(args.out, "catboost.json").read_text())
     path = Path(args.out, "diagnosis.jsonl")
     done = {r["model"] for r in read_rows(path)}
-    for name in ["real", *tq.MODELS, *tq.PEERS]:
-        finished = Path(args.out, name, "done.json")
+    for name in ["real", *tq.MODELS, *tq.STRATIFIED, *tq.PEERS]:
+        finished = Path(args.out, tq.STRATIFIED.get(name, name), "done.json")
         if name in done or (name != "real" and not finished.is_file()):
             continue
         checkpoint = None if name == "real" else Path(json.loads(finished.read_text())["checkpoint"])
-        table = tables["train"] if checkpoint is None else tq.synthesize(checkpoint, len(dm.train_data), 0, args,
-                                                                         codec)
+        table = tables["train"] if checkpoint is None else tq.synthesize(
+            checkpoint, len(dm.train_data), 0, args, codec, dm.target if name in tq.STRATIFIED else None)
         row = {"model": name, **diagnose(table, tables["test"], codec, params, args.iterations)}
         with path.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -91,13 +105,38 @@ def report(args, test: dict | None = None) -> None:
     rows = {r["model"]: r for r in read_rows(Path(args.out, "diagnosis.jsonl"))}
     names = [n for n in tq.REPORT_ORDER if n in rows]
     lines = ["| | real test rows | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
-    for key in (k for k in rows["real"] if k != "model"):
+    for key in (k for k in rows["real"] if k != "model" and not isinstance(rows["real"][k], list)):
         reference = f"{test[key]:.3f}" if key in test else ""
         label = key if key in test else f"discrim. AUC: {key}"
         lines.append(f"| {label} | {reference} | " + " | ".join(f"{rows[n][key]:.3f}" for n in names) + " |")
     text = "\n".join(lines)
     print(text)
-    write_block(Path(args.docs) / "credit_default.md", BEGIN, text)
+    write_block(Path(args.docs) / "credit_default.md", tq.marker("credit_default_diagnosis", args.out), text)
+    plot({"real test rows": test, **{n: rows[n] for n in names if "bill changes" in rows[n] and n != "real"}},
+         Path(args.docs) / f"{Path(args.out).name}_months.png")
+
+
+def plot(sets: dict[str, dict], path: Path) -> None:
+    """The change distributions of each set (:func:`changes`), bills and payments side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    centres = (EDGES[:-1] + EDGES[1:]) / 2
+    for ax, key in zip(axes, ("bill changes", "payment changes")):
+        for name, figures in sets.items():
+            equal, *shares = figures[key]
+            style = {"color": "black", "lw": 2.5} if name == "real test rows" else {"lw": 1.2}
+            line, = ax.plot(centres, shares, label=name, **style)
+            ax.plot([EDGES[0] - 0.5], [equal], marker="o", color=line.get_color())
+        ax.set(xlabel="log10 relative change between consecutive months (dot: equal)", ylabel="share of month pairs",
+               title=key)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv=None) -> None:

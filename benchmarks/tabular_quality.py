@@ -61,7 +61,6 @@ from ddpm_signrelu.runs import checkpoint_step
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "credit_default.yaml"
-BEGIN = "<!-- tabular_quality results: written by the benchmark -->"
 SILU_EPS = ["--config", str(ROOT / "configs" / "silu_eps.yaml")]
 MODELS = {"ours": [], "silu_eps": SILU_EPS, "ours_ordinal": ["--data.init_args.encoding", "ordinal"],
           "silu_eps_x0": [*SILU_EPS, "--model.loss", "x0_mse"], "ours_eps": ["--model.loss", "eps_mse"],
@@ -75,6 +74,13 @@ PEERS = {"tabddpm": None, "ctgan": 30, "tvae": 100}  # epochs (None: the package
 REPORT_ORDER = ["real", "ours_0.3x", "ours", *STRATIFIED, "ours_1.5x", "ours_long", "ours_eps", "silu_eps",
                 "silu_eps_x0", "ours_ordinal", "ours_plain_codec", "ours_pay_seq", *PEERS]
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
+
+
+def marker(kind: str, out: str) -> str:
+    """The marker in docs/credit_default.md before a results block of ``kind`` (this module's or the diagnosis's) for
+    the study in the folder ``out``: the shipped study's (``.../credit_default``), or another named by its folder."""
+    name = Path(out).name
+    return f"<!-- {kind}{'' if name == 'credit_default' else ' ' + name} results: written by the benchmark -->"
 
 
 def train(name: str, args, deadline: float, dm=None) -> Path | None:
@@ -425,7 +431,7 @@ def report(args) -> None:
     text = "\n".join(lines)
     print(text)
     Path(args.docs).mkdir(parents=True, exist_ok=True)
-    write_block(Path(args.docs) / "credit_default.md", BEGIN, text)
+    write_block(Path(args.docs) / "credit_default.md", marker("tabular_quality", args.out), text)
 
 
 def main(argv=None) -> None:

@@ -12,8 +12,8 @@ from test_tabular import module, write_table
 
 
 def statements(n=2000, seed=0, zeros=0.1):
-    """bill1, bill2 (equal to bill1 in ~20 % of rows, zero in a share ``zeros``), paid (bill2 in ~30 %, 1000 in ~10 %), age
-    (smooth integers: no spike), label."""
+    """bill1; bill2, equal to bill1 in ~20 % of rows, zero in a share ``zeros``; paid, bill2 in ~30 %, 1000 in ~10 %;
+    age, smooth integers (no spike); label."""
     g = np.random.default_rng(seed)
     bill1 = np.round(g.lognormal(9, 1, n))
     bill2 = np.where(g.random(n) < 0.2, bill1, np.round(bill1 * g.lognormal(0, 0.1, n)))

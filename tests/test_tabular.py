@@ -208,6 +208,13 @@ def test_credit_default_split_and_columns(tmp_path):
     assert "ID" not in tables["train"] and len(dm.codec.columns) == 24
     kinds = {c.name: (c.kind, c.integer) for c in dm.codec.columns}
     assert kinds["LIMIT_BAL"] == ("numerical", True) and kinds["PAY_0"][0] == "categorical"
+    relations = {c.name: c.relations for c in dm.codec.columns if c.relations}  # docs/credit_default.md lists them
+    assert relations == {"LIMIT_BAL": ["50000"], "BILL_AMT1": ["0"], **{
+        f"BILL_AMT{k}": [f"BILL_AMT{k - 1}", "0"] for k in range(2, 6)}, "BILL_AMT6": ["0", "BILL_AMT5"],
+        "PAY_AMT1": ["BILL_AMT2", "0", "2000", "3000"], "PAY_AMT2": ["BILL_AMT3", "0", "PAY_AMT1"],
+        "PAY_AMT3": ["BILL_AMT4", "0", "PAY_AMT2", "1000", "2000"], "PAY_AMT4": ["BILL_AMT5", "0", "PAY_AMT3", "1000"],
+        "PAY_AMT5": ["BILL_AMT6", "PAY_AMT4", "0", "2000"], "PAY_AMT6": ["0", "PAY_AMT5", "PAY_AMT4"]}
+    assert dm.codec.width == 14 + 81 + sum(len(r) + 1 for r in relations.values()) == 143
     target = np.concatenate([t["default.payment.next.month"] for t in tables.values()])
     assert (target == "1").sum() == 6636  # the file's defaults, all of them in one of the splits
     assert 0.2 < (tables["test"]["default.payment.next.month"] == "1").mean() < 0.24

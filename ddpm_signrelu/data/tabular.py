@@ -41,7 +41,7 @@ class TabularDataModule(TensorDataModule):
         self.path, self.numerical, self.categorical = Path(path), list(numerical), dict(categorical)
         self.encoding, self.n_quantiles, self.test_size, self.missing = encoding, n_quantiles, test_size, missing
         if relation_share is not None and not 0 < relation_share < 1:
-            raise ConfigError(f"relation_share is a share of the rows in (0, 1), or null for none; got {relation_share}")
+            raise ConfigError(f"relation_share is a share of the rows in (0, 1) or null (none), got {relation_share}")
         self.relations = {name: [str(r) for r in targets] for name, targets in (relations or {}).items()}
         check_relations(self.relations, self.numerical)
         self.relation_share, self.follows = relation_share, check_sequences(sequences or [], self.numerical)

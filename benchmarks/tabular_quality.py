@@ -397,9 +397,9 @@ def run(args) -> None:
             row = {"model": name, "seed": seed, **efficacy(table, tables["test"], codec, target, params, seed, args),
                    **fidelity(table, tables["test"], codec, params, seed, args),
                    **privacy(table, codec, dm.train_data, test, seed), "dcr_test_median": dcr_test}
+            row["positive_rate"] = float((table[target] == "1").mean())
             if checkpoint is not None:
-                row |= {"step": "" if name in PEERS else checkpoint_step(checkpoint),
-                        "positive_rate": float((table[target] == "1").mean())}
+                row["step"] = "" if name in PEERS else checkpoint_step(checkpoint)
             row["seconds"] = time.perf_counter() - start
             with path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -409,7 +409,7 @@ def run(args) -> None:
 
 COLUMNS = [("f1", "macro F1 ↑"), ("roc_auc", "ROC-AUC ↑"), ("ks", "KS ↓"), ("tv", "TV ↓"),
            ("association", "assoc. diff ↓"), ("discriminator_auc", "discrim. AUC (0.5 best)"),
-           ("sdm_shapes", "SDMetrics shapes ↑"), ("sdm_trends", "SDMetrics pair trends ↑"),
+           ("sdm_shapes", "SDMetrics shapes ↑"), ("sdm_trends", "SDMetrics pair trends ↑"), ("positive_rate", "defaults"),
            ("dcr_median", "DCR median"), ("closer_to_train", "closer to train")]
 
 

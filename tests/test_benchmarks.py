@@ -466,6 +466,10 @@ def test_credit_default_structure_on_known_rows():
     codec = TableCodec.fit({name: spread[:, k] for k, name in enumerate(BILLS + PAYMENTS)}, {})
     figures = structure(table, codec)
     assert figures.pop("score change") > 0  # the mean of 0 and the smallest difference of scores
+    bills, payments = figures.pop("bill changes"), figures.pop("payment changes")
+    assert bills[0] == 0.5 and payments[0] == 0.9 and sum(bills) == pytest.approx(1) == sum(payments)
+    assert bills[-1] == payments[-1] == 0.1  # a change of 100 (log10 2), clipped into the last bin (0.75, 1]
+    assert bills[13] == bills[15] == 0.1 and bills[17] == 0.2  # 0.1: [-1, -0.75); 0.5: [-0.5, -0.25); 1, 1: [0, 0.25)
     assert figures == {"bill change": pytest.approx(0.05), "equal bills": 0.5, "equal non-zero bills": 0.4,
                        "paid in full": 0.1}
 

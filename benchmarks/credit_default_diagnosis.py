@@ -1,10 +1,10 @@
 """Where a discriminator tells synthetic Credit Default rows from real ones: its ROC-AUC on each column alone and on
 groups of columns, and the month-to-month structure of the amounts that the groups point at.
 
-    python -m benchmarks.credit_default_diagnosis            # every model tabular_quality has trained; seed-0 set
+    python -m benchmarks.credit_default_diagnosis            # every model tabular_quality has scored; seed-0 set
     python -m benchmarks.credit_default_diagnosis --report   # the table from the rows so far
 
-Resumable: each diagnosed set is a row of ``--out/diagnosis.jsonl``; a rerun diagnoses only the models trained since.
+Resumable: each diagnosed set is a row of ``--out/diagnosis.jsonl``; a rerun diagnoses only the models scored since.
 
 For ``real`` the scored rows are the real training rows (the reference: about 0.5 everywhere); for a model or a
 peer, its seed-0 synthetic set of ``benchmarks.tabular_quality`` (as many rows as the training split, DDIM, 50 steps). The
@@ -76,15 +76,16 @@ def diagnose(table: Table, test: Table, codec: TableCodec, params: dict, iterati
 
 
 def run(args) -> None:
-    """Diagnose ``real`` and every trained model not yet in ``--out/diagnosis.jsonl`` (resumable), then report."""
+    """Diagnose ``real`` and every model the study has scored not yet in ``--out/diagnosis.jsonl`` (resumable), then
+    report."""
     dm = tq.real_data(args)
     tables, codec = dm.tables(), dm.codec
     params = json.loads(Path(args.out, "catboost.json").read_text())
     path = Path(args.out, "diagnosis.jsonl")
-    done = {r["model"] for r in read_rows(path)}
+    done, scored = {r["model"] for r in read_rows(path)}, {r["model"] for r in read_rows(Path(args.out, "rows.jsonl"))}
     for name in ["real", *tq.MODELS, *tq.STRATIFIED, *tq.PEERS]:
         finished = Path(args.out, tq.STRATIFIED.get(name, name), "done.json")
-        if name in done or (name != "real" and not finished.is_file()):
+        if name in done or name not in scored:
             continue
         checkpoint = None if name == "real" else Path(json.loads(finished.read_text())["checkpoint"])
         table = tables["train"] if checkpoint is None else tq.synthesize(

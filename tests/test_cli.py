@@ -159,6 +159,10 @@ def test_credit_default_config_trains_then_samples_a_table(tmp_path, override):
             labels = [row[target] for row in csv.DictReader(f)]
         counts = table_codec(ckpt).column(target).counts
         assert len(labels) == 20 and labels.count("1") == round(20 * counts[1] / sum(counts)) == 4
+        result = run("sample.py", "--ckpt_path", ckpt, "--num_samples", 20, "--sampler", "ddim", "--steps", 4,
+                     "--output", tmp_path / "short", "--stratify", target, "--oversample", 1)  # 20 drawn: too few 0s
+        assert result.returncode == 2 and "draw more (raise --oversample)" in result.stderr
+        assert len((tmp_path / "short" / "samples_drawn.csv").read_text().splitlines()) == 21  # the draw is kept
         result = run("sample.py", "--ckpt_path", ckpt, "--output", tmp_path / "out3", "--stratify", "AGE")
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and "--stratify takes a categorical" in \
             result.stderr

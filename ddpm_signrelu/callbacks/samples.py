@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from ddpm_signrelu.callbacks.base import ValidationEvaluator
 from ddpm_signrelu.data.table import TableCodec, stratified, write_csv
 from ddpm_signrelu.diffusion import Sampler, Spacing, sampling_plan
+from ddpm_signrelu.errors import DataError
 from ddpm_signrelu.images import save_samples, to_uint8
 
 
@@ -91,7 +92,11 @@ class TableWriter(SampleWriter):
         path.parent.mkdir(parents=True, exist_ok=True)
         table = self.codec.decode(samples)
         if self.stratify:
-            table = stratified(table, self.codec.column(self.stratify[0]), self.stratify[1])
+            try:
+                table = stratified(table, self.codec.column(self.stratify[0]), self.stratify[1])
+            except DataError as err:  # the rows drawn are kept
+                write_csv(table, kept := path.with_name("samples_drawn.csv"), self.codec.columns)
+                raise DataError(f"{err}; the {len(samples)} rows drawn are in {kept}") from None
         write_csv(table, path, self.codec.columns)
         return (path,)
 

@@ -409,7 +409,8 @@ def run(args) -> None:
 
 COLUMNS = [("f1", "macro F1 ↑"), ("roc_auc", "ROC-AUC ↑"), ("ks", "KS ↓"), ("tv", "TV ↓"),
            ("association", "assoc. diff ↓"), ("discriminator_auc", "discrim. AUC (0.5 best)"),
-           ("sdm_shapes", "SDMetrics shapes ↑"), ("sdm_trends", "SDMetrics pair trends ↑"), ("positive_rate", "defaults"),
+           ("sdm_shapes", "SDMetrics shapes ↑"), ("sdm_trends", "SDMetrics pair trends ↑"),
+           ("positive_rate", "defaults"),
            ("dcr_median", "DCR median"), ("closer_to_train", "closer to train")]
 
 

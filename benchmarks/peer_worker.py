@@ -9,8 +9,10 @@ Models, each with its package's documented defaults except where named:
 
 - ``tabddpm``: TabDDPM (Kotelnikov et al., 2023) as synthcity's ``ddpm`` plugin: multinomial diffusion on the
   categories, Gaussian diffusion on quantile-transformed numbers, an MLP, conditioned on the target; ``--iterations``
-  its ``n_iter`` (epochs). Categories go in as class indices; its encoder's discrete threshold (10 distinct values)
-  is raised to the largest category count, so that it reads the same columns as categorical as the other models;
+  its ``n_iter`` (epochs). Categories go in as class indices; the threshold of 10 distinct values under which its
+  encoder and its diffusion take a column as discrete is raised to the largest category count, so that it diffuses
+  the same columns as categories as the other models (at 10, the 11-label repayment statuses were diffused as
+  unscaled Gaussian numbers and nearly every generated row fell outside the training ranges and was redrawn);
 - ``ctgan``, ``tvae``: CTGAN and TVAE (Xu et al., 2019) from the ``ctgan`` package; ``--iterations`` their epochs.
 
 Categorical columns are passed as text (every package then treats them as discrete), numbers as numbers. Writes
@@ -34,13 +36,19 @@ def fit(model: str, frame: pd.DataFrame, categorical: list[str], target: str, it
     np.random.seed(seed)
     options = {} if iterations is None else {"n_iter" if model == "tabddpm" else "epochs": iterations}
     if model == "tabddpm":
+        from functools import partial
+
+        import synthcity.plugins.core.models.tabular_ddpm as tabular_ddpm
         from synthcity.plugins import Plugins
         from synthcity.plugins.core.dataloader import GenericDataLoader
+        from synthcity.utils.dataframe import discrete_columns
 
         labels = {c: sorted(frame[c].unique()) for c in categorical}  # class indices 0..K-1, as TabDDPM takes them
         codes = frame.assign(**{c: frame[c].map({v: k for k, v in enumerate(labels[c])}) for c in categorical})
         plugin = Plugins().get("ddpm", is_classification=True, random_state=seed, **options)
-        plugin.encoder.categorical_limit = max(len(v) for v in labels.values())  # the same columns discrete as ours
+        limit = max(len(v) for v in labels.values())  # the same columns discrete as ours
+        plugin.encoder.categorical_limit = limit
+        tabular_ddpm.discrete_columns = partial(discrete_columns, max_classes=limit)
         plugin.fit(GenericDataLoader(codes, target_column=target))
 
         def generate(rows, s):

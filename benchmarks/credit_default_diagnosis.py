@@ -83,7 +83,7 @@ def run(args) -> None:
     params = json.loads(Path(args.out, "catboost.json").read_text())
     path = Path(args.out, "diagnosis.jsonl")
     done, scored = {r["model"] for r in read_rows(path)}, {r["model"] for r in read_rows(Path(args.out, "rows.jsonl"))}
-    for name in ["real", *tq.MODELS, *tq.STRATIFIED, *tq.PEERS]:
+    for name in ["real", *tq.MODELS, *tq.STRATIFIED, tq.MULTINOMIAL, *tq.PEERS]:
         finished = Path(args.out, tq.STRATIFIED.get(name, name), "done.json")
         if name in done or name not in scored:
             continue

@@ -17,6 +17,8 @@ stopped):
 - ``silu_eps_x0``: the same under the config's own loss, the x0 regression;
 - ``ours_eps``: the config under the epsilon loss (L_simple): with the two above, the loss apart from the network;
 - ``ours_ordinal``: categories as ordinal integer columns instead of one-hot blocks;
+- ``ours_multinomial``: the one-hot blocks (categories, relation states) diffused as categories (multinomial diffusion,
+  TabDDPM's loss), the config's ``max_steps`` in full (``benchmarks/multinomial.py``);
 - peers, fitted on the same training rows by ``benchmarks/peer_worker.py`` in their own environment
   (``--peers_python``; ``benchmarks/requirements-peers.txt``): ``tabddpm`` (synthcity's TabDDPM), ``ctgan``, ``tvae``
   (the ``ctgan`` package), their package defaults but the epochs (``PEERS``); their rows are read back through the
@@ -70,9 +72,10 @@ MODELS = {"ours": [], "silu_eps": SILU_EPS, "ours_ordinal": ["--data.init_args.e
                                                                     for a in ("BILL_AMT", "PAY_AMT")])]}
 STRATIFIED = {"ours_stratified": "ours"}  # that model's rows drawn 1.5x over, the target in its training share
 FRACTIONS = {"ours_0.3x": 0.3, "ours_1.5x": 1.5}  # of the config's max_steps
+MULTINOMIAL = "ours_multinomial"  # the categories diffused as categories: benchmarks/multinomial.py
 PEERS = {"tabddpm": None, "ctgan": 30, "tvae": 100}  # epochs (None: the package's default); see the module docstring
 REPORT_ORDER = ["real", "ours_0.3x", "ours", *STRATIFIED, "ours_1.5x", "ours_long", "ours_eps", "silu_eps",
-                "silu_eps_x0", "ours_ordinal", "ours_plain_codec", "ours_pay_seq", *PEERS]
+                "silu_eps_x0", "ours_ordinal", MULTINOMIAL, "ours_plain_codec", "ours_pay_seq", *PEERS]
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
 
 
@@ -110,6 +113,11 @@ def train(name: str, args, deadline: float, dm=None) -> Path | None:
                                           if not c["class_path"].endswith("EarlyStopping")]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.yaml").write_text(yaml.safe_dump(config))
+    if name == MULTINOMIAL:
+        return fit_external(name, folder, [sys.executable, "-m", "benchmarks.multinomial", "--config",
+                                           str(folder / "run.yaml"), "--out", str(folder), "--rows",
+                                           str(len(dm.train_data)), "--seeds", str(args.seeds), "--steps",
+                                           str(args.steps)])
     resume = ["--ckpt_path", "last"] if list((folder / "checkpoints").glob("last*.ckpt")) else []
     limit = []  # a fixed run goes in pieces: it stops at the deadline and resumes from last.ckpt on the next call
     if fixed and args.max_minutes is not None:
@@ -146,6 +154,12 @@ def train_peer(name: str, folder: Path, args, dm) -> Path:
     command = [args.peers_python, str(ROOT / "benchmarks" / "peer_worker.py"), "--model", name, "--train",
                str(train_csv), "--categorical", *categorical, "--target", dm.target, "--rows", str(len(dm.train_data)),
                "--seeds", str(args.seeds), "--out", str(folder), *(["--iterations", str(iterations)] * bool(iterations))]
+    return fit_external(name, folder, command)
+
+
+def fit_external(name: str, folder: Path, command: list[str]) -> Path:
+    """Run ``command``, which fits ``name`` and writes its synthetic sets ``folder/samples_<seed>.csv`` and
+    ``folder/fit.json`` (fit seconds); returns ``folder``."""
     print(f"{name}: fitting in {folder}", flush=True)
     subprocess.run(command, check=True, cwd=ROOT)
     seconds = json.loads((folder / "fit.json").read_text())["fit_seconds"]
@@ -399,7 +413,7 @@ def run(args) -> None:
                    **privacy(table, codec, dm.train_data, test, seed), "dcr_test_median": dcr_test}
             row["positive_rate"] = float((table[target] == "1").mean())
             if checkpoint is not None:
-                row["step"] = "" if name in PEERS else checkpoint_step(checkpoint)
+                row["step"] = "" if checkpoint.is_dir() else checkpoint_step(checkpoint)
             row["seconds"] = time.perf_counter() - start
             with path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
@@ -437,8 +451,8 @@ def report(args) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=[*MODELS, *STRATIFIED, *PEERS],
-                   choices=[*MODELS, *STRATIFIED, *PEERS])
+    p.add_argument("--models", nargs="+", default=[*MODELS, *STRATIFIED, MULTINOMIAL, *PEERS],
+                   choices=[*MODELS, *STRATIFIED, MULTINOMIAL, *PEERS])
     p.add_argument("--peers_python", default=str(ROOT / "benchmarks" / ".peers" / "bin" / "python"),
                    help="the peers' environment (benchmarks/requirements-peers.txt)")
     p.add_argument("--data_root", default="data", help="the folder holding credit-default/UCI_Credit_Card.csv")

@@ -655,3 +655,36 @@ def test_peer_worker_writes_sets_the_table_reads_back(tmp_path, model):
     assert [len(s["AGE"]) for s in sets] == [300, 300] and list(sets[0]) == [c.name for c in dm.codec.columns]
     assert all(np.all(s["AGE"] == np.round(s["AGE"])) for s in sets)  # whole-number columns rounded
     assert not np.array_equal(sets[0]["LIMIT_BAL"], sets[1]["LIMIT_BAL"])  # two seeds, two sets
+
+
+def test_multinomial_posterior_is_bayes_rule_on_the_transition_matrices_and_draws_follow_it():
+    """Multinomial diffusion's pieces: the posterior q(x_s | x_t, x_0) of every label pair equals Bayes' rule on the
+    transition matrices Q_s, Q_{t|s} (whose product is Q_t); Gumbel draws follow the probabilities and never pick the
+    padding; a small model's loss is finite and its rows are one-hot on every block."""
+    from benchmarks.multinomial import Blocks, MultinomialModel, posterior
+
+    blocks, ab_t, ab_s = Blocks([2, 3]), *(torch.tensor([a], dtype=torch.float64) for a in (0.3, 0.6))
+    for k in (2, 3):
+        q_s, q_ts = (a * torch.eye(k, dtype=torch.float64) + (1 - a) / k for a in (ab_s, ab_t / ab_s))
+        assert torch.allclose(q_s @ q_ts, ab_t * torch.eye(k, dtype=torch.float64) + (1 - ab_t) / k)
+        for x0 in range(k):
+            for xt in range(k):
+                onehot = torch.zeros(1, 2, 3, dtype=torch.float64)
+                labels_t = onehot.clone()
+                onehot[0, k - 2, x0], labels_t[0, k - 2, xt] = 1, 1
+                onehot[0, 3 - k, 0] = labels_t[0, 3 - k, 0] = 1  # the other block: any label
+                bayes = q_s[x0] * q_ts[:, xt] / (q_s @ q_ts)[x0, xt]
+                assert torch.allclose(posterior(blocks, labels_t, onehot, ab_t, ab_s)[0, k - 2, :k], bayes)
+    p = torch.tensor([[[0.2, 0.8, 0.0], [0.1, 0.3, 0.6]]]).expand(20000, 2, 3)
+    draws = blocks.draw(p, torch.Generator().manual_seed(0))
+    assert draws[:, 0, 2].sum() == 0 and torch.allclose(draws.mean(0), p[0], atol=0.01)
+    torch.manual_seed(0)
+    model = MultinomialModel([2, 3], data_shape=(6,), num_levels=None, network={"name": "mlp", "width": 16,
+                             "depth": 1}, head={"name": "ratio_atoms", "num_atoms": 4}, num_timesteps=50,
+                             loss="x0_mse")
+    x0 = torch.cat([torch.randn(8, 1), blocks.flat(blocks.draw(torch.full((8, 2, 3), 1 / 3) * blocks.mask))], 1)
+    loss = model.training_step((x0, torch.arange(8)), 0)
+    loss.backward()
+    assert torch.isfinite(loss) and loss > 0
+    rows = model.rows(5, seed=0, steps=4)
+    assert rows.shape == (5, 6) and torch.equal(blocks.view(rows[:, 1:]).sum(-1), torch.ones(5, 2))

@@ -21,8 +21,9 @@ stopped):
   TabDDPM's loss), the config's ``max_steps`` in full (``benchmarks/multinomial.py``);
 - peers, fitted on the same training rows by ``benchmarks/peer_worker.py`` in their own environment
   (``--peers_python``; ``benchmarks/requirements-peers.txt``): ``tabddpm`` (synthcity's TabDDPM), ``ctgan``, ``tvae``
-  (the ``ctgan`` package), their package defaults but the epochs (``PEERS``); their rows are read back through the
-  table's column spec, whole-number columns rounded as our decoder rounds them.
+  (the ``ctgan`` package), each with its package's defaults (``PEERS`` can set their epochs: TabDDPM 1,000, CTGAN
+  and TVAE 300 by default); their rows are read back through the table's column spec, whole-number columns rounded as
+  our decoder rounds them.
 
 Scores, each on ``--seeds`` sets of as many synthetic rows as real training rows (``ddim``, ``--steps`` steps), and for
 ``real`` on the real training rows themselves (the reference):
@@ -73,7 +74,7 @@ MODELS = {"ours": [], "silu_eps": SILU_EPS, "ours_ordinal": ["--data.init_args.e
 STRATIFIED = {"ours_stratified": "ours"}  # that model's rows drawn 1.5x over, the target in its training share
 FRACTIONS = {"ours_0.3x": 0.3, "ours_1.5x": 1.5}  # of the config's max_steps
 MULTINOMIAL = "ours_multinomial"  # the categories diffused as categories: benchmarks/multinomial.py
-PEERS = {"tabddpm": None, "ctgan": 30, "tvae": 100}  # epochs (None: the package's default); see the module docstring
+PEERS = {"tabddpm": None, "ctgan": None, "tvae": None}  # epochs (None: the package's default); see the module docstring
 REPORT_ORDER = ["real", "ours_0.3x", "ours", *STRATIFIED, "ours_1.5x", "ours_long", "ours_eps", "silu_eps",
                 "silu_eps_x0", "ours_ordinal", MULTINOMIAL, "ours_plain_codec", "ours_pay_seq", *PEERS]
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]

@@ -518,7 +518,8 @@ json.dump({{"fit_seconds": 0.5}}, open(f"{{args.out}}/fit.json", "w"))
 @needs_peers("pandas", "catboost", "sdmetrics")
 def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsys):
     """--quick on the Credit Default table: the kinds of run trained (the long run 5x the early-stopped steps, the
-    0.3x and 1.5x runs in whole validation intervals, all three without early stopping; the SiLU twin; the peers),
+    0.3x and 1.5x runs in whole validation intervals, all three without early stopping; the SiLU twin; multinomial
+    diffusion; the peers),
     every score finite and in range, a rerun adds nothing, the report and the discriminator's diagnosis written;
     every other model's change parses to the setting it names."""
     from benchmarks import tabular_quality as tq
@@ -527,7 +528,7 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     from helpers import shared_copy
 
     root = shared_copy("credit-default", tmp_path / "data").parent
-    trained = ["ours", "ours_0.3x", "ours_1.5x", "ours_long", "silu_eps", *tq.PEERS]
+    trained = ["ours", "ours_0.3x", "ours_1.5x", "ours_long", "silu_eps", tq.MULTINOMIAL, *tq.PEERS]
     args = ["--quick", "--seeds", "1", "--iterations", "20", "--steps", "5", "--data_root", str(root),
             "--out", str(tmp_path / "out"), "--docs", str(tmp_path / "docs"), "--peers_python", stub_peers(tmp_path),
             "--models", *trained]

@@ -689,3 +689,17 @@ def test_multinomial_posterior_is_bayes_rule_on_the_transition_matrices_and_draw
     assert torch.isfinite(loss) and loss > 0
     rows = model.rows(5, seed=0, steps=4)
     assert rows.shape == (5, 6) and torch.equal(blocks.view(rows[:, 1:]).sum(-1), torch.ones(5, 2))
+
+
+def test_tabular_step_times_the_config_network_and_counts_the_heads_share(capsys):
+    """One row per width and head, the config's first (time ratio 1.00); the ratio head's read-outs hold a share of the
+    matmuls that grows with its atoms, the plain head none."""
+    from benchmarks import tabular_step
+
+    tabular_step.main(["--widths", "20", "--atoms", "4", "2", "--batch", "8", "--repeats", "1"])
+    rows = re.findall(r"^\| (20 wide, [\w ]+) \| [\d.]+ \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", capsys.readouterr().out,
+                      re.M)
+    assert [r[0] for r in rows] == ["20 wide, 4 atoms", "20 wide, 2 atoms", "20 wide, plain head"]
+    shares = [float(r[2]) for r in rows]
+    assert rows[0][3] == "1.00" and 1 > shares[0] > shares[1] > 0 == shares[2]
+    assert float(rows[0][1]) > float(rows[1][1]) > float(rows[2][1]) > 0

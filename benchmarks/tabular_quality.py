@@ -17,6 +17,7 @@ stopped):
 - ``silu_eps_x0``: the same under the config's own loss, the x0 regression;
 - ``ours_eps``: the config under the epsilon loss (L_simple): with the two above, the loss apart from the network;
 - ``ours_ordinal``: categories as ordinal integer columns instead of one-hot blocks;
+- ``ours_8_atoms``: the ratio head with 8 atoms instead of 16 (a fifth off the training step: ``tabular_step``);
 - ``ours_multinomial``: the one-hot blocks (categories, relation states) diffused as categories (multinomial diffusion,
   TabDDPM's loss), the config's ``max_steps`` in full (``benchmarks/multinomial.py``);
 - peers, fitted on the same training rows by ``benchmarks/peer_worker.py`` in their own environment
@@ -70,13 +71,15 @@ MODELS = {"ours": [], "silu_eps": SILU_EPS, "ours_ordinal": ["--data.init_args.e
           "ours_0.3x": [], "ours_1.5x": [], "ours_long": [],
           "ours_plain_codec": ["--data.init_args.relation_share", "null", "--data.init_args.sequences", "null"],
           "ours_pay_seq": ["--data.init_args.sequences", json.dumps([[f"{a}{i}" for i in range(1, 7)]
-                                                                    for a in ("BILL_AMT", "PAY_AMT")])]}
-STRATIFIED = {"ours_stratified": "ours"}  # that model's rows drawn 1.5x over, the target in its training share
+                                                                    for a in ("BILL_AMT", "PAY_AMT")])],
+          "ours_8_atoms": ["--model.head", json.dumps({"name": "ratio_atoms", "num_atoms": 8, "parameterization": "v"})]}
+# that model's rows drawn 1.5x over, the target in its training share
+STRATIFIED = {"ours_stratified": "ours", "ours_8_atoms_stratified": "ours_8_atoms"}
 FRACTIONS = {"ours_0.3x": 0.3, "ours_1.5x": 1.5}  # of the config's max_steps
 MULTINOMIAL = "ours_multinomial"  # the categories diffused as categories: benchmarks/multinomial.py
 PEERS = {"tabddpm": None, "ctgan": None, "tvae": None}  # epochs (None: the package's default); see the module docstring
 REPORT_ORDER = ["real", "ours_0.3x", "ours", *STRATIFIED, "ours_1.5x", "ours_long", "ours_eps", "silu_eps",
-                "silu_eps_x0", "ours_ordinal", MULTINOMIAL, "ours_plain_codec", "ours_pay_seq", *PEERS]
+                "silu_eps_x0", "ours_ordinal", MULTINOMIAL, "ours_plain_codec", "ours_pay_seq", "ours_8_atoms", *PEERS]
 GRID = [{"depth": d, "learning_rate": lr} for d in (4, 6, 8) for lr in (0.03, 0.1)]
 
 

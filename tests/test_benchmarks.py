@@ -551,13 +551,15 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     assert [(h.head["name"], h.loss) for h in hparams] == [("ratio_atoms", "x0_mse"), ("plain", "eps_mse")]
     runs = {name: build_run("--config", str(tq.CONFIG), *tq.MODELS[name], "--trainer.logger", "false",
                             "--data.init_args.root", str(root)) for name in tq.MODELS if name not in trained}
-    settings = {name: (r.model.hparams.head["name"], r.model.hparams.loss, r.datamodule.encoding,
-                       r.datamodule.relation_share, len(r.datamodule.follows)) for name, r in runs.items()}
-    assert settings == {"ours_ordinal": ("ratio_atoms", "x0_mse", "ordinal", 0.03, 5),
-                        "silu_eps_x0": ("plain", "x0_mse", "onehot", 0.03, 5),
-                        "ours_eps": ("ratio_atoms", "eps_mse", "onehot", 0.03, 5),
-                        "ours_plain_codec": ("ratio_atoms", "x0_mse", "onehot", None, 0),
-                        "ours_pay_seq": ("ratio_atoms", "x0_mse", "onehot", 0.03, 10)}
+    settings = {name: (r.model.hparams.head["name"], r.model.hparams.head.get("num_atoms"), r.model.hparams.loss,
+                       r.datamodule.encoding, r.datamodule.relation_share, len(r.datamodule.follows))
+                for name, r in runs.items()}
+    assert settings == {"ours_ordinal": ("ratio_atoms", 16, "x0_mse", "ordinal", 0.03, 5),
+                        "silu_eps_x0": ("plain", None, "x0_mse", "onehot", 0.03, 5),
+                        "ours_eps": ("ratio_atoms", 16, "eps_mse", "onehot", 0.03, 5),
+                        "ours_plain_codec": ("ratio_atoms", 16, "x0_mse", "onehot", None, 0),
+                        "ours_pay_seq": ("ratio_atoms", 16, "x0_mse", "onehot", 0.03, 10),
+                        "ours_8_atoms": ("ratio_atoms", 8, "x0_mse", "onehot", 0.03, 5)}
     capsys.readouterr()
     tq.main(args)  # nothing left to run
     assert "training in" not in capsys.readouterr().out

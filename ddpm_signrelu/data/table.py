@@ -161,7 +161,7 @@ class TableCodec:
         codec = cls(columns, torch.zeros(0, 0), torch.zeros(0), encoding)
         numbers = codec._numerical_matrix(table)
         if numbers.shape[1]:
-            codec.quantiles, codec.references = _quantiles(numbers, n_quantiles, seed)
+            codec.quantiles, codec.references = _quantiles(codec._off_masses(numbers), n_quantiles, seed)
             codec.changes = codec.references.new_zeros(len(codec.references), 0)
             if follows:
                 codec.changes = _quantiles(codec._changes(codec._scores(numbers)), n_quantiles, seed)[0]
@@ -187,6 +187,23 @@ class TableCodec:
     def width(self) -> int:
         """The vector's width D: one coordinate per modelled column, plus one per label of each one-hot block."""
         return len(self.modelled) + sum(len(labels) for _, labels in self.blocks)
+
+    def masses(self, column: Column) -> list[float]:
+        """The point masses among ``column``'s relations (the others name columns)."""
+        names = {c.name for c in self.columns}
+        return [float(r) for r in column.relations if r not in names]
+
+    def _off_masses(self, numbers: np.ndarray) -> np.ndarray:
+        """``numbers`` with each column's cells at its point masses as NaN, which its quantiles leave out: the
+        free rows' scores then have no gap for the masses to fill, and a free score decodes onto a mass no more
+        often than onto a value beside it (the state sets the masses). A column with fewer than 2 other values keeps
+        them all."""
+        numbers = numbers.copy()
+        for j, column in enumerate(self.modelled):
+            at_mass = np.isin(numbers[:, j], self.masses(column))
+            if np.count_nonzero(~at_mass) >= 2:
+                numbers[at_mass, j] = np.nan
+        return numbers
 
     def _numerical_matrix(self, table: Table) -> np.ndarray:
         """(N, modelled columns) float64: numbers, and category indices under ``ordinal``."""
@@ -222,7 +239,9 @@ class TableCodec:
         return torch.cat(parts, 1).float()
 
     def decode(self, x: torch.Tensor) -> Table:
-        """The table of rows ``x`` (N, D), columns in their original order; refuses another width."""
+        """The table of rows ``x`` (N, D), columns in their original order; refuses another width. A related
+        column's state restores its relation exactly, unless an equality would set a value outside the column's
+        training range (a payment equal to a negative statement): then the column's own value stays."""
         if x.dim() != 2 or x.shape[1] != self.width:
             raise ConfigError(f"rows of width {self.width} decode to this table, got shape {tuple(x.shape)}")
         x = x.detach().double().cpu().numpy()
@@ -242,8 +261,12 @@ class TableCodec:
                                                                          len(column.categories) - 1).astype(np.int64)]
                 continue
             values = np.round(values) if column.integer else values
+            masses = self.masses(column)
+            low, high = min([self.quantiles[0, j].item(), *masses]), max([self.quantiles[-1, j].item(), *masses])
             for k, relation in enumerate(column.relations, 1):
-                values = np.where(chosen[column.name] == k, related_values(table, relation), values)
+                related = related_values(table, relation)  # out of the column's range (a negative bill as a payment):
+                holds = (chosen[column.name] == k) & (related >= low) & (related <= high)  # its own value stays
+                values = np.where(holds, related, values)
             table[column.name] = values
             scores[column.name] = ndtri(_forward(values, self.quantiles[:, j], self.references))
         for column in self.columns:

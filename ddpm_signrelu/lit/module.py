@@ -132,7 +132,7 @@ class DiffusionModel(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, betas=tuple(hp.adam_betas),
-                                weight_decay=hp.weight_decay)
+                                weight_decay=hp.weight_decay, fused=True)  # fused: one pass over all the weights
         warmup, total = max(hp.warmup_steps, 1), self.trainer.estimated_stepping_batches
 
         def factor(step: int) -> float:

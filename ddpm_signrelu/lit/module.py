@@ -131,8 +131,9 @@ class DiffusionModel(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        fused = "mixed" not in str(self.trainer.precision)  # Lightning's AMP plugin clips unfused optimizers only
         opt = torch.optim.AdamW(self.model.parameters(), lr=hp.lr, betas=tuple(hp.adam_betas),
-                                weight_decay=hp.weight_decay, fused=True)  # fused: one pass over all the weights
+                                weight_decay=hp.weight_decay, fused=fused)  # fused: one pass over all the weights
         warmup, total = max(hp.warmup_steps, 1), self.trainer.estimated_stepping_batches
 
         def factor(step: int) -> float:

@@ -9,7 +9,8 @@ Resumable: each diagnosed set is a row of ``--out/diagnosis.jsonl``; a rerun dia
 For ``real`` the scored rows are the real training rows (the reference: about 0.5 everywhere); for a model or a
 peer, its seed-0 synthetic set of ``benchmarks.tabular_quality`` (as many rows as the training split, DDIM, 50 steps). The
 discriminator is the study's (CatBoost with the tuned parameters, fitted on half of scored + real test rows, scored on
-the other half). The structure figures, over the 5 pairs of consecutive months k, k+1 (the file's months run
+the other half); "rows within the bounds" refits it on all columns of only the scored rows that keep the two bounds
+below (:func:`within_bounds`): how much of its lead those two structures carry. The structure figures, over the 5 pairs of consecutive months k, k+1 (the file's months run
 backwards: ``BILL_AMT1`` is the latest statement):
 
 - bill change: the median of |BILL_AMT_k − BILL_AMT_k+1| / max(|BILL_AMT_k+1|, 1);
@@ -17,6 +18,9 @@ backwards: ``BILL_AMT1`` is the latest statement):
 - equal bills: the share of pairs with BILL_AMT_k = BILL_AMT_k+1, and of those with equal non-zero bills;
 - paid in full: the share of pairs with PAY_AMT_k = BILL_AMT_k+1 > 0 (the payment in month k settles the statement
   before it);
+- negative charges: the share of pairs whose new charges, BILL_AMT_k − BILL_AMT_k+1 + PAY_AMT_k, are below 0 (a
+  statement fell by more than the payment made on the one before: real rows almost never do);
+- over the limit: the share of statements above the client's credit limit ``LIMIT_BAL``;
 - the figure ``--docs/<--out's folder name>_months.png``: for the bills and for the payments, the distribution of the
   relative change between consecutive months (the share of equal pairs, then log10 of the change).
 """
@@ -31,7 +35,7 @@ import numpy as np
 
 from benchmarks import tabular_quality as tq
 from benchmarks.common import read_rows, run_or_report, write_block
-from ddpm_signrelu.data.table import Table, TableCodec
+from ddpm_signrelu.data.table import Table, TableCodec, take
 
 BILLS = [f"BILL_AMT{k}" for k in range(1, 7)]
 PAYMENTS = [f"PAY_AMT{k}" for k in range(1, 7)]
@@ -40,6 +44,9 @@ GROUPS = {"statuses `PAY_*`": ["PAY_0", *(f"PAY_{k}" for k in range(2, 7))], "bi
           "`PAY_AMT1`, `BILL_AMT2`": [PAYMENTS[0], BILLS[1]], "all columns": None}
 
 
+LIMIT = "LIMIT_BAL"
+OVER = 1.1  # within the bounds: no statement above 1.1x the limit (3 % of real rows hold one) ...
+SLACK = 0.01  # ... and no month's charges below -1 % of the limit (2 % of real rows)
 EDGES = np.linspace(-4, 1, 21)  # log10 of the relative change between consecutive months
 
 
@@ -52,10 +59,24 @@ def changes(amounts: np.ndarray) -> list[float]:
     return [float((relative == 0).mean()), *(np.histogram(moved, EDGES)[0] / relative.size).tolist()]
 
 
-def structure(table: Table, codec: TableCodec) -> dict:
-    """The month-to-month figures of the docstring for the rows of ``table``."""
+def amounts(table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(bills (N, 6), payments (N, 6), the new charges of months 1-5 (N, 5)) of the rows of ``table``."""
     bills = np.stack([table[b].astype(float) for b in BILLS], 1)
     payments = np.stack([table[p].astype(float) for p in PAYMENTS], 1)
+    return bills, payments, bills[:, :-1] - bills[:, 1:] + payments[:, :-1]
+
+
+def within_bounds(table: Table) -> np.ndarray:
+    """(N,) bool: the rows with no statement above :data:`OVER` x their limit and no month's charges below
+    −:data:`SLACK` x their limit."""
+    bills, _, charges = amounts(table)
+    limit = table[LIMIT].astype(float)[:, None]
+    return (bills <= OVER * limit).all(1) & (charges >= -SLACK * limit).all(1)
+
+
+def structure(table: Table, codec: TableCodec) -> dict:
+    """The month-to-month figures of the docstring for the rows of ``table``."""
+    bills, payments, charges = amounts(table)
     modelled = [c.name for c in codec.modelled]
     z = codec.scores(table)[:, [modelled.index(b) for b in BILLS]]
     later, earlier = bills[:, :-1], bills[:, 1:]
@@ -64,14 +85,21 @@ def structure(table: Table, codec: TableCodec) -> dict:
             "equal bills": float((later == earlier).mean()),
             "equal non-zero bills": float(((later == earlier) & (earlier != 0)).mean()),
             "paid in full": float(((payments[:, :-1] == earlier) & (earlier > 0)).mean()),
+            "negative charges": float((charges < 0).mean()),
+            "over the limit": float((bills > table[LIMIT].astype(float)[:, None]).mean()),
             "bill changes": changes(bills), "payment changes": changes(payments)}
 
 
 def diagnose(table: Table, test: Table, codec: TableCodec, params: dict, iterations: int) -> dict:
-    """Discriminator ROC-AUCs (each column alone: the largest and the median; each group) and ``structure``."""
+    """Discriminator ROC-AUCs (each column alone: the largest and the median; each group; all columns on the rows
+    :func:`within_bounds`) and ``structure``."""
     alone = [tq.discriminator_auc(table, test, codec, params, 0, iterations, [c.name]) for c in codec.columns]
     groups = {g: tq.discriminator_auc(table, test, codec, params, 0, iterations, names) for g, names in GROUPS.items()}
+    kept = np.flatnonzero(within_bounds(table))  # NaN where fewer rows than the test rows keep the bounds
+    bounded = tq.discriminator_auc(take(table, kept), test, codec, params, 0, iterations) \
+        if len(kept) >= len(test[LIMIT]) else float("nan")
     return {"one column, largest": max(alone), "one column, median": float(np.median(alone)), **groups,
+            "rows within the bounds": bounded,
             **structure(table, codec)}
 
 
@@ -99,7 +127,7 @@ def run(args) -> None:
 
 def report(args, test: dict | None = None) -> None:
     """The table of every diagnosed set (columns in the study's report order), the real test rows' structure
-    (``test``: computed here when not given) first."""
+    (``test``: computed here when not given) first; "–" where a set was diagnosed before a figure existed."""
     if test is None:
         dm = tq.real_data(args)
         test = structure(dm.tables()["test"], dm.codec)
@@ -109,7 +137,7 @@ def report(args, test: dict | None = None) -> None:
     for key in (k for k in rows["real"] if k != "model" and not isinstance(rows["real"][k], list)):
         reference = f"{test[key]:.3f}" if key in test else ""
         label = key if key in test else f"discrim. AUC: {key}"
-        lines.append(f"| {label} | {reference} | " + " | ".join(f"{rows[n][key]:.3f}" for n in names) + " |")
+        lines.append(f"| {label} | {reference} | " + " | ".join(f"{rows[n][key]:.3f}" if key in rows[n] else "–" for n in names) + " |")
     text = "\n".join(lines)
     print(text)
     write_block(Path(args.docs) / "credit_default.md", tq.marker("credit_default_diagnosis", args.out), text)

@@ -455,13 +455,18 @@ def test_association_measures_on_known_tables():
 def test_credit_default_structure_on_known_rows():
     """Two rows, 10 pairs of consecutive months: 5 equal bills (4 non-zero), 1 payment settling the earlier
     statement, relative bill changes 0 (x4), 0.5, 0.1, 100, 0, 1, 1 (median 0.05); the 5 unequal pairs' scores
-    differ."""
-    from benchmarks.credit_default_diagnosis import BILLS, PAYMENTS, structure
+    differ. New charges: 100, 0, 0, 0, -100 and 10, 100, 0, -50, 25: 2 of 10 negative; statements above the limits
+    (190, 100): 200 and 110 (2 of 12). Within the bounds (no statement above 1.1x the limit, no charges below -1 % of
+    it): neither row; with the first row's fifth payment 99, the first (charges -1 >= -1.9, 200 <= 209)."""
+    from benchmarks.credit_default_diagnosis import BILLS, PAYMENTS, structure, within_bounds
     from ddpm_signrelu.data.table import TableCodec
 
     bills = np.array([[100.0, 100, 100, 100, 100, 200], [110, 100, 0, 0, 50, 25]])
     payments = np.array([[100.0, 0, 0, 0, 0, 0], [0.0] * 6])
-    table = {**{b: bills[:, k] for k, b in enumerate(BILLS)}, **{p: payments[:, k] for k, p in enumerate(PAYMENTS)}}
+    table = {"LIMIT_BAL": np.array([190.0, 100]), **{b: bills[:, k] for k, b in enumerate(BILLS)},
+             **{p: payments[:, k] for k, p in enumerate(PAYMENTS)}}
+    assert within_bounds(table).tolist() == [False, False]  # the first: charges -100; the second: 110 > 1.1 x 100
+    assert within_bounds({**table, "PAY_AMT5": np.array([99.0, 0])}).tolist() == [True, False]
     spread = np.random.default_rng(0).uniform(-50, 200, (64, 12))  # a codec with distinct scores for all amounts
     codec = TableCodec.fit({name: spread[:, k] for k, name in enumerate(BILLS + PAYMENTS)}, {})
     figures = structure(table, codec)
@@ -471,7 +476,7 @@ def test_credit_default_structure_on_known_rows():
     assert bills[-1] == payments[-1] == 0.1  # a change of 100 (log10 2), clipped into the last bin (0.75, 1]
     assert bills[13] == bills[15] == 0.1 and bills[17] == 0.2  # 0.1: [-1, -0.75); 0.5: [-0.5, -0.25); 1, 1: [0, 0.25)
     assert figures == {"bill change": pytest.approx(0.05), "equal bills": 0.5, "equal non-zero bills": 0.4,
-                       "paid in full": 0.1}
+                       "paid in full": 0.1, "negative charges": 0.2, "over the limit": pytest.approx(2 / 12)}
 
 
 def test_a_piece_s_time_limit_counts_the_training_time_its_checkpoints_restore(tmp_path):
@@ -576,12 +581,13 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     assert (tmp_path / "docs" / "credit_default.md").read_text() == doc
     assert len(tq.read_rows(tmp_path / "out" / "diagnosis.jsonl")) == len(trained) + 1
     lines = doc.partition(tq.marker("credit_default_diagnosis", str(tmp_path / "out")))[2]
-    lines = lines.splitlines()[1:16]
+    lines = lines.splitlines()[1:19]
     assert lines[0] == "| | real test rows | " + " | ".join(m for m in tq.REPORT_ORDER if m in rows) + " |"
     assert [line.split(" | ")[0] for line in lines[2:]] == [
         "| discrim. AUC: one column, largest", "| discrim. AUC: one column, median",
-        *(f"| discrim. AUC: {g}" for g in credit_default_diagnosis.GROUPS), "| bill change", "| score change",
-        "| equal bills", "| equal non-zero bills", "| paid in full"]
+        *(f"| discrim. AUC: {g}" for g in credit_default_diagnosis.GROUPS), "| discrim. AUC: rows within the bounds",
+        "| bill change", "| score change", "| equal bills", "| equal non-zero bills", "| paid in full",
+        "| negative charges", "| over the limit"]
     assert all(0 <= float(v) <= 1 for line in lines[2:10] for v in line.strip("| ").split(" | ")[2:])
     changes = tq.read_rows(tmp_path / "out" / "diagnosis.jsonl")[0]["bill changes"]  # the real rows'
     assert len(changes) == 21 and sum(changes) == pytest.approx(1) and (tmp_path / "docs" / "out_months.png"

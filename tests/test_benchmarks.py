@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from benchmarks import activation, empirical_bayes_throughput, risk_overhead, sampling_throughput, train_throughput
 from benchmarks.common import OTHER_GROUP, op_profile, peak_bytes
@@ -549,6 +550,8 @@ def test_tabular_quality_quick_trains_scores_resumes_and_reports(tmp_path, capsy
     for name in tq.PEERS:  # the stub copies training rows, amounts off by 0.3: read back rounded, as the real rows
         assert rows[name]["ks"] == rows["real"]["ks"] and rows[name]["tv"] == rows["real"]["tv"]
     assert rows["ours_long"]["step"] == 5 * rows["ours"]["step"]
+    long_run = yaml.safe_load((tmp_path / "out" / "ours_long" / "run.yaml").read_text())["trainer"]["callbacks"]
+    assert [c["init_args"]["monitor"] for c in long_run if c["class_path"].endswith("ModelCheckpoint")] == [None]
     assert (rows["ours_0.3x"]["step"], rows["ours_1.5x"]["step"]) == (20, 80)  # 18 and 90 in whole checks of 20
     done = {name: tq.json.loads((tmp_path / "out" / name / "done.json").read_text()) for name in trained[:5]}
     assert all(d["train_seconds"] > 0 for d in done.values())  # each trained in one piece

@@ -179,8 +179,8 @@ def test_a_bad_credit_table_stops_train_py_with_one_line(tmp_path, capsys):
     """A Credit Default file with a column renamed and one with text in a number column: one line each, the fix named."""
     source = shared_copy("credit-default", tmp_path / "data") / "UCI_Credit_Card.csv"
     lines = source.read_text().splitlines()
-    config = ["fit", "--config", str(ROOT / "configs" / "credit_default.yaml"), "--trainer.logger", "false",
-              "--data.root", str(tmp_path / "data")]
+    config = ["fit", "--config", str(ROOT / "configs" / "credit_default.yaml"), "--trainer.logger",
+              "lightning.pytorch.loggers.CSVLogger", "--data.root", str(tmp_path / "data")]
     source.write_text("\n".join([lines[0].replace('"AGE"', '"age"'), *lines[1:]]))
     err = train_error(capsys, config)
     assert err.count("\n") == 1 and "lacks column(s) ['AGE'] that the column spec names" in err
@@ -378,6 +378,7 @@ def test_the_logger_can_be_swapped_on_the_command_line(tmp_path, capsys, logger,
     (["--data.val_size", "100000"], "error: val_size (100000) must be smaller than the dataset (1797 items)"),
     (["--trainer.max_steps", "-5"], "error: `max_steps` must be a non-negative integer or -1"),
     (["--trainer.val_check_interval", "0"], "error: trainer.val_check_interval must be > 0"),
+    (["--trainer.logger", "false"], "error: trainer.logger false leaves the config's LearningRateMonitor nothing to"),
     (["--trainer.devices", "0"], "error: `Trainer(devices='0')` value is not a valid input using cpu accelerator."),
     (["--trainer.callbacks+=ddpm_signrelu.callbacks.RiskMetrics", "--trainer.callbacks.num_items", "1"],
      "error: RiskMetrics needs num_items >= 3"),

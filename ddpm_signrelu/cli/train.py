@@ -73,7 +73,7 @@ class DiffusionCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        check_trainer(config.trainer)
+        check_trainer(config.trainer, fit=self.subcommand == "fit")
         self.config_as_given = copy.deepcopy(config)  # saved as config.yaml: the run folder stays one setting
         place_run(config.trainer)
         wandb_offline_without_credentials(config)
@@ -132,11 +132,16 @@ def build_run(*args: str) -> DiffusionCLI:
                         parser_kwargs={"exit_on_error": False})
 
 
-def check_trainer(trainer) -> None:
-    """Trainer settings that Lightning would take and fail on later, refused here."""
+def check_trainer(trainer, fit: bool = False) -> None:
+    """Trainer settings that Lightning would take and fail on later (for ``fit``: after the sanity check), refused
+    here."""
     interval = trainer.val_check_interval
     if isinstance(interval, (int, float)) and interval <= 0:
         raise ConfigError(f"trainer.val_check_interval must be > 0 (steps, or a fraction of an epoch), got {interval}")
+    monitor = any(str(getattr(c, "class_path", "")).endswith("LearningRateMonitor") for c in as_list(trainer.callbacks))
+    if fit and monitor and trainer.logger in (False, []):
+        raise ConfigError("trainer.logger false leaves the config's LearningRateMonitor nothing to log to: keep a "
+                          "logger, e.g. --trainer.logger lightning.pytorch.loggers.CSVLogger (no W&B run)")
 
 
 def train_main(args: list[str] | None = None) -> None:

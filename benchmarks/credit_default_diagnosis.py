@@ -10,8 +10,8 @@ For ``real`` the scored rows are the real training rows (the reference: about 0.
 peer, its seed-0 synthetic set of ``benchmarks.tabular_quality`` (as many rows as the training split, DDIM, 50 steps). The
 discriminator is the study's (CatBoost with the tuned parameters, fitted on half of scored + real test rows, scored on
 the other half); "rows within the bounds" refits it on all columns of only the scored rows that keep the two bounds
-below (:func:`within_bounds`): how much of its lead those two structures carry. The structure figures, over the 5 pairs of consecutive months k, k+1 (the file's months run
-backwards: ``BILL_AMT1`` is the latest statement):
+below (:func:`within_bounds`): how much of its lead those two structures carry. The structure figures, over the
+5 pairs of consecutive months k, k+1 (the file's months run backwards: ``BILL_AMT1`` is the latest statement):
 
 - bill change: the median of |BILL_AMT_k − BILL_AMT_k+1| / max(|BILL_AMT_k+1|, 1);
 - score change: the median of the same difference between the codec's normal scores;
@@ -59,24 +59,24 @@ def changes(amounts: np.ndarray) -> list[float]:
     return [float((relative == 0).mean()), *(np.histogram(moved, EDGES)[0] / relative.size).tolist()]
 
 
-def amounts(table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(bills (N, 6), payments (N, 6), the new charges of months 1-5 (N, 5)) of the rows of ``table``."""
+def amounts(table: Table) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(bills (N, 6), payments (N, 6), the new charges of months 1-5 (N, 5), the limits (N, 1)) of the rows of
+    ``table``."""
     bills = np.stack([table[b].astype(float) for b in BILLS], 1)
     payments = np.stack([table[p].astype(float) for p in PAYMENTS], 1)
-    return bills, payments, bills[:, :-1] - bills[:, 1:] + payments[:, :-1]
+    return bills, payments, bills[:, :-1] - bills[:, 1:] + payments[:, :-1], table[LIMIT].astype(float)[:, None]
 
 
 def within_bounds(table: Table) -> np.ndarray:
     """(N,) bool: the rows with no statement above :data:`OVER` x their limit and no month's charges below
     −:data:`SLACK` x their limit."""
-    bills, _, charges = amounts(table)
-    limit = table[LIMIT].astype(float)[:, None]
+    bills, _, charges, limit = amounts(table)
     return (bills <= OVER * limit).all(1) & (charges >= -SLACK * limit).all(1)
 
 
 def structure(table: Table, codec: TableCodec) -> dict:
     """The month-to-month figures of the docstring for the rows of ``table``."""
-    bills, payments, charges = amounts(table)
+    bills, payments, charges, limit = amounts(table)
     modelled = [c.name for c in codec.modelled]
     z = codec.scores(table)[:, [modelled.index(b) for b in BILLS]]
     later, earlier = bills[:, :-1], bills[:, 1:]
@@ -86,7 +86,7 @@ def structure(table: Table, codec: TableCodec) -> dict:
             "equal non-zero bills": float(((later == earlier) & (earlier != 0)).mean()),
             "paid in full": float(((payments[:, :-1] == earlier) & (earlier > 0)).mean()),
             "negative charges": float((charges < 0).mean()),
-            "over the limit": float((bills > table[LIMIT].astype(float)[:, None]).mean()),
+            "over the limit": float((bills > limit).mean()),
             "bill changes": changes(bills), "payment changes": changes(payments)}
 
 
@@ -137,7 +137,8 @@ def report(args, test: dict | None = None) -> None:
     for key in (k for k in rows["real"] if k != "model" and not isinstance(rows["real"][k], list)):
         reference = f"{test[key]:.3f}" if key in test else ""
         label = key if key in test else f"discrim. AUC: {key}"
-        lines.append(f"| {label} | {reference} | " + " | ".join(f"{rows[n][key]:.3f}" if key in rows[n] else "–" for n in names) + " |")
+        figures = (f"{rows[n][key]:.3f}" if key in rows[n] else "–" for n in names)
+        lines.append(f"| {label} | {reference} | " + " | ".join(figures) + " |")
     text = "\n".join(lines)
     print(text)
     write_block(Path(args.docs) / "credit_default.md", tq.marker("credit_default_diagnosis", args.out), text)

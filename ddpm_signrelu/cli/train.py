@@ -138,8 +138,9 @@ def check_trainer(trainer, fit: bool = False) -> None:
     interval = trainer.val_check_interval
     if isinstance(interval, (int, float)) and interval <= 0:
         raise ConfigError(f"trainer.val_check_interval must be > 0 (steps, or a fraction of an epoch), got {interval}")
-    monitor = any(str(getattr(c, "class_path", "")).endswith("LearningRateMonitor") for c in as_list(trainer.callbacks))
-    if fit and monitor and trainer.logger in (False, []):
+    lr_monitor = any(str(getattr(c, "class_path", "")).endswith("LearningRateMonitor")
+                     for c in as_list(trainer.callbacks))
+    if fit and lr_monitor and trainer.logger in (False, []):
         raise ConfigError("trainer.logger false leaves the config's LearningRateMonitor nothing to log to: keep a "
                           "logger, e.g. --trainer.logger lightning.pytorch.loggers.CSVLogger (no W&B run)")
 
